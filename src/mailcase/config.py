@@ -1,0 +1,242 @@
+"""Typed settings: defaults, then a TOML file, then `MAILCASE_*` environment variables.
+
+Every option has a default, a type and a one-line description (the `description` of its
+field), so that `mailcase config show` can print the effective configuration and a bad key
+or value fails at start naming the key and the reason.
+
+Environment overrides: `MAILCASE_DATA_DIR` sets the top-level `data_dir`; a section key is
+written with a double underscore, e.g. `MAILCASE_INBOUND__TLS=required` or
+`MAILCASE_DATABASE__URL=postgresql://…`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mailcase.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "parse_hostport", "settings_as_toml"]
+
+ENV_PREFIX = "MAILCASE_"
+
+
+def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Split `HOST:PORT` (IPv6 as `[::1]:25`); raises ValueError with what was wrong."""
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{value!r} is not [IPv6]:PORT")
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = value.rpartition(":")
+        if not sep:
+            host, port_s = default_host, value
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"{value!r}: port must be a number from 0 to 65535")
+    return host or default_host, int(port_s)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("listen", mode="after", check_fields=False)
+    @classmethod
+    def _listen_ok(cls, v: str) -> str:
+        parse_hostport(v)
+        return v
+
+
+class ServerSettings(_Section):
+    hostname: str = Field("mailcase.localhost", description="Name used in the SMTP greeting, Received headers and the generated certificate.")
+
+
+class InboundSettings(_Section):
+    listen: str = Field("127.0.0.1:2525", description="HOST:PORT the SMTP server listens on.")
+    tls: Literal["optional", "required"] = Field("optional", description="'required' refuses MAIL from senders that did not issue STARTTLS (530 5.7.0).")
+    max_message_size: int = Field(35 * 1024 * 1024, ge=1024, description="Largest message accepted, in octets (advertised with SIZE; bigger gets 552 5.3.4).")
+    max_recipients: int = Field(100, ge=1, description="Recipients accepted per message (RFC 5321 §4.5.3.1.8 asks for at least 100).")
+    max_command_line: int = Field(512, ge=512, description="Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4).")
+    max_text_line: int = Field(1000, ge=1000, description="Longest text line in DATA in octets, CRLF included (RFC 5321 §4.5.3.1.6).")
+    max_errors: int = Field(10, ge=1, description="Errors and unknown commands per session before 421 and disconnect.")
+    bare_newline: Literal["reject", "normalize"] = Field("reject", description="Bare CR or LF in DATA: refuse the message (SMTP smuggling protection) or rewrite it to CRLF.")
+    command_timeout: float = Field(300.0, gt=0, description="Seconds to wait for the next command (RFC 5321 §4.5.3.2: 5 minutes).")
+    data_timeout: float = Field(180.0, gt=0, description="Seconds to wait for the next chunk of DATA (RFC 5321 §4.5.3.2.6: 3 minutes).")
+    min_data_rate: int = Field(500, ge=0, description="Minimum DATA rate in octets per second once past the first data_timeout window; 0 disables (Postfix smtpd_min_data_rate).")
+    tls_handshake_timeout: float = Field(30.0, gt=0, description="Seconds allowed for a STARTTLS handshake.")
+    max_connections: int = Field(1000, ge=1, description="Concurrent SMTP connections per process; more get 421 4.7.0.")
+    max_connections_per_ip: int = Field(50, ge=1, description="Concurrent SMTP connections per client IP (Postfix default 50); more get 421 4.7.0.")
+    greeting_delay: float = Field(0.0, ge=0, description="Seconds to wait before the greeting; a client that talks first is refused (554 5.5.0).")
+    smtputf8: bool = Field(True, description="Advertise SMTPUTF8 (RFC 6531).")
+
+
+class TLSSettings(_Section):
+    cert_file: Path | None = Field(None, description="PEM certificate chain; empty: a self-signed P-256 certificate is generated under data_dir/tls.")
+    key_file: Path | None = Field(None, description="PEM private key for cert_file.")
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = Field("TLSv1.2", description="Oldest TLS version accepted (Salesforce too accepts only 1.2+).")
+
+
+class DatabaseSettings(_Section):
+    url: str = Field("", description="SQLAlchemy URL; empty: sqlite under data_dir/mailcase.db. PostgreSQL: postgresql://user:pass@host/db")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return v
+
+
+class HTTPSettings(_Section):
+    listen: str = Field("127.0.0.1:8025", description="HOST:PORT of the HTTP API, /docs, /healthz and /metrics.")
+
+
+class PipelineSettings(_Section):
+    poll_interval: float = Field(0.5, gt=0, description="Seconds between looks for newly accepted messages when idle.")
+    batch_size: int = Field(100, ge=1, description="Messages processed per transaction.")
+
+
+class LogSettings(_Section):
+    maillog: str = Field("stderr", description="Where maillog lines go: 'stderr', 'none' or a file path.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the application log.")
+
+
+class Settings(_Section):
+    data_dir: Path = Field(Path("var"), description="Directory for the SQLite database, certificates and other state.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    http: HTTPSettings = Field(default_factory=HTTPSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL (the embedded SQLite file unless one is configured)."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'mailcase.db').resolve()}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`MAILCASE_A__B=v` → {"a": {"b": "v"}}; values are validated by the model."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ("MAILCASE_CONFIG",):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(name, "conflicts with another environment variable")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings; raises ConfigError naming the key and the reason.
+
+    Precedence, lowest first: defaults, the TOML file (`--config` or `MAILCASE_CONFIG`),
+    `MAILCASE_*` variables, command-line `overrides` (e.g. `--data-dir`).
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = config_file or (Path(env["MAILCASE_CONFIG"]) if env.get("MAILCASE_CONFIG") else None)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {str(path)!r} not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("--config", f"{path} is not valid TOML: {e}") from None
+    _merge(data, _env_overrides(env))
+    if overrides:
+        _merge(data, overrides)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        reason = err["msg"]
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key; see `mailcase config show` for the valid ones"
+        raise ConfigError(key, f"{reason} (got {err.get('input')!r})") from None
+    if settings.tls.cert_file and not settings.tls.key_file:
+        raise ConfigError("tls.key_file", "must be set when tls.cert_file is set")
+    return settings
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if v is None:
+        return '""'
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def settings_as_toml(settings: Settings, *, with_descriptions: bool = True) -> str:
+    """The effective settings as TOML, each key with its description as a comment.
+
+    Secrets in the database URL (a password) are masked: secrets are never printed.
+    """
+    lines: list[str] = []
+    top = settings.model_dump()
+    for name, field in Settings.model_fields.items():
+        if isinstance(top[name], dict):
+            continue
+        if with_descriptions and field.description:
+            lines.append(f"# {field.description}")
+        lines.append(f"{name} = {_toml_value(top[name])}")
+    for name in Settings.model_fields:
+        section = top[name]
+        if not isinstance(section, dict):
+            continue
+        model = type(getattr(settings, name))
+        lines.append("")
+        lines.append(f"[{name}]")
+        for key, field in model.model_fields.items():
+            value = section[key]
+            if name == "database" and key == "url" and value:
+                value = _mask_url(str(value))
+            if with_descriptions and field.description:
+                lines.append(f"# {field.description}")
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _mask_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
