@@ -1,0 +1,1 @@
+"""asyncio shell around the sans-IO SMTP server: listener, sessions, STARTTLS, limits."""

@@ -1,0 +1,70 @@
+"""The receiving addresses, cached in memory for the RCPT decision.
+
+The SMTP shell must not wait on the database for every RCPT, yet an address added by the CLI
+(another process) must be accepted at once. So: the cache follows the database's generation
+counter (checked in the background), and a miss reloads synchronously at most a few times a
+second, which keeps a flood of unknown recipients from turning into a flood of queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy.engine import Engine
+
+from mailcase.policy import AddressRule
+from mailcase.storage import addresses
+
+__all__ = ["AddressBook"]
+
+log = logging.getLogger(__name__)
+
+_MISS_RELOAD_INTERVAL = 0.2
+
+
+class AddressBook:
+    """Snapshot of receiving addresses: `rules` by lowercased address, `local_domains`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.rules: dict[str, AddressRule] = {}
+        self.local_domains: frozenset[str] = frozenset()
+        self._generation = -1
+        self._loaded_at = 0.0
+
+    def reload(self) -> None:
+        """Read every address (small table) and the generation it belongs to."""
+        gen = addresses.generation(self._engine)
+        rows = addresses.list_addresses(self._engine)
+        rules = {
+            r.address.lower(): AddressRule(r.address.lower(), r.require_tls, r.enabled)
+            for r in rows
+        }
+        self.rules = rules
+        self.local_domains = frozenset(rule.domain for rule in rules.values())
+        self._generation = gen
+        self._loaded_at = time.monotonic()
+
+    def reload_on_miss(self) -> bool:
+        """Called when a recipient is unknown: reload if the last load is not very recent."""
+        if time.monotonic() - self._loaded_at < _MISS_RELOAD_INTERVAL:
+            return False
+        try:
+            self.reload()
+        except Exception as e:  # noqa: BLE001 - keep the old snapshot; RCPT gets the old answer
+            log.warning("address reload failed: %s", e)
+            return False
+        return True
+
+    async def follow(self, interval: float = 1.0) -> None:
+        """Background task: reload whenever the database generation changes."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                gen = await asyncio.to_thread(addresses.generation, self._engine)
+                if gen != self._generation:
+                    await asyncio.to_thread(self.reload)
+            except Exception as e:  # noqa: BLE001 - retry on the next tick
+                log.warning("address refresh failed: %s", e)

@@ -1,0 +1,75 @@
+"""The SMTP listener and what its sessions share (the Gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailcase.config import Settings, parse_hostport
+from mailcase.inbound.addressbook import AddressBook
+from mailcase.inbound.limits import ConnectionTracker
+from mailcase.inbound.session import SMTPSession
+from mailcase.metrics import Metrics
+from mailcase.smtp.server import ServerSettings
+from mailcase.storage.spool import Spool
+from mailcase.tls import ServerTLS
+
+__all__ = ["Gateway", "server_settings_from", "start_listener"]
+
+log = logging.getLogger(__name__)
+
+
+def server_settings_from(settings: Settings) -> ServerSettings:
+    """The protocol limits of the state machine, taken from the config."""
+    i = settings.inbound
+    return ServerSettings(
+        hostname=settings.server.hostname,
+        max_message_size=i.max_message_size,
+        max_recipients=i.max_recipients,
+        max_command_line=i.max_command_line,
+        max_text_line=i.max_text_line,
+        max_errors=i.max_errors,
+        bare_newline=i.bare_newline,
+        tls_available=True,
+        tls_required=i.tls == "required",
+        smtputf8=i.smtputf8,
+    )
+
+
+@dataclass
+class Gateway:
+    """Everything the sessions of one listener share."""
+
+    settings: Settings
+    spool: Spool
+    tls: ServerTLS
+    addressbook: AddressBook
+    metrics: Metrics
+    on_stored: Callable[[], None] = lambda: None
+    server_settings: ServerSettings = field(init=False)
+    tracker: ConnectionTracker = field(init=False)
+    sessions: set[SMTPSession] = field(default_factory=set)
+    tasks: set[asyncio.Future[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.server_settings = server_settings_from(self.settings)
+        i = self.settings.inbound
+        self.tracker = ConnectionTracker(i.max_connections, i.max_connections_per_ip)
+
+    def notify_stored(self) -> None:
+        self.on_stored()
+
+
+async def start_listener(gateway: Gateway, *, reuse_port: bool = False) -> asyncio.Server:
+    """Listen on `inbound.listen`. `reuse_port` lets several processes share the port."""
+    host, port = parse_hostport(gateway.settings.inbound.listen)
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = await loop.create_server(
+        lambda: SMTPSession(gateway), host, port, family=family, reuse_address=True,
+        reuse_port=reuse_port or None, backlog=1024,
+    )
+    return server

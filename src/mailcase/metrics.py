@@ -1,0 +1,91 @@
+"""Prometheus metrics of one mailcase process (served at /metrics).
+
+Counters live in a registry of our own rather than the global default, so that tests can
+create several platforms in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+
+class _QueueDepths(Collector):
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "mailcase_inbound_messages", "Stored inbound messages by state", labels=["state"]
+        )
+        try:
+            depths = self._read()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the DB is busy
+            depths = {}
+        for state, n in sorted(depths.items()):
+            g.add_metric([state], n)
+        yield g
+
+
+class Metrics:
+    """The counters the SMTP shell, spool and pipeline update."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Counter(
+            "mailcase_smtp_connections", "SMTP connections accepted", registry=r
+        )
+        self.connections_refused = Counter(
+            "mailcase_smtp_connections_refused", "SMTP connections refused with 421",
+            ["reason"], registry=r,
+        )
+        self.active_connections = Gauge(
+            "mailcase_smtp_active_connections", "SMTP connections open now", registry=r
+        )
+        self.accepted = Counter(
+            "mailcase_messages_accepted", "Messages accepted (250 after DATA/BDAT)",
+            ["tls"], registry=r,
+        )
+        self.rejections = Counter(
+            "mailcase_smtp_rejections", "Envelope or message refusals", ["reason"], registry=r
+        )
+        self.tls_handshakes = Counter(
+            "mailcase_tls_handshakes", "STARTTLS handshakes", ["result"], registry=r
+        )
+        self.spool_commit_seconds = Histogram(
+            "mailcase_spool_commit_seconds", "Duration of one group commit",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.spool_batch_size = Histogram(
+            "mailcase_spool_batch_size", "Messages and log entries per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+        )
+        self.processed = Counter(
+            "mailcase_pipeline_messages", "Messages processed by the pipeline", ["result"],
+            registry=r,
+        )
+        self.tls_share = Gauge(
+            "mailcase_messages_accepted_tls_ratio",
+            "Share of accepted messages that arrived over TLS", registry=r,
+        )
+        self.tls_share.set_function(self._tls_ratio)
+
+    def _tls_ratio(self) -> float:
+        tls = self.accepted.labels(tls="yes")._value.get()
+        plain = self.accepted.labels(tls="no")._value.get()
+        total = tls + plain
+        return tls / total if total else 0.0
+
+    def on_commit(self, batch_size: int, seconds: float) -> None:
+        self.spool_batch_size.observe(batch_size)
+        self.spool_commit_seconds.observe(seconds)
+
+    def watch_queue_depths(self, read: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_QueueDepths(read))

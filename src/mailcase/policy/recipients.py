@@ -1,0 +1,67 @@
+"""Which recipients the gateway accepts, decided without I/O.
+
+Only configured receiving addresses are accepted; mailcase never relays. An address at a
+domain we receive for but that is not configured is an unknown mailbox (550 5.1.1); an
+address at any other domain is a relay attempt (550 5.7.1). Both are refused at RCPT time,
+so no bounce is ever sent to a forged sender (no backscatter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mailcase.smtp.replies import Reply
+
+__all__ = ["Accept", "AddressRule", "Reject", "decide_recipient"]
+
+UNKNOWN_MAILBOX = Reply(550, "5.1.1", "Recipient address rejected: no such mailbox here")
+RELAY_DENIED = Reply(550, "5.7.1", "Relay access denied: this server accepts mail only for its own addresses")
+MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+DISABLED = Reply(550, "5.2.1", "Mailbox disabled: this address does not accept mail")
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRule:
+    """A receiving address as policy sees it (lowercased)."""
+
+    address: str
+    require_tls: bool = False
+    enabled: bool = True
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    rule: AddressRule
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reply: Reply
+    reason: str
+
+
+def decide_recipient(
+    recipient: str,
+    rules: Mapping[str, AddressRule],
+    local_domains: frozenset[str],
+    *,
+    tls_active: bool,
+) -> Accept | Reject:
+    """Decide one RCPT. `recipient` is local@domain as received; matching is case-insensitive."""
+    key = recipient.lower()
+    rule = rules.get(key)
+    if rule is None:
+        domain = key.rpartition("@")[2]
+        if domain in local_domains:
+            return Reject(UNKNOWN_MAILBOX, "unknown recipient")
+        return Reject(RELAY_DENIED, "relay denied")
+    if not rule.enabled:
+        return Reject(DISABLED, "address disabled")
+    if rule.require_tls and not tls_active:
+        return Reject(MUST_STARTTLS, "TLS required for this address")
+    return Accept(rule)

@@ -1,0 +1,137 @@
+"""`mailcase serve`: the whole platform in one process.
+
+SMTP listener, the pipeline worker and the HTTP API share one event loop; storage work runs in
+threads (the spool's writer, `asyncio.to_thread` elsewhere). SIGHUP reloads the TLS
+certificate for new handshakes; SIGTERM/SIGINT stop accepting, let sessions that are storing a
+message finish, flush the spool and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+import uvicorn
+
+from mailcase import maillog
+from mailcase.config import Settings, parse_hostport
+from mailcase.errors import TLSSetupError
+from mailcase.inbound.addressbook import AddressBook
+from mailcase.inbound.listener import Gateway, start_listener
+from mailcase.metrics import Metrics
+from mailcase.pipeline.worker import Pipeline
+from mailcase.storage import messages
+from mailcase.storage.db import make_engine, upgrade
+from mailcase.storage.spool import Spool
+from mailcase.tls import ServerTLS, ensure_certificate
+from mailcase.web.app import create_app
+
+__all__ = ["run", "serve"]
+
+log = logging.getLogger("mailcase")
+
+_SHUTDOWN_GRACE = 10.0
+
+
+def _tls_files(settings: Settings) -> ServerTLS:
+    if settings.tls.cert_file is not None and settings.tls.key_file is not None:
+        cert, key = settings.tls.cert_file, settings.tls.key_file
+    else:
+        cert, key = ensure_certificate(settings.tls_dir, settings.server.hostname)
+    return ServerTLS(cert, key, settings.tls.min_version)
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or until the task is cancelled)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    await asyncio.to_thread(upgrade, engine)
+    tls = _tls_files(settings)
+    metrics = Metrics()
+    metrics.watch_queue_depths(lambda: messages.count_by_state(engine))
+    spool = Spool(engine, on_commit=metrics.on_commit)
+    spool.start()
+    book = AddressBook(engine)
+    await asyncio.to_thread(book.reload)
+    pipeline = Pipeline(
+        engine, metrics, batch_size=settings.pipeline.batch_size,
+        poll_interval=settings.pipeline.poll_interval,
+    )
+    gateway = Gateway(
+        settings=settings, spool=spool, tls=tls, addressbook=book, metrics=metrics,
+        on_stored=pipeline.wake,
+    )
+    smtp_server = await start_listener(gateway)
+    app = create_app(engine, metrics, on_addresses_changed=book.reload)
+    http_host, http_port = parse_hostport(settings.http.listen)
+    web = uvicorn.Server(
+        uvicorn.Config(
+            app, host=http_host, port=http_port, log_level="warning", lifespan="off",
+            access_log=False, server_header=False,
+        )
+    )
+    web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def reload_tls() -> None:
+        try:
+            tls.reload()
+            log.warning("TLS certificate reloaded from %s", tls.cert_file)
+        except TLSSetupError as e:
+            log.error("TLS reload failed, keeping the previous certificate: %s", e)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, reload_tls)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    background = [
+        asyncio.create_task(book.follow(), name="addressbook"),
+        asyncio.create_task(pipeline.run(), name="pipeline"),
+    ]
+    web_task = asyncio.create_task(web.serve(), name="http")
+    while not web.started and not web_task.done():
+        await asyncio.sleep(0.01)
+    if web_task.done():
+        smtp_server.close()
+        spool.close()
+        web_task.result()
+        raise SystemExit(f"HTTP listener on {settings.http.listen} did not start")
+    log.warning(
+        "mailcase ready: SMTP %s, HTTP http://%s:%d (data in %s, database %s)",
+        settings.inbound.listen, http_host, http_port, settings.data_dir,
+        "postgresql" if settings.database_url.startswith("postgresql") else "sqlite",
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        smtp_server.close()
+        for session in list(gateway.sessions):
+            session.shutdown()
+        if gateway.tasks:
+            await asyncio.wait(list(gateway.tasks), timeout=_SHUTDOWN_GRACE)
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        web.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(web_task, timeout=5)
+        await asyncio.to_thread(spool.close)
+        engine.dispose()
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point used by the CLI."""
+    logging.basicConfig(
+        level=settings.log.level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    maillog.configure(settings.log.maillog)
+    asyncio.run(serve(settings))

@@ -1,0 +1,1 @@
+"""HTTP: the REST API (FastAPI, OpenAPI at /docs), health and metrics."""

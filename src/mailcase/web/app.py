@@ -1,0 +1,189 @@
+"""The HTTP side: REST API under /api/v1 (token required), /healthz, /metrics, /docs.
+
+Handlers are thin: they validate input with pydantic, call the storage functions in a worker
+thread (the database must never block the event loop the SMTP sessions share) and map
+storage errors to clear 4xx answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.engine import Engine
+
+from mailcase import __version__
+from mailcase.errors import StorageError
+from mailcase.metrics import Metrics
+from mailcase.smtp.address import AddressError, parse_mailbox
+from mailcase.storage import addresses, emaillog, messages, tokens
+
+__all__ = ["create_app"]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items() if k != "content"}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()
+    return obj
+
+
+class AddressIn(BaseModel):
+    address: str = Field(description="Receiving address, e.g. support@example.test")
+    require_tls: bool = Field(False, description="Refuse senders that did not STARTTLS (530 5.7.0)")
+
+    @field_validator("address")
+    @classmethod
+    def _valid(cls, v: str) -> str:
+        try:
+            return parse_mailbox(v.strip())
+        except AddressError as e:
+            raise ValueError(str(e)) from None
+
+
+class AddressPatch(BaseModel):
+    require_tls: bool
+
+
+def create_app(
+    engine: Engine, metrics: Metrics, *, on_addresses_changed: Callable[[], None] = lambda: None
+) -> FastAPI:
+    """Build the app for one platform instance (several can live in one test process)."""
+    app = FastAPI(
+        title="mailcase",
+        version=__version__,
+        description="Self-hosted email platform: inbound gateway, email log, cases.",
+    )
+
+    async def db(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, engine, *args, **kw)
+        except StorageError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from None
+
+    async def require_token(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> str:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise HTTPException(
+                401, "API token required: send 'Authorization: Bearer <token>' "
+                "(create one with `mailcase token create NAME`)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        name = await asyncio.to_thread(tokens.verify, engine, creds.credentials)
+        if name is None:
+            raise HTTPException(401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+        return str(name)
+
+    auth = [Depends(require_token)]
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness and database reachability; no token needed."""
+        try:
+            await asyncio.to_thread(addresses.generation, engine)
+        except Exception as e:  # noqa: BLE001 - report, do not crash
+            return JSONResponse({"status": "error", "database": str(e)}, status_code=503)  # type: ignore[return-value]
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def prometheus() -> Response:
+        data = await asyncio.to_thread(generate_latest, metrics.registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/addresses", dependencies=auth, tags=["addresses"])
+    async def list_addresses() -> list[dict[str, Any]]:
+        return _plain(await db(addresses.list_addresses))  # type: ignore[no-any-return]
+
+    @app.post("/api/v1/addresses", dependencies=auth, tags=["addresses"], status_code=201)
+    async def add_address(body: AddressIn) -> dict[str, Any]:
+        row = await db(addresses.add, body.address, require_tls=body.require_tls)
+        on_addresses_changed()
+        return _plain(row)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
+    async def get_address(address: str) -> dict[str, Any]:
+        row = await db(addresses.get, address)
+        if row is None:
+            raise HTTPException(404, f"no receiving address {address!r}")
+        return _plain(row)  # type: ignore[no-any-return]
+
+    @app.patch("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
+    async def patch_address(address: str, body: AddressPatch) -> dict[str, Any]:
+        if await db(addresses.get, address) is None:
+            raise HTTPException(404, f"no receiving address {address!r}")
+        await db(addresses.set_require_tls, address, body.require_tls)
+        on_addresses_changed()
+        return _plain(await db(addresses.get, address))  # type: ignore[no-any-return]
+
+    @app.delete("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"], status_code=204)
+    async def delete_address(address: str) -> Response:
+        if not await db(addresses.remove, address):
+            raise HTTPException(404, f"no receiving address {address!r}")
+        on_addresses_changed()
+        return Response(status_code=204)
+
+    @app.get("/api/v1/email-log", dependencies=auth, tags=["email log"])
+    async def email_log(
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        address: str | None = None,
+        outcome: str | None = None,
+        queue_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        format: Literal["json", "csv"] = "json",
+    ) -> Response:
+        """Email log entries, newest first; `format=csv` for a CSV export."""
+        rows = await db(
+            emaillog.query, since=since, until=until, address=address, outcome=outcome,
+            queue_id=queue_id, limit=limit,
+        )
+        if format == "csv":
+            return PlainTextResponse(
+                emaillog.to_csv(rows), media_type="text/csv",
+                headers={"Content-Disposition": 'attachment; filename="email-log.csv"'},
+            )
+        return Response(emaillog.to_json(rows), media_type="application/json")
+
+    @app.get("/api/v1/messages", dependencies=auth, tags=["messages"])
+    async def list_messages(
+        state: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> list[dict[str, Any]]:
+        """Stored inbound messages (without their content)."""
+        return _plain(await db(messages.list_messages, state=state, limit=limit))  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/messages/{queue_id}", dependencies=auth, tags=["messages"])
+    async def get_message(queue_id: str) -> dict[str, Any]:
+        row = await db(messages.get_message, queue_id)
+        if row is None:
+            raise HTTPException(404, f"no message with queue id {queue_id!r}")
+        return _plain(row)  # type: ignore[no-any-return]
+
+    @app.post("/api/v1/messages/{queue_id}/retry", dependencies=auth, tags=["messages"])
+    async def retry_message(queue_id: str) -> dict[str, int]:
+        """Put a quarantined message back for processing."""
+        n = await db(messages.retry_quarantined, queue_id)
+        if not n:
+            raise HTTPException(404, f"no quarantined message with queue id {queue_id!r}")
+        return {"retried": int(n)}
+
+    @app.exception_handler(StorageError)
+    async def _storage_error(_: Request, exc: StorageError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    return app
