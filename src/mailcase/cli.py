@@ -1,0 +1,360 @@
+"""The `mailcase` command.
+
+Every command works on the instance chosen by `--data-dir`, `MAILCASE_DATA_DIR` or the
+config's database URL, also while `mailcase serve` runs (SQLite in WAL mode and PostgreSQL
+both allow that). Errors are printed as one line that says what to do, with exit code 2 for
+bad configuration or usage and 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.engine import Engine
+
+from mailcase import __version__
+from mailcase.config import Settings, load_settings, parse_hostport, settings_as_toml
+from mailcase.errors import ConfigError, MailcaseError
+
+__all__ = ["main"]
+
+
+class _Ctx:
+    def __init__(self, config: Path | None, data_dir: Path | None) -> None:
+        self.config_file = config
+        self.data_dir = data_dir
+        self._engine: Engine | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        o: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        if self.data_dir is not None:
+            o["data_dir"] = str(self.data_dir)
+        return load_settings(self.config_file, overrides=o)
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from mailcase.storage.db import make_engine, upgrade
+
+            settings = self.settings()
+            self._engine = make_engine(settings.database_url)
+            upgrade(self._engine)
+        return self._engine
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items() if k != "content"}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()
+    if isinstance(obj, bytes | bytearray):
+        return f"<{len(obj)} bytes>"
+    return obj
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[str(_plain(r.get(c, "")) if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _rows(objs: Any) -> list[dict[str, Any]]:
+    return [_plain(o) for o in objs]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mailcase")
+@click.option("--config", "config", type=click.Path(path_type=Path), envvar="MAILCASE_CONFIG",
+              help="TOML config file (default: none; MAILCASE_CONFIG).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Instance data directory (default ./var; MAILCASE_DATA_DIR).")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
+    """mailcase: self-hosted email platform for support and CRM teams."""
+    ctx.obj = _Ctx(config, data_dir)
+
+
+# ---------------------------------------------------------------- serve / config / db
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Instance data directory.")
+@click.option("--smtp-listen", default=None, metavar="HOST:PORT", help="SMTP listen address (default 127.0.0.1:2525).")
+@click.option("--http-listen", default=None, metavar="HOST:PORT", help="HTTP listen address (default 127.0.0.1:8025).")
+@click.pass_obj
+def serve(obj: _Ctx, data_dir: Path | None, smtp_listen: str | None, http_listen: str | None) -> None:
+    """Start the whole platform: SMTP gateway, pipeline, HTTP API."""
+    from mailcase.serve import run
+
+    if data_dir is not None:
+        obj.data_dir = data_dir
+    overrides: dict[str, Any] = {}
+    for key, value, section in ((smtp_listen, smtp_listen, "inbound"), (http_listen, http_listen, "http")):
+        if value is not None:
+            try:
+                parse_hostport(value)
+            except ValueError as e:
+                raise ConfigError(f"{section}.listen", str(e)) from None
+            overrides[section] = {"listen": key}
+    run(obj.settings(**overrides))
+
+
+@cli.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@click.pass_obj
+def config_show(obj: _Ctx) -> None:
+    """Print the effective configuration (defaults, file, environment) as TOML."""
+    click.echo(settings_as_toml(obj.settings()), nl=False)
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: _Ctx) -> None:
+    """Apply database migrations (serve also does this on start)."""
+    from mailcase.storage.db import current_revision
+
+    engine = obj.engine()
+    click.echo(f"database at revision {current_revision(engine)}")
+
+
+# ---------------------------------------------------------------- addresses
+@cli.group()
+def address() -> None:
+    """Receiving addresses: the only recipients the SMTP gateway accepts."""
+
+
+@address.command("add")
+@click.argument("addr")
+@click.option("--require-tls", is_flag=True, help="Refuse senders that did not issue STARTTLS.")
+@click.pass_obj
+def address_add(obj: _Ctx, addr: str, require_tls: bool) -> None:
+    """Add a receiving address."""
+    from mailcase.smtp.address import AddressError, parse_mailbox
+    from mailcase.storage import addresses
+
+    try:
+        addr = parse_mailbox(addr.strip())
+    except AddressError as e:
+        raise click.BadParameter(str(e), param_hint="ADDR") from None
+    addresses.add(obj.engine(), addr, require_tls=require_tls)
+    click.echo(f"added {addr.lower()}" + (" (TLS required)" if require_tls else ""))
+
+
+@address.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def address_list(obj: _Ctx, as_json: bool) -> None:
+    """List receiving addresses."""
+    from mailcase.storage import addresses
+
+    rows = _rows(addresses.list_addresses(obj.engine()))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["address", "require_tls", "enabled", "created_at"])
+
+
+@address.command("remove")
+@click.argument("addr")
+@click.pass_obj
+def address_remove(obj: _Ctx, addr: str) -> None:
+    """Remove a receiving address (mail to it is refused from then on)."""
+    from mailcase.storage import addresses
+
+    if not addresses.remove(obj.engine(), addr):
+        raise click.ClickException(f"no receiving address {addr!r}; see `mailcase address list`")
+    click.echo(f"removed {addr.lower()}")
+
+
+@address.command("set")
+@click.argument("addr")
+@click.option("--require-tls/--no-require-tls", required=True)
+@click.pass_obj
+def address_set(obj: _Ctx, addr: str, require_tls: bool) -> None:
+    """Change whether an address requires TLS."""
+    from mailcase.storage import addresses
+
+    if addresses.get(obj.engine(), addr) is None:
+        raise click.ClickException(f"no receiving address {addr!r}; see `mailcase address list`")
+    addresses.set_require_tls(obj.engine(), addr, require_tls)
+    click.echo(f"{addr.lower()}: require_tls={require_tls}")
+
+
+# ---------------------------------------------------------------- email log
+def _when(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO time like 2026-11-26T18:00") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+@cli.command("log")
+@click.option("--json", "as_json", is_flag=True, help="JSON export.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV export.")
+@click.option("--since", default=None, help="ISO time (UTC if no zone).")
+@click.option("--until", default=None, help="ISO time (UTC if no zone).")
+@click.option("--address", default=None, help="Sender or recipient address.")
+@click.option("--outcome", default=None, help="accepted, rejected, deferred, processed, quarantined.")
+@click.option("--queue-id", default=None)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.pass_obj
+def log_cmd(obj: _Ctx, as_json: bool, as_csv: bool, since: str | None, until: str | None,
+            address: str | None, outcome: str | None, queue_id: str | None, limit: int) -> None:
+    """Show the email log, newest first."""
+    from mailcase.storage import emaillog
+
+    rows = emaillog.query(obj.engine(), since=_when(since), until=_when(until), address=address,
+                          outcome=outcome, queue_id=queue_id, limit=limit)
+    if as_json:
+        click.echo(emaillog.to_json(rows))
+    elif as_csv:
+        click.echo(emaillog.to_csv(rows), nl=False)
+    else:
+        plain = _rows(rows)
+        for r in plain:
+            tls = f"{r.get('tls_version')}:{r.get('tls_cipher')}" if r.get("tls_version") else "plaintext"
+            rc = ",".join(r.get("rcpt_to") or [])
+            click.echo(
+                f"{r.get('time')}  {r.get('queue_id') or '-':16}  {r.get('outcome'):9}  "
+                f"[{r.get('client_ip')}] from=<{r.get('mail_from') or ''}> to={rc}  {tls}  "
+                f"{r.get('reply_code') or ''} {r.get('reason') or ''}".rstrip()
+            )
+        if not plain:
+            click.echo("(no entries)")
+
+
+# ---------------------------------------------------------------- messages / quarantine
+@cli.group()
+def messages() -> None:
+    """Stored inbound messages."""
+
+
+@messages.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--state", default=None, help="received, processed or quarantined.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.pass_obj
+def messages_list(obj: _Ctx, as_json: bool, state: str | None, limit: int) -> None:
+    """List stored inbound messages, newest first."""
+    from mailcase.storage import messages as store
+
+    rows = _rows(store.list_messages(obj.engine(), state=state, limit=limit))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["queue_id", "received_at", "state", "mail_from", "rcpt_to", "size", "message_id"])
+
+
+@cli.group()
+def quarantine() -> None:
+    """Messages that could not be processed: kept, visible, retryable."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def quarantine_list(obj: _Ctx, as_json: bool) -> None:
+    """List quarantined messages with their error."""
+    from mailcase.storage import messages as store
+
+    rows = _rows(store.list_quarantined(obj.engine()))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["queue_id", "received_at", "attempts", "mail_from", "error"])
+
+
+@quarantine.command("retry")
+@click.argument("queue_id", required=False)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every quarantined message.")
+@click.pass_obj
+def quarantine_retry(obj: _Ctx, queue_id: str | None, retry_all: bool) -> None:
+    """Put a quarantined message (or all) back for processing."""
+    from mailcase.storage import messages as store
+
+    if not queue_id and not retry_all:
+        raise click.UsageError("give a QUEUE_ID or --all")
+    n = store.retry_quarantined(obj.engine(), None if retry_all else queue_id)
+    if n == 0 and queue_id:
+        raise click.ClickException(f"no quarantined message {queue_id!r}; see `mailcase quarantine list`")
+    click.echo(f"{n} message(s) queued for processing again")
+
+
+# ---------------------------------------------------------------- tokens
+@cli.group()
+def token() -> None:
+    """API tokens for /api/v1 (stored hashed; shown once)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.pass_obj
+def token_create(obj: _Ctx, name: str) -> None:
+    """Create a token and print it once."""
+    from mailcase.storage import tokens
+
+    click.echo(tokens.create(obj.engine(), name))
+
+
+@token.command("list")
+@click.pass_obj
+def token_list(obj: _Ctx) -> None:
+    """List token names (never the tokens)."""
+    from mailcase.storage import tokens
+
+    _table(_rows(tokens.list_tokens(obj.engine())), ["name", "created_at", "last_used_at"])
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_obj
+def token_revoke(obj: _Ctx, name: str) -> None:
+    """Revoke a token."""
+    from mailcase.storage import tokens
+
+    if not tokens.revoke(obj.engine(), name):
+        raise click.ClickException(f"no token named {name!r}")
+    click.echo(f"revoked {name}")
+
+
+def main() -> None:
+    """Console entry point: turns known errors into one clear line instead of a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ConfigError as e:
+        click.echo(f"mailcase: configuration error: {e}", err=True)
+        sys.exit(2)
+    except MailcaseError as e:
+        click.echo(f"mailcase: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
