@@ -1,0 +1,312 @@
+"""The gateway against real SMTP clients: Python's smtplib and aiosmtplib, raw sockets for
+what no library sends (BDAT, smuggling endings, STARTTLS injection)."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import ssl
+import time
+import uuid
+from email.message import EmailMessage
+
+import aiosmtplib
+import pytest
+
+from tests.support.platform import Platform
+
+
+def _msg(to: str = "support@example.test", subject: str | None = None, body: str = "hello\n") -> EmailMessage:
+    m = EmailMessage()
+    m["From"] = "alice@sender.test"
+    m["To"] = to
+    m["Subject"] = subject or f"test {uuid.uuid4()}"
+    m["Message-ID"] = f"<{uuid.uuid4()}@sender.test>"
+    m.set_content(body)
+    return m
+
+
+def _messages(p: Platform) -> list[dict]:
+    return json.loads(p.cli("messages", "list", "--json", "--limit", "100000").stdout)
+
+
+def _find(p: Platform, message_id: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        for m in _messages(p):
+            if m["message_id"] == message_id:
+                return m
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message_id} not stored")
+        time.sleep(0.1)
+
+
+def _log(p: Platform, **filters: str) -> list[dict]:
+    args = ["log", "--json", "--limit", "1000"]
+    for k, v in filters.items():
+        args += [f"--{k.replace('_', '-')}", v]
+    return json.loads(p.cli(*args).stdout)
+
+
+class RawClient:
+    """A line-level SMTP client for sending exactly the bytes a test needs."""
+
+    def __init__(self, p: Platform) -> None:
+        self.sock = socket.create_connection(p.smtp, timeout=10)
+        self.buf = b""
+
+    def reply(self) -> str:
+        """One full (possibly multi-line) reply."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed: " + repr(lines))
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            lines.append(line.decode())
+            if len(line) < 4 or line[3:4] == b" ":
+                return "\n".join(lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, line: str) -> str:
+        self.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def no_more_replies(self, wait: float = 0.5) -> bool:
+        self.sock.settimeout(wait)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return not self.buf
+        finally:
+            self.sock.settimeout(10)
+        return not data and not self.buf
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ------------------------------------------------------------------ smtplib
+def test_smtplib_plain_delivery_is_stored_and_logged(platform: Platform) -> None:
+    m = _msg()
+    with smtplib.SMTP(*platform.smtp, timeout=10) as s:
+        s.ehlo("client.sender.test")
+        refused = s.send_message(m, from_addr="alice@sender.test", to_addrs=["support@example.test"])
+        assert refused == {}
+    stored = _find(platform, m["Message-ID"])
+    assert stored["mail_from"] == "alice@sender.test"
+    assert stored["rcpt_to"] == ["support@example.test"]
+    assert stored["tls_version"] is None
+    # The pipeline marks it received for its address (processed), exactly once.
+    deadline = time.monotonic() + 10
+    while _find(platform, m["Message-ID"])["state"] != "processed":
+        assert time.monotonic() < deadline, "not processed"
+        time.sleep(0.1)
+    entries = _log(platform, queue_id=stored["queue_id"])
+    outcomes = sorted(e["outcome"] for e in entries)
+    assert outcomes == ["accepted", "processed"]
+    accepted = next(e for e in entries if e["outcome"] == "accepted")
+    assert accepted["helo"] == "client.sender.test"
+    assert accepted["reply_code"] == 250
+    assert accepted["message_id"] == m["Message-ID"]
+
+
+def test_smtplib_starttls_records_tls_facts_in_received_and_log(platform: Platform, client_tls: ssl.SSLContext) -> None:
+    m = _msg(to="secure@example.test")
+    with smtplib.SMTP(*platform.smtp, timeout=10) as s:
+        s.ehlo("tls.sender.test")
+        assert s.has_extn("starttls")
+        s.starttls(context=client_tls)
+        s.ehlo("tls.sender.test")
+        assert not s.has_extn("starttls")
+        assert s.has_extn("requiretls")
+        s.send_message(m, from_addr="alice@sender.test", to_addrs=["secure@example.test"])
+    stored = _find(platform, m["Message-ID"])
+    assert stored["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert stored["tls_cipher"]
+    entry = _log(platform, queue_id=stored["queue_id"], outcome="accepted")[0]
+    assert entry["tls_version"] == stored["tls_version"]
+    assert entry["tls_cipher"] == stored["tls_cipher"]
+
+
+def test_require_tls_address_refused_in_plaintext_before_any_content(platform: Platform) -> None:
+    c = RawClient(platform)
+    try:
+        assert c.reply().startswith("220")
+        assert c.cmd("EHLO plain.sender.test").startswith("250")
+        assert c.cmd("MAIL FROM:<alice@sender.test>").startswith("250")
+        r = c.cmd("RCPT TO:<secure@example.test>")
+        assert r.startswith("530 5.7.0 Must issue a STARTTLS command first")
+        assert c.cmd("DATA").startswith("554")
+    finally:
+        c.close()
+    entry = _log(platform, address="secure@example.test", outcome="rejected")[0]
+    assert entry["reply_code"] == 530
+    assert "TLS" in entry["reason"]
+
+
+def test_unknown_recipient_and_relay_attempt_are_refused_at_rcpt(platform: Platform) -> None:
+    with smtplib.SMTP(*platform.smtp, timeout=10) as s:
+        s.ehlo("x.sender.test")
+        s.mail("alice@sender.test")
+        code, text = s.rcpt("nobody@example.test")
+        assert (code, text[:5]) == (550, b"5.1.1")
+        code, text = s.rcpt("victim@elsewhere.test")
+        assert (code, text[:5]) == (550, b"5.7.1")
+        assert b"Relay" in text
+
+
+def test_oversized_message_refused_with_552(platform: Platform) -> None:
+    big = _msg(body="x" * 80 + "\n")
+    big.set_content(("y" * 900 + "\n") * 1300)  # about 1.2 MB > 1 MiB configured
+    with smtplib.SMTP(*platform.smtp, timeout=30) as s:
+        s.ehlo("big.sender.test")
+        assert int(s.esmtp_features["size"]) == 1048576
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            s.send_message(big, from_addr="alice@sender.test", to_addrs=["support@example.test"])
+        assert e.value.smtp_code == 552
+    # Without SIZE announced the limit is enforced after DATA.
+    c = RawClient(platform)
+    try:
+        c.reply()
+        c.cmd("EHLO big.sender.test")
+        assert c.cmd("MAIL FROM:<alice@sender.test>").startswith("250")
+        assert c.cmd("RCPT TO:<support@example.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        c.send(b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 1100 + b".\r\n")
+        assert c.reply().startswith("552 5.3.4")
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------ aiosmtplib
+async def test_aiosmtplib_pipelining_and_starttls(platform: Platform, client_tls: ssl.SSLContext) -> None:
+    msgs = [_msg() for _ in range(5)]
+    client = aiosmtplib.SMTP(hostname=platform.smtp[0], port=platform.smtp[1], start_tls=True,
+                             tls_context=client_tls, timeout=10)
+    async with client:
+        assert client.supports_extension("pipelining")
+        for m in msgs:
+            errors, response = await client.send_message(m, sender="bob@sender.test",
+                                                         recipients=["support@example.test", "secure@example.test"])
+            assert errors == {}
+            assert "queued as" in response
+    for m in msgs:
+        stored = _find(platform, m["Message-ID"])
+        assert stored["rcpt_to"] == ["support@example.test", "secure@example.test"]
+        assert stored["tls_version"] in ("TLSv1.2", "TLSv1.3")
+
+
+async def test_aiosmtplib_plain_pipelined_recipients_with_one_refused(platform: Platform) -> None:
+    m = _msg()
+    client = aiosmtplib.SMTP(hostname=platform.smtp[0], port=platform.smtp[1], start_tls=False, timeout=10)
+    async with client:
+        errors, _ = await client.send_message(m, sender="bob@sender.test",
+                                              recipients=["support@example.test", "ghost@example.test"])
+    assert set(errors) == {"ghost@example.test"}
+    assert _find(platform, m["Message-ID"])["rcpt_to"] == ["support@example.test"]
+
+
+# ------------------------------------------------------------------ BDAT / CHUNKING
+def test_bdat_chunks_with_pipelining(platform: Platform) -> None:
+    mid = f"<{uuid.uuid4()}@bdat.test>"
+    body = f"From: a@sender.test\r\nTo: support@example.test\r\nMessage-ID: {mid}\r\nSubject: bdat\r\n\r\nline one\r\n.leading dot stays\r\n".encode()
+    part1, part2 = body[:40], body[40:]
+    c = RawClient(platform)
+    try:
+        c.reply()
+        ehlo = c.cmd("EHLO bdat.sender.test")
+        assert "CHUNKING" in ehlo and "PIPELINING" in ehlo
+        c.send(b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<support@example.test>\r\n"
+               + f"BDAT {len(part1)}\r\n".encode() + part1
+               + f"BDAT {len(part2)} LAST\r\n".encode() + part2)
+        assert c.reply().startswith("250")
+        assert c.reply().startswith("250")
+        assert c.reply().startswith("250")
+        last = c.reply()
+        assert last.startswith("250") and "queued as" in last
+        assert c.cmd("QUIT").startswith("221")
+    finally:
+        c.close()
+    stored = _find(platform, mid)
+    assert stored["size"] > len(body)  # our Received header was prepended
+
+
+# ------------------------------------------------------------------ smuggling
+SMUGGLE_ENDINGS = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r.\n", b"\r\n.\n", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"]
+
+
+@pytest.mark.parametrize("ending", SMUGGLE_ENDINGS, ids=lambda e: repr(e))
+def test_smuggling_endings_never_end_data(platform: Platform, ending: bytes) -> None:
+    mid = f"<{uuid.uuid4()}@smuggle.test>"
+    smuggled_mid = f"<{uuid.uuid4()}@evil.test>"
+    c = RawClient(platform)
+    try:
+        c.reply()
+        c.cmd("EHLO smuggler.test")
+        assert c.cmd("MAIL FROM:<a@sender.test>").startswith("250")
+        assert c.cmd("RCPT TO:<support@example.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        payload = (
+            f"Message-ID: {mid}\r\nSubject: hi\r\n\r\nfirst".encode() + ending
+            + b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<support@example.test>\r\nDATA\r\n"
+            + f"Message-ID: {smuggled_mid}\r\nSubject: smuggled\r\n\r\nevil\r\n".encode()
+            + b".\r\n"
+        )
+        c.send(payload)
+        final = c.reply()
+        # The only end of data is the real <CRLF>.<CRLF>: one reply, refusing the message.
+        assert final[:1] == "5", final
+        assert c.no_more_replies()
+        assert c.cmd("QUIT").startswith("221")
+    finally:
+        c.close()
+    ids = {m["message_id"] for m in _messages(platform)}
+    assert smuggled_mid not in ids
+    assert mid not in ids
+
+
+# ------------------------------------------------------------------ STARTTLS injection
+def test_starttls_command_injection_is_discarded(platform: Platform, client_tls: ssl.SSLContext) -> None:
+    c = RawClient(platform)
+    try:
+        c.reply()
+        c.cmd("EHLO inject.test")
+        c.send(b"STARTTLS\r\nRSET\r\n")
+        assert c.reply().startswith("220")
+        assert c.buf == b""
+        tls = client_tls.wrap_socket(c.sock, server_hostname="mailcase.localhost")
+        tls.settimeout(1.0)
+        # The injected RSET must never be answered over the encrypted channel.
+        with pytest.raises(TimeoutError):
+            tls.recv(1024)
+        tls.settimeout(10)
+        tls.sendall(b"EHLO inject.test\r\n")
+        data = b""
+        while b"250 " not in data:
+            data += tls.recv(4096)
+        assert data.startswith(b"250-")
+        tls.close()
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------ protocol hygiene
+def test_vrfy_help_noop_rset_and_unknown_commands(platform: Platform) -> None:
+    c = RawClient(platform)
+    try:
+        c.reply()
+        assert c.cmd("EHLO hygiene.test").startswith("250")
+        assert c.cmd("VRFY support").startswith("252")
+        assert c.cmd("HELP").startswith("214")
+        assert c.cmd("NOOP").startswith("250")
+        assert c.cmd("RSET").startswith("250")
+        assert c.cmd("FOO bar").startswith("500")
+        assert c.cmd("RCPT TO:<support@example.test>").startswith("503")
+    finally:
+        c.close()
