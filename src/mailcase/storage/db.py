@@ -1,0 +1,210 @@
+"""Engines, write transactions and migrations for SQLite (WAL) and PostgreSQL.
+
+Why the SQLite set-up looks the way it does:
+
+- `journal_mode=WAL` lets readers (web, CLI) run while the spool writer commits, and makes a
+  commit an append to one file; `synchronous=FULL` fsyncs the WAL on every commit, which the
+  250 after DATA promises (DESIGN.md "Durability").
+- Several processes (server, CLI commands) share one file: `busy_timeout` makes a writer wait
+  for the lock instead of failing at once.
+- pysqlite's legacy transaction handling does not emit BEGIN for SELECT or DDL, so we take
+  transaction control over with SQLAlchemy's documented recipe (``isolation_level = None`` on
+  connect, our own BEGIN in the ``begin`` event). Read transactions use a plain (deferred)
+  BEGIN, so readers never take the write lock. Write transactions must use `begin_write` or
+  `write_session`: they start with ``BEGIN IMMEDIATE``, which takes the write lock up front and
+  waits for it under `busy_timeout`. A deferred transaction that reads and then writes can
+  instead fail at once with "database is locked" when another process committed in between
+  (SQLite cannot upgrade a stale read snapshot), and `busy_timeout` does not help there.
+
+On PostgreSQL `begin_write` is an ordinary transaction. URLs ``postgresql://`` and
+``postgres://`` are mapped to the psycopg 3 driver.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session
+
+from mailcase.errors import StorageError
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "WRITE_OPTION",
+    "begin_write",
+    "current_revision",
+    "head_revision",
+    "is_postgresql",
+    "is_sqlite",
+    "make_engine",
+    "upgrade",
+    "write_session",
+]
+
+#: How long a SQLite writer waits for another writer's lock before failing.
+BUSY_TIMEOUT_MS = 10_000
+
+#: Execution option that makes SQLite start the transaction with BEGIN IMMEDIATE.
+WRITE_OPTION = "mailcase_write"
+
+# Key of the PostgreSQL advisory lock that serialises migrations ("mailcase" in ASCII, 8 bytes).
+_MIGRATION_LOCK_KEY = 0x6D61696C63617365
+
+_MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+_SQLITE_PRAGMAS = (
+    # busy_timeout first: switching to WAL needs a lock that another process may hold.
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``sqlite:///path`` or ``postgresql://…`` with mailcase's settings."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(f"invalid database URL: {exc}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite" and driver in ("", "pysqlite"):
+        return _make_sqlite_engine(parsed)
+    if backend in ("postgresql", "postgres"):
+        if driver not in ("", "psycopg"):
+            raise StorageError(
+                f"unsupported PostgreSQL driver {driver!r}: use postgresql:// (psycopg 3)"
+            )
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10, "application_name": "mailcase"},
+        )
+    raise StorageError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+        "use sqlite:///path or postgresql://user@host/db"
+    )
+
+
+def _make_sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy's recipe: stop pysqlite from emitting BEGIN/COMMIT on its own.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma).fetchall()
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def is_sqlite(bind: Engine | Connection | Session) -> bool:
+    """True when `bind` talks to SQLite."""
+    return _dialect_name(bind) == "sqlite"
+
+
+def is_postgresql(bind: Engine | Connection | Session) -> bool:
+    """True when `bind` talks to PostgreSQL."""
+    return _dialect_name(bind) == "postgresql"
+
+
+def _dialect_name(bind: Engine | Connection | Session) -> str:
+    if isinstance(bind, Session):
+        return bind.get_bind().dialect.name
+    return bind.dialect.name
+
+
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A connection in a write transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """An ORM session in a write transaction (BEGIN IMMEDIATE on SQLite); commits on success."""
+    with Session(engine) as session, session.begin():
+        session.connection(execution_options={WRITE_OPTION: True})
+        yield session
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS_DIR).replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this version of mailcase."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships migrations
+        raise StorageError("no migrations found")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None if it was never migrated."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to `revision`; safe when several processes start at once.
+
+    PostgreSQL: a transaction-scoped advisory lock serialises migrators, and the migration runs
+    in that transaction (PostgreSQL has transactional DDL), so a second process sees the first
+    one's result. SQLite: the whole upgrade runs in one BEGIN IMMEDIATE transaction, which holds
+    the database's write lock; a second process waits, then finds nothing to do.
+    """
+    cfg = _alembic_config()
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": _MIGRATION_LOCK_KEY},
+                        )
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+            return
+        except OperationalError as exc:
+            # A long migration elsewhere can outlast SQLite's busy timeout: wait more.
+            locked = engine.dialect.name == "sqlite" and "locked" in str(exc.orig)
+            if not locked or time.monotonic() > deadline:
+                raise
+        finally:
+            cfg.attributes.pop("connection", None)
