@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from mailcase.config import load_settings, parse_hostport, settings_as_toml
+from mailcase.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_platform() -> None:
+    s = load_settings(environ={})
+    assert s.inbound.listen == "127.0.0.1:2525"
+    assert s.http.listen == "127.0.0.1:8025"
+    assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("var/mailcase.db")
+    assert s.inbound.tls == "optional"
+
+
+def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[inbound]\ntls = "required"\nmax_recipients = 5\n[server]\nhostname = "mx.file"\n')
+    s = load_settings(f, environ={"MAILCASE_INBOUND__MAX_RECIPIENTS": "7"},
+                      overrides={"server": {"hostname": "mx.cli"}})
+    assert s.inbound.tls == "required"
+    assert s.inbound.max_recipients == 7
+    assert s.server.hostname == "mx.cli"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"MAILCASE_INBOUND__NOPE": "1"}, "inbound.nope"),
+        ({"MAILCASE_INBOUND__MAX_RECIPIENTS": "0"}, "inbound.max_recipients"),
+        ({"MAILCASE_INBOUND__TLS": "maybe"}, "inbound.tls"),
+        ({"MAILCASE_HTTP__LISTEN": "host:99999"}, "http.listen"),
+        ({"MAILCASE_DATABASE__URL": "mysql://x"}, "database.url"),
+        ({"MAILCASE_INBOUND__MAX_COMMAND_LINE": "100"}, "inbound.max_command_line"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(environ=env)
+    assert e.value.key == key
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.toml", environ={})
+    f = tmp_path / "bad.toml"
+    f.write_text("[inbound\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(f, environ={})
+
+
+def test_cert_without_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(environ={"MAILCASE_TLS__CERT_FILE": str(tmp_path / "c.pem")})
+    assert e.value.key == "tls.key_file"
+
+
+def test_config_show_round_trips_and_masks_password(tmp_path: Path) -> None:
+    s = load_settings(environ={"MAILCASE_DATABASE__URL": "postgresql://mc:s3cret@db/mc"})
+    text = settings_as_toml(s)
+    assert "s3cret" not in text and "mc:***@db/mc" in text
+    f = tmp_path / "shown.toml"
+    f.write_text(settings_as_toml(load_settings(environ={})))
+    assert load_settings(f, environ={}) == load_settings(environ={})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("127.0.0.1:25", ("127.0.0.1", 25)), ("[::1]:2525", ("::1", 2525)), ("8025", ("127.0.0.1", 8025))])
+def test_parse_hostport(value: str, expected: tuple[str, int]) -> None:
+    assert parse_hostport(value) == expected

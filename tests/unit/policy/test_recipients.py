@@ -1,0 +1,39 @@
+from mailcase.policy import Accept, AddressRule, Reject, decide_recipient
+
+RULES = {
+    "support@example.test": AddressRule("support@example.test"),
+    "secure@example.test": AddressRule("secure@example.test", require_tls=True),
+    "off@example.test": AddressRule("off@example.test", enabled=False),
+}
+DOMAINS = frozenset({"example.test"})
+
+
+def decide(rcpt: str, tls: bool = False) -> Accept | Reject:
+    return decide_recipient(rcpt, RULES, DOMAINS, tls_active=tls)
+
+
+def test_configured_address_accepted_case_insensitively() -> None:
+    v = decide("Support@EXAMPLE.test")
+    assert isinstance(v, Accept) and v.rule.address == "support@example.test"
+
+
+def test_unknown_mailbox_at_our_domain_is_550_5_1_1() -> None:
+    v = decide("nobody@example.test")
+    assert isinstance(v, Reject) and (v.reply.code, v.reply.enhanced) == (550, "5.1.1")
+
+
+def test_foreign_domain_is_a_relay_attempt() -> None:
+    v = decide("victim@elsewhere.test")
+    assert isinstance(v, Reject) and (v.reply.code, v.reply.enhanced) == (550, "5.7.1")
+
+
+def test_tls_required_address_needs_tls() -> None:
+    v = decide("secure@example.test", tls=False)
+    assert isinstance(v, Reject)
+    assert str(v.reply) == "530 5.7.0 Must issue a STARTTLS command first"
+    assert isinstance(decide("secure@example.test", tls=True), Accept)
+
+
+def test_disabled_address_refused() -> None:
+    v = decide("off@example.test", tls=True)
+    assert isinstance(v, Reject) and v.reply.code == 550
