@@ -61,7 +61,8 @@ def _count(engine: Engine, table: object = inbound_messages) -> int:
 
 def _log_rows(engine: Engine) -> list[tuple[str | None, str]]:
     with engine.connect() as conn:
-        rows = conn.execute(select(email_log.c.queue_id, email_log.c.outcome).order_by(email_log.c.id))
+        stmt = select(email_log.c.queue_id, email_log.c.outcome).order_by(email_log.c.id)
+        rows = conn.execute(stmt)
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
