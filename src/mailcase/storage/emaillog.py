@@ -1,0 +1,126 @@
+"""The email log: one row per mail event, queried by people and exported as CSV or JSON.
+
+Rows are plain dicts (keys: `COLUMNS`), because they go straight to the web API, CSV and
+JSON. Times are aware UTC datetimes; `rcpt_to` is a list of addresses.
+
+The SMTP path writes log entries through the spool (`Spool.store` / `Spool.log`); `append` is
+for everyone else (pipeline, delivery, CLI).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exists, func, insert, literal, or_, select
+from sqlalchemy.orm import Session
+
+from mailcase.storage._records import LogEntry, log_row
+from mailcase.storage.db import begin_write
+from mailcase.storage.models import email_log
+
+__all__ = ["COLUMNS", "append", "query", "to_csv", "to_json"]
+
+_t = email_log
+
+#: Keys of each row, in export order.
+COLUMNS: tuple[str, ...] = tuple(c.name for c in _t.columns)
+
+# Spreadsheets run cells that start with these as formulas; sender-chosen text must not.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def append(target: Engine | Connection | Session, entries: Iterable[LogEntry]) -> int:
+    """Write `entries` now (in `target`'s transaction, or a new one for an Engine)."""
+    rows = [log_row(e) for e in entries]
+    if not rows:
+        return 0
+    if isinstance(target, Engine):
+        with begin_write(target) as conn:
+            conn.execute(insert(_t), rows)
+    else:
+        target.execute(insert(_t), rows)
+    return len(rows)
+
+
+def query(
+    engine: Engine,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    address: str | None = None,
+    outcome: str | None = None,
+    queue_id: str | None = None,
+    limit: int = 1000,
+    *,
+    direction: str | None = None,
+) -> list[dict[str, Any]]:
+    """Log rows, newest first. `since` is inclusive, `until` exclusive; `address` matches the
+    envelope sender or any recipient, ignoring case."""
+    stmt = select(_t).order_by(_t.c.time.desc(), _t.c.id.desc()).limit(limit)
+    if since is not None:
+        stmt = stmt.where(_t.c.time >= since)
+    if until is not None:
+        stmt = stmt.where(_t.c.time < until)
+    if outcome is not None:
+        stmt = stmt.where(_t.c.outcome == outcome)
+    if queue_id is not None:
+        stmt = stmt.where(_t.c.queue_id == queue_id)
+    if direction is not None:
+        stmt = stmt.where(_t.c.direction == direction)
+    if address is not None:
+        wanted = address.strip().lower()
+        if engine.dialect.name == "sqlite":
+            rcpts = func.json_each(_t.c.rcpt_to).table_valued("value")
+        else:
+            rcpts = func.json_array_elements_text(_t.c.rcpt_to).table_valued("value")
+        any_rcpt = exists(
+            select(literal(1)).select_from(rcpts).where(func.lower(rcpts.c.value) == wanted)
+        )
+        stmt = stmt.where(or_(func.lower(_t.c.mail_from) == wanted, any_rcpt))
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    for row in rows:
+        row["rcpt_to"] = list(row["rcpt_to"] or [])
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A JSON array of the rows; times as ISO 8601 strings."""
+    return json.dumps(
+        [{k: _plain(v) for k, v in row.items()} for row in rows], ensure_ascii=False
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        value = " ".join(str(v) for v in value)
+    if not isinstance(value, str):
+        return str(_plain(value))
+    if value.startswith(_FORMULA_START):
+        return "'" + value  # OWASP advice against CSV injection
+    return value
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV with a header line (`COLUMNS` order). Recipients are space-separated in one cell;
+    text starting with a formula character gets a leading apostrophe."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row.get(name)) for name in COLUMNS])
+    return out.getvalue()

@@ -1,0 +1,302 @@
+"""Spooled inbound messages: listing for people, claiming and marking for the pipeline.
+
+How the pipeline gets exactly-once processing:
+
+1. Open a write transaction (`db.begin_write` or `db.write_session`) and `claim_received`.
+   PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED``, so several workers (or nodes) take
+   disjoint messages. SQLite: a plain SELECT; BEGIN IMMEDIATE already holds the database's
+   write lock, so claimers run one after another. Keep these transactions short on SQLite:
+   the spool waits for that lock too.
+2. In the same transaction, write the message's effect (cases, activities …), call
+   `record_delivery` per destination address (skip the effect when it returns False), then
+   `mark_processed` and, if wanted, `insert_log` for the "processed" event. Commit. A crash before the commit undoes everything; the message is
+   still "received" and is claimed again later. UNIQUE(message_pk, address) and the state
+   check in `mark_processed` refuse a second processing even if two workers raced.
+3. When a message cannot be processed, roll it back (a savepoint, or the transaction) and
+   call `mark_quarantined` (or `record_failure` to count an attempt and leave it for a
+   retry). Both take the message's id (int) or queue id (str).
+
+Return values are frozen dataclasses: `MessageSummary` (no content) and `StoredMessage`.
+Functions that change a message accept an Engine (they open their own write transaction) or
+the Connection/Session of an open write transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    Executable,
+    Row,
+    Select,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from mailcase.errors import StorageError
+from mailcase.storage._records import LogEntry, log_row
+from mailcase.storage.db import WRITE_OPTION, begin_write
+from mailcase.storage.models import (
+    MESSAGE_STATES,
+    email_log,
+    inbound_deliveries,
+    inbound_messages,
+    utcnow,
+)
+
+__all__ = [
+    "ClaimedMessage",
+    "MessageSummary",
+    "StoredMessage",
+    "claim_received",
+    "count_by_state",
+    "get_message",
+    "insert_log",
+    "list_messages",
+    "list_quarantined",
+    "mark_processed",
+    "mark_quarantined",
+    "record_delivery",
+    "record_failure",
+    "retry_quarantined",
+]
+
+_m = inbound_messages
+_d = inbound_deliveries
+
+Executor = Connection | Session
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """A spooled message without its content."""
+
+    id: int
+    queue_id: str
+    received_at: datetime
+    client_ip: str
+    helo: str
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    tls_version: str | None
+    tls_cipher: str | None
+    tls_bits: int | None
+    requiretls: bool
+    smtputf8: bool
+    body_type: str | None
+    size: int
+    message_id: str | None
+    state: str
+    attempts: int
+    error: str | None
+    processed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage(MessageSummary):
+    """A spooled message with its full RFC 5322 content (our Received header included)."""
+
+    content: bytes
+
+
+#: What `claim_received` returns: a stored message, content included.
+ClaimedMessage = StoredMessage
+
+_SUMMARY_COLUMNS = tuple(_m.c[name] for name in MessageSummary.__dataclass_fields__)
+_FULL_COLUMNS = (*_SUMMARY_COLUMNS, _m.c.content)
+
+
+def _summary(row: Row[*tuple[Any, ...]]) -> MessageSummary:
+    values = row._asdict()
+    values["rcpt_to"] = tuple(values["rcpt_to"])
+    return MessageSummary(**values)
+
+
+def _stored(row: Row[*tuple[Any, ...]]) -> StoredMessage:
+    values = row._asdict()
+    values["rcpt_to"] = tuple(values["rcpt_to"])
+    values["content"] = bytes(values["content"])
+    return StoredMessage(**values)
+
+
+def _check_state(state: str | None) -> None:
+    if state is not None and state not in MESSAGE_STATES:
+        raise ValueError(f"state must be one of {MESSAGE_STATES}, not {state!r}")
+
+
+@contextmanager
+def _writing(target: Engine | Executor) -> Iterator[Executor]:
+    if isinstance(target, Engine):
+        with begin_write(target) as conn:
+            yield conn
+    else:
+        yield target
+
+
+def _rowcount(conn: Executor, stmt: Executable) -> int:
+    return int(cast(CursorResult[Any], conn.execute(stmt)).rowcount)
+
+
+def _dialect(target: Engine | Executor) -> str:
+    if isinstance(target, Session):
+        return target.get_bind().dialect.name
+    return target.dialect.name
+
+
+# -- reading -------------------------------------------------------------------------------
+def list_messages(
+    engine: Engine, state: str | None = None, limit: int = 100, *, before_id: int | None = None
+) -> list[MessageSummary]:
+    """Newest first; `before_id` pages on (pass the last id of the previous page)."""
+    _check_state(state)
+    stmt: Select[Any] = select(*_SUMMARY_COLUMNS).order_by(_m.c.id.desc()).limit(limit)
+    if state is not None:
+        stmt = stmt.where(_m.c.state == state)
+    if before_id is not None:
+        stmt = stmt.where(_m.c.id < before_id)
+    with engine.connect() as conn:
+        return [_summary(r) for r in conn.execute(stmt)]
+
+
+def list_quarantined(engine: Engine, limit: int = 100) -> list[MessageSummary]:
+    """Quarantined messages, newest first."""
+    return list_messages(engine, "quarantined", limit)
+
+
+def get_message(engine: Engine, queue_id: str) -> StoredMessage | None:
+    """One message with its content, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(select(*_FULL_COLUMNS).where(_m.c.queue_id == queue_id)).first()
+    return None if row is None else _stored(row)
+
+
+def count_by_state(engine: Engine) -> dict[str, int]:
+    """How many messages are in each state (every state present, zero included)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(_m.c.state, func.count()).group_by(_m.c.state)).all()
+    counts = dict.fromkeys(MESSAGE_STATES, 0)
+    counts.update({state: int(n) for state, n in rows})
+    return counts
+
+
+# -- the pipeline --------------------------------------------------------------------------
+def claim_received(conn: Executor, limit: int) -> list[StoredMessage]:
+    """Take up to `limit` received messages, oldest first, locked for this transaction.
+
+    Must run inside a write transaction (`db.begin_write` / `db.write_session`); on SQLite
+    anything else is refused, because a deferred transaction would not hold the lock.
+    """
+    if _dialect(conn) == "sqlite":
+        raw = conn.connection() if isinstance(conn, Session) else conn
+        if not (raw.in_transaction() and raw.get_execution_options().get(WRITE_OPTION)):
+            raise StorageError("claim_received needs a write transaction (db.begin_write)")
+    stmt = (
+        select(*_FULL_COLUMNS)
+        .where(_m.c.state == "received")
+        .order_by(_m.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no locking clause
+    )
+    return [_stored(r) for r in conn.execute(stmt)]
+
+
+def record_delivery(conn: Executor, message_pk: int, address: str) -> bool:
+    """Record that the message reached `address`; False if that was already recorded."""
+    values = {"message_pk": message_pk, "address": address, "delivered_at": utcnow()}
+    if _dialect(conn) == "postgresql":
+        stmt: Any = pg_insert(_d).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite_insert(_d).values(**values).on_conflict_do_nothing()
+    # RETURNING says whether a row went in (rowcount is -1 with PostgreSQL's RETURNING).
+    return conn.execute(stmt.returning(_d.c.id)).first() is not None
+
+
+def mark_processed(conn: Executor, message_pk: int, addresses: Iterable[str] = ()) -> None:
+    """Record deliveries to `addresses` and mark the message processed, in `conn`'s transaction.
+
+    StorageError if the message is not in state "received" any more (someone else processed
+    or quarantined it): roll back, so that its effects are not written twice.
+    """
+    for address in addresses:
+        record_delivery(conn, message_pk, address)
+    n = _rowcount(
+        conn,
+        update(_m)
+        .where(_m.c.id == message_pk, _m.c.state == "received")
+        .values(
+            state="processed", processed_at=utcnow(), error=None, attempts=_m.c.attempts + 1
+        ),
+    )
+    if n != 1:
+        raise StorageError(f"message {message_pk} is not in state 'received'")
+
+
+def _which(message: int | str) -> ColumnElement[bool]:
+    """A message by primary key (int) or queue id (str)."""
+    if isinstance(message, int):
+        return _m.c.id == message
+    return _m.c.queue_id == message
+
+
+def mark_quarantined(target: Engine | Executor, message: int | str, error: str) -> bool:
+    """Set a received message (by id or queue id) aside with `error`.
+
+    False if it is not in state "received".
+    """
+    with _writing(target) as conn:
+        n = _rowcount(
+            conn,
+            update(_m)
+            .where(_which(message), _m.c.state == "received")
+            .values(state="quarantined", error=error, attempts=_m.c.attempts + 1),
+        )
+    return bool(n)
+
+
+def record_failure(target: Engine | Executor, message: int | str, error: str) -> int:
+    """Count a failed attempt on a received message (by id or queue id); it stays "received".
+
+    Returns the new attempt count, or 0 if the message is not in state "received".
+    """
+    with _writing(target) as conn:
+        n = _rowcount(
+            conn,
+            update(_m)
+            .where(_which(message), _m.c.state == "received")
+            .values(error=error, attempts=_m.c.attempts + 1),
+        )
+        if not n:
+            return 0
+        return int(conn.execute(select(_m.c.attempts).where(_which(message))).scalar_one())
+
+
+def insert_log(conn: Executor, entry: LogEntry) -> None:
+    """Write an email-log entry in `conn`'s transaction (e.g. "processed" with its effects)."""
+    conn.execute(insert(email_log), [log_row(entry)])
+
+
+def retry_quarantined(engine: Engine, queue_id: str | None = None) -> int:
+    """Put one quarantined message (or all, if `queue_id` is None) back to "received".
+
+    The attempt count is kept; the error is cleared. Returns how many were put back.
+    """
+    stmt = (
+        update(_m).where(_m.c.state == "quarantined").values(state="received", error=None)
+    )
+    if queue_id is not None:
+        stmt = stmt.where(_m.c.queue_id == queue_id)
+    with begin_write(engine) as conn:
+        return _rowcount(conn, stmt)
