@@ -9,9 +9,10 @@ How the pipeline gets exactly-once processing:
    the spool waits for that lock too.
 2. In the same transaction, write the message's effect (cases, activities …), call
    `record_delivery` per destination address (skip the effect when it returns False), then
-   `mark_processed` and, if wanted, `insert_log` for the "processed" event. Commit. A crash before the commit undoes everything; the message is
-   still "received" and is claimed again later. UNIQUE(message_pk, address) and the state
-   check in `mark_processed` refuse a second processing even if two workers raced.
+   `mark_processed` and, if wanted, `insert_log` for the "processed" event. Commit. A crash
+   before the commit undoes everything; the message is still "received" and is claimed
+   again later. UNIQUE(message_pk, address) and the state check in `mark_processed` refuse
+   a second processing even if two workers raced.
 3. When a message cannot be processed, roll it back (a savepoint, or the transaction) and
    call `mark_quarantined` (or `record_failure` to count an attempt and leave it for a
    retry). Both take the message's id (int) or queue id (str).
