@@ -162,14 +162,15 @@ class Spool:
     def close(self) -> None:
         """Commit everything queued, then stop the writer thread. Idempotent; blocks."""
         with self._lock:
-            if not self._closed:
+            first = not self._closed
+            if first:
                 self._closed = True
                 self._queue.put(_STOP)
             thread = self._thread
         if thread is not None:
             if thread is not threading.current_thread():
                 thread.join()
-        else:  # never started: write the queued log entries here
+        elif first:  # never started: write the queued log entries here
             self._run()
 
     # -- writer thread ---------------------------------------------------------------------

@@ -109,6 +109,7 @@ def test_close_without_start_writes_queued_log_entries(db_engine: Engine) -> Non
     s = Spool(db_engine)
     s.log(LogEntry(time=datetime.now(UTC), outcome="rejected"))
     s.close()
+    s.close()
     assert _count(db_engine, email_log) == 1
 
 
@@ -392,3 +393,36 @@ def test_spools_in_several_processes_share_one_database(db_engine: Engine, db_ur
         assert proc.returncode == 0, err
     assert _count(db_engine) == 900
     assert _count(db_engine, email_log) == 900
+
+
+async def test_failing_on_commit_callback_does_not_stop_the_spool(db_engine: Engine) -> None:
+    def boom(n: int, seconds: float) -> None:
+        raise RuntimeError("metrics broke")
+
+    s = Spool(db_engine, on_commit=boom)
+    s.start()
+    try:
+        for _ in range(2):
+            msg = make_message()
+            await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 10)
+    finally:
+        s.close()
+    assert _count(db_engine) == 2
+
+
+async def test_a_crashed_writer_fails_waiters_instead_of_hanging(
+    db_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Spool(db_engine)
+
+    def bug(*args: object) -> None:
+        raise RuntimeError("bug in the writer")
+
+    monkeypatch.setattr(s, "_commit_batch", bug)
+    s.start()
+    msg = make_message()
+    with pytest.raises(SpoolCommitError, match="crashed"):
+        await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 10)
+    with pytest.raises(SpoolCommitError, match="not running"):
+        await s.store(msg, accepted_entry(msg))
+    s.close()
