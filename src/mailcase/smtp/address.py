@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from mailcase.smtp.replies import Reply
 
 __all__ = [
+    "MAX_DOMAIN",
+    "MAX_LOCAL_PART",
+    "MAX_PATH",
+    "NULL_PATH",
     "AddressError",
     "Params",
     "Path",
     "parse_mail_from",
+    "parse_mailbox",
     "parse_rcpt_to",
 ]
 
@@ -251,3 +256,19 @@ def parse_rcpt_to(arg: str, *, smtputf8: bool) -> tuple[Path, Params]:
     then may the path and parameters contain UTF-8.
     """
     return _parse(arg, _RCPT, smtputf8, allow_null=False)
+
+
+def parse_mailbox(text: str) -> str:
+    """Validate an address an administrator typed (`support@example.test`, no brackets).
+
+    The same grammar as RCPT applies, so that every configured address is one the SMTP side can
+    actually receive. Returns the address with its domain lowercased; raises AddressError.
+    """
+    bad = AddressError(Reply(501, "5.1.3", f"{text!r} is not a mailbox like name@example.com"))
+    try:
+        path, params = parse_rcpt_to(f"TO:<{text}>", smtputf8=True)
+    except AddressError:
+        raise bad from None
+    if params or not path.domain or path.domain.startswith("["):
+        raise bad
+    return path.normalized

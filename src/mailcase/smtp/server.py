@@ -53,6 +53,7 @@ __all__ = [
     "ServerConnection",
     "ServerSettings",
     "SessionInfo",
+    "Stage",
     "StartTLS",
     "State",
     "TLSFacts",
