@@ -232,7 +232,9 @@ def test_empty_message(transcript):
 
 def test_pipelined_transaction_replies_in_order(transcript):
     # RFC 2920: MAIL, RCPT… and DATA in one group, after the EHLO reply.
-    t = transcript(PLAIN, rcpt_policy=lambda r: UNKNOWN_RECIPIENT if "nobody" in str(r.recipient) else None)
+    t = transcript(
+        PLAIN, rcpt_policy=lambda r: UNKNOWN_RECIPIENT if "nobody" in str(r.recipient) else None
+    )
     t.run(
         GREETING
         + "C: EHLO client.test\n"
