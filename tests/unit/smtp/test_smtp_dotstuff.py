@@ -212,6 +212,28 @@ def test_data_reader_matches_model_for_any_chunking(data, cuts, max_size, max_li
     assert got == model_data(data, max_size, max_line, policy)
 
 
+@pytest.mark.parametrize("max_cuts", [0, 1, 2])
+@settings(max_examples=200, deadline=None)
+@given(
+    data=fragments,
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+    max_line=st.integers(min_value=2, max_value=12),
+    policy=st.sampled_from(POLICIES),
+)
+def test_many_dot_lines_path_matches_model(max_cuts, data, cuts, max_line, policy):
+    # Above _MAX_CUTS dot-lines per chunk the reader switches to bytes.replace; force it.
+    import mailcase.smtp.dotstuff as dotstuff
+
+    saved = dotstuff._MAX_CUTS
+    dotstuff._MAX_CUTS = max_cuts
+    try:
+        cuts = sorted(min(c, len(data)) for c in cuts)
+        got = feed_split(data, cuts, max_size=30, max_line=max_line, bare_newline=policy)
+    finally:
+        dotstuff._MAX_CUTS = saved
+    assert got == model_data(data, 30, max_line, policy)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     data=fragments,
