@@ -116,7 +116,8 @@ def test_config_show_and_bad_config_fail_clearly(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "inbound.max_mesage_size" in bad.stderr and "unknown key" in bad.stderr
     cfg.write_text('[inbound]\ntls = "sometimes"\n')
-    bad = subprocess.run([*MAILCASE, "--config", str(cfg), "config", "show"], env=env,
+    plain_env = {k: v for k, v in env.items() if not k.startswith("MAILCASE_")}
+    bad = subprocess.run([*MAILCASE, "--config", str(cfg), "config", "show"], env=plain_env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "inbound.tls" in bad.stderr
     bad = subprocess.run([*MAILCASE, "serve", "--data-dir", str(tmp_path), "--smtp-listen", "localhost:notaport"],

@@ -185,12 +185,14 @@ def test_oversized_message_refused_with_552(platform: Platform) -> None:
 
 
 # ------------------------------------------------------------------ aiosmtplib
-async def test_aiosmtplib_pipelining_and_starttls(platform: Platform, client_tls: ssl.SSLContext) -> None:
+async def test_aiosmtplib_starttls_several_messages_on_one_connection(platform: Platform, client_tls: ssl.SSLContext) -> None:
+    # aiosmtplib does not pipeline; pipelining is exercised with raw clients below.
     msgs = [_msg() for _ in range(5)]
     client = aiosmtplib.SMTP(hostname=platform.smtp[0], port=platform.smtp[1], start_tls=True,
                              tls_context=client_tls, timeout=10)
     async with client:
-        assert client.supports_extension("pipelining")
+        await client.ehlo()
+        assert client.supports_extension("pipelining") and client.supports_extension("requiretls")
         for m in msgs:
             errors, response = await client.send_message(m, sender="bob@sender.test",
                                                          recipients=["support@example.test", "secure@example.test"])
@@ -210,6 +212,30 @@ async def test_aiosmtplib_plain_pipelined_recipients_with_one_refused(platform: 
                                               recipients=["support@example.test", "ghost@example.test"])
     assert set(errors) == {"ghost@example.test"}
     assert _find(platform, m["Message-ID"])["rcpt_to"] == ["support@example.test"]
+
+
+def test_pipelined_transactions_in_one_segment(platform: Platform) -> None:
+    """RFC 2920: MAIL, RCPTs and DATA in one write; replies come back in order."""
+    mids = [f"<{uuid.uuid4()}@pipe.test>" for _ in range(3)]
+    c = RawClient(platform)
+    try:
+        c.reply()
+        assert "PIPELINING" in c.cmd("EHLO pipe.sender.test")
+        for mid in mids:
+            c.send(b"MAIL FROM:<p@sender.test>\r\nRCPT TO:<support@example.test>\r\n"
+                   b"RCPT TO:<ghost@example.test>\r\nDATA\r\n")
+            assert c.reply().startswith("250")
+            assert c.reply().startswith("250")
+            assert c.reply().startswith("550 5.1.1")
+            assert c.reply().startswith("354")
+            c.send(f"Message-ID: {mid}\r\nSubject: p\r\n\r\n..dot\r\n.\r\n".encode())
+            assert "queued as" in c.reply()
+        c.send(b"RSET\r\nNOOP\r\nQUIT\r\n")
+        assert [c.reply()[:3] for _ in range(3)] == ["250", "250", "221"]
+    finally:
+        c.close()
+    for mid in mids:
+        assert _find(platform, mid)["rcpt_to"] == ["support@example.test"]
 
 
 # ------------------------------------------------------------------ BDAT / CHUNKING

@@ -30,7 +30,7 @@ def stored_ids(p: Platform) -> set[str]:
 
 def header_id() -> tuple[str, list[str]]:
     mid = f"<{uuid.uuid4()}@swaks.test>"
-    return mid, ["--add-header", f"Message-ID: {mid}"]
+    return mid, ["--header", f"Message-Id: {mid}"]
 
 
 def test_plain_delivery(platform: Platform) -> None:

@@ -76,6 +76,10 @@ class SMTPSession(asyncio.Protocol):
         self._data = _DataClock()
         self._counted = False
         self._task: asyncio.Task[None] | None = None
+        # Bytes that arrive over the new TLS layer before `start_tls` has returned to us. The
+        # plaintext transport is paused before the handshake, so these can only be decrypted
+        # data; the plaintext pipelined before the handshake was already dropped by the machine.
+        self._tls_early: bytearray | None = None
 
     # ----------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,6 +131,9 @@ class SMTPSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.conn is None or self._closed:
+            return
+        if self._tls_early is not None:
+            self._tls_early += data
             return
         if self.conn.in_data:
             clock = self._data
@@ -345,6 +352,7 @@ class SMTPSession(asyncio.Protocol):
         self._flush()
         loop = asyncio.get_running_loop()
         gw = self.gw
+        self._tls_early = bytearray()
         try:
             new_transport = await loop.start_tls(
                 self.transport, self, gw.tls.context, server_side=True,
@@ -368,6 +376,9 @@ class SMTPSession(asyncio.Protocol):
         gw.metrics.tls_handshakes.labels(result="ok").inc()
         maillog.event("smtpd", None, starttls=f"[{self.client_ip}]", tls=tls_label(facts))
         self.conn.tls_established(facts)
+        early, self._tls_early = self._tls_early, None
+        if early:
+            self.conn.receive_data(bytes(early))
         self._end_io()
 
     # ----------------------------------------------------------------- shutdown
