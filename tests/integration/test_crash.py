@@ -51,7 +51,7 @@ async def _client(port: int, ids: list[str], acked: list[str], stop_at: float) -
             while pending and time.monotonic() < stop_at:
                 mid = pending.pop()
                 # Whatever happens from here on, this message is never sent again.
-                body = (f"Message-ID: <{mid}>\r\nSubject: crash\r\n\r\n" + "x" * 1500 + "\r\n.\r\n").encode()
+                body = (f"Message-ID: <{mid}>\r\nSubject: crash\r\n\r\n" + ("x" * 70 + "\r\n") * 20 + ".\r\n").encode()
                 writer.write(b"MAIL FROM:<c@sender.test>\r\nRCPT TO:<crash@example.test>\r\nDATA\r\n")
                 r1, r2, r3 = await reply(), await reply(), await reply()
                 if not (r1.startswith(b"250") and r2.startswith(b"250") and r3.startswith(b"354")):
