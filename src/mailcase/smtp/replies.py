@@ -17,12 +17,10 @@ __all__ = [
     "BYE",
     "CONTROL_CHARACTERS",
     "DATA_AFTER_BDAT",
-    "DATA_LINE_TOO_LONG",
     "DUPLICATE_PARAMETER",
     "EXPN_NOT_SUPPORTED",
     "HELP",
     "IMPROPER_PIPELINING",
-    "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "MUST_STARTTLS",
     "NEED_HELO",
@@ -63,6 +61,8 @@ __all__ = [
     "UNSUPPORTED_BODY",
     "VRFY_CANNOT",
     "chunk_received",
+    "command_line_too_long",
+    "data_line_too_long",
     "ehlo_reply",
     "greeting",
     "helo_reply",
@@ -166,7 +166,13 @@ READY_STARTTLS = Reply(220, "2.0.0", "Ready to start TLS")
 
 # Command syntax and sequence (RFC 5321 §4.2.2, §4.3.2)
 UNKNOWN_COMMAND = Reply(500, "5.5.2", "Command not recognized; send HELP for the list")
-LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long; command lines are limited to 512 octets")
+
+
+def command_line_too_long(limit: int) -> Reply:
+    """RFC 5321 §4.5.3.1.4 / §4.5.3.1.10: "500 Line too long", naming the actual limit."""
+    return Reply(500, "5.5.2", f"Line too long; command lines are limited to {limit} octets")
+
+
 BARE_LF_COMMAND = Reply(500, "5.5.2", "Bare LF in command line; end commands with CRLF")
 CONTROL_CHARACTERS = Reply(501, "5.5.4", "Control characters are not allowed in commands")
 BAD_UTF8_COMMAND = Reply(501, "5.5.4", "Command is not valid UTF-8")
@@ -220,9 +226,14 @@ BARE_NEWLINE = Reply(
     "Bare CR or LF not allowed (SMTP smuggling protection); send CRLF line endings",
 )
 NUL_IN_DATA = Reply(554, "5.6.0", "NUL characters are not allowed in message content")
-DATA_LINE_TOO_LONG = Reply(
-    500, "5.5.2", "Line too long; message lines are limited to 1000 octets including CRLF"
-)
+
+
+def data_line_too_long(limit: int) -> Reply:
+    """RFC 5321 §4.5.3.1.6: a text line over the limit refuses the message."""
+    return Reply(
+        500, "5.5.2", f"Line too long; message lines are limited to {limit} octets including CRLF"
+    )
+
 
 # Answers the application gives (policy/storage), named here so texts stay consistent
 STORAGE_FAILED = Reply(451, "4.3.0", "Temporary storage failure, please retry later")

@@ -519,7 +519,7 @@ class ServerConnection:
 
     def _handle_line(self, raw: bytes) -> None:
         if not raw:
-            self._fail(R.LINE_TOO_LONG)
+            self._fail(R.command_line_too_long(self.settings.max_command_line))
             return
         if raw.endswith(b"\r\n"):
             body = raw[:-2]
@@ -805,7 +805,7 @@ class ServerConnection:
         if res.nul_seen:
             return R.NUL_IN_DATA, "NUL in message content"
         if res.line_too_long:
-            return R.DATA_LINE_TOO_LONG, "message line too long"
+            return R.data_line_too_long(self.settings.max_text_line), "message line too long"
         return None
 
     def _cmd_rset(self, arg: str) -> None:

@@ -80,6 +80,9 @@ def test_greeting_and_named_replies():
     assert replies.RELAY_DENIED == Reply(550, "5.7.1", "Relay access denied")
     assert replies.TIMEOUT.code == 421 and replies.TIMEOUT.enhanced == "4.4.2"
     assert replies.queued("ABC123").to_bytes() == b"250 2.0.0 OK: queued as ABC123\r\n"
+    # Limit replies name the configured limit, not the RFC default.
+    assert "2048 octets" in replies.command_line_too_long(2048).text
+    assert "998 octets" in replies.data_line_too_long(998).text
 
 
 def test_settings_validation():
