@@ -65,7 +65,9 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         click.echo("(none)")
         return
-    cells = [[str(_plain(r.get(c, "")) if r.get(c) is not None else "-") for c in columns] for r in rows]
+    cells = [
+        [str(_plain(r.get(c, "")) if r.get(c) is not None else "-") for c in columns] for r in rows
+    ]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
@@ -78,10 +80,19 @@ def _rows(objs: Any) -> list[dict[str, Any]]:
 
 @click.group()
 @click.version_option(__version__, prog_name="mailcase")
-@click.option("--config", "config", type=click.Path(path_type=Path), envvar="MAILCASE_CONFIG",
-              help="TOML config file (default: none; MAILCASE_CONFIG).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Instance data directory (default ./var; MAILCASE_DATA_DIR).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    envvar="MAILCASE_CONFIG",
+    help="TOML config file (default: none; MAILCASE_CONFIG).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Instance data directory (default ./var; MAILCASE_DATA_DIR).",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     """mailcase: self-hosted email platform for support and CRM teams."""
@@ -90,18 +101,35 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 
 # ---------------------------------------------------------------- serve / config / db
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Instance data directory.")
-@click.option("--smtp-listen", default=None, metavar="HOST:PORT", help="SMTP listen address (default 127.0.0.1:2525).")
-@click.option("--http-listen", default=None, metavar="HOST:PORT", help="HTTP listen address (default 127.0.0.1:8025).")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None, help="Instance data directory."
+)
+@click.option(
+    "--smtp-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="SMTP listen address (default 127.0.0.1:2525).",
+)
+@click.option(
+    "--http-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="HTTP listen address (default 127.0.0.1:8025).",
+)
 @click.pass_obj
-def serve(obj: _Ctx, data_dir: Path | None, smtp_listen: str | None, http_listen: str | None) -> None:
+def serve(
+    obj: _Ctx, data_dir: Path | None, smtp_listen: str | None, http_listen: str | None
+) -> None:
     """Start the whole platform: SMTP gateway, pipeline, HTTP API."""
     from mailcase.serve import run
 
     if data_dir is not None:
         obj.data_dir = data_dir
     overrides: dict[str, Any] = {}
-    for key, value, section in ((smtp_listen, smtp_listen, "inbound"), (http_listen, http_listen, "http")):
+    for key, value, section in (
+        (smtp_listen, smtp_listen, "inbound"),
+        (http_listen, http_listen, "http"),
+    ):
         if value is not None:
             try:
                 parse_hostport(value)
@@ -218,17 +246,35 @@ def _when(value: str | None) -> dt.datetime | None:
 @click.option("--since", default=None, help="ISO time (UTC if no zone).")
 @click.option("--until", default=None, help="ISO time (UTC if no zone).")
 @click.option("--address", default=None, help="Sender or recipient address.")
-@click.option("--outcome", default=None, help="accepted, rejected, deferred, processed, quarantined.")
+@click.option(
+    "--outcome", default=None, help="accepted, rejected, deferred, processed, quarantined."
+)
 @click.option("--queue-id", default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.pass_obj
-def log_cmd(obj: _Ctx, as_json: bool, as_csv: bool, since: str | None, until: str | None,
-            address: str | None, outcome: str | None, queue_id: str | None, limit: int) -> None:
+def log_cmd(
+    obj: _Ctx,
+    as_json: bool,
+    as_csv: bool,
+    since: str | None,
+    until: str | None,
+    address: str | None,
+    outcome: str | None,
+    queue_id: str | None,
+    limit: int,
+) -> None:
     """Show the email log, newest first."""
     from mailcase.storage import emaillog
 
-    rows = emaillog.query(obj.engine(), since=_when(since), until=_when(until), address=address,
-                          outcome=outcome, queue_id=queue_id, limit=limit)
+    rows = emaillog.query(
+        obj.engine(),
+        since=_when(since),
+        until=_when(until),
+        address=address,
+        outcome=outcome,
+        queue_id=queue_id,
+        limit=limit,
+    )
     if as_json:
         click.echo(emaillog.to_json(rows))
     elif as_csv:
@@ -236,7 +282,11 @@ def log_cmd(obj: _Ctx, as_json: bool, as_csv: bool, since: str | None, until: st
     else:
         plain = _rows(rows)
         for r in plain:
-            tls = f"{r.get('tls_version')}:{r.get('tls_cipher')}" if r.get("tls_version") else "plaintext"
+            tls = (
+                f"{r.get('tls_version')}:{r.get('tls_cipher')}"
+                if r.get("tls_version")
+                else "plaintext"
+            )
             rc = ",".join(r.get("rcpt_to") or [])
             click.echo(
                 f"{r.get('time')}  {r.get('queue_id') or '-':16}  {r.get('outcome'):9}  "
@@ -266,7 +316,9 @@ def messages_list(obj: _Ctx, as_json: bool, state: str | None, limit: int) -> No
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        _table(rows, ["queue_id", "received_at", "state", "mail_from", "rcpt_to", "size", "message_id"])
+        _table(
+            rows, ["queue_id", "received_at", "state", "mail_from", "rcpt_to", "size", "message_id"]
+        )
 
 
 @cli.group()
@@ -300,7 +352,9 @@ def quarantine_retry(obj: _Ctx, queue_id: str | None, retry_all: bool) -> None:
         raise click.UsageError("give a QUEUE_ID or --all")
     n = store.retry_quarantined(obj.engine(), None if retry_all else queue_id)
     if n == 0 and queue_id:
-        raise click.ClickException(f"no quarantined message {queue_id!r}; see `mailcase quarantine list`")
+        raise click.ClickException(
+            f"no quarantined message {queue_id!r}; see `mailcase quarantine list`"
+        )
     click.echo(f"{n} message(s) queued for processing again")
 
 

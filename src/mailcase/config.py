@@ -77,6 +77,11 @@ class InboundSettings(_Section):
 
 
 class TLSSettings(_Section):
+    @field_validator("cert_file", "key_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if v == "" else v
+
     cert_file: Path | None = Field(None, description="PEM certificate chain; empty: a self-signed P-256 certificate is generated under data_dir/tls.")
     key_file: Path | None = Field(None, description="PEM private key for cert_file.")
     min_version: Literal["TLSv1.2", "TLSv1.3"] = Field("TLSv1.2", description="Oldest TLS version accepted (Salesforce too accepts only 1.2+).")

@@ -76,24 +76,50 @@ def disconnect(client_ip: str, reason: str) -> None:
 
 
 def accepted(
-    queue_id: str, *, client_ip: str, helo: str | None, mail_from: str, rcpt_to: list[str],
-    size: int, tls: str, message_id: str | None,
+    queue_id: str,
+    *,
+    client_ip: str,
+    helo: str | None,
+    mail_from: str,
+    rcpt_to: list[str],
+    size: int,
+    tls: str,
+    message_id: str | None,
 ) -> None:
     event(
-        "smtpd", queue_id, client=f"[{client_ip}]", helo=helo, **{"from": f"<{mail_from}>"},
-        to=",".join(f"<{r}>" for r in rcpt_to), size=size, tls=tls,
-        message_id=message_id, status="queued",
+        "smtpd",
+        queue_id,
+        client=f"[{client_ip}]",
+        helo=helo,
+        **{"from": f"<{mail_from}>"},
+        to=",".join(f"<{r}>" for r in rcpt_to),
+        size=size,
+        tls=tls,
+        message_id=message_id,
+        status="queued",
     )
 
 
 def rejected(
-    *, stage: str, client_ip: str, helo: str | None, mail_from: str | None,
-    rcpt_to: list[str], reply: str, reason: str,
+    *,
+    stage: str,
+    client_ip: str,
+    helo: str | None,
+    mail_from: str | None,
+    rcpt_to: list[str],
+    reply: str,
+    reason: str,
 ) -> None:
     event(
-        "smtpd", None, reject=stage, client=f"[{client_ip}]", helo=helo,
+        "smtpd",
+        None,
+        reject=stage,
+        client=f"[{client_ip}]",
+        helo=helo,
         **{"from": None if mail_from is None else f"<{mail_from}>"},
-        to=",".join(f"<{r}>" for r in rcpt_to) or None, reply=reply, reason=reason,
+        to=",".join(f"<{r}>" for r in rcpt_to) or None,
+        reply=reply,
+        reason=reason,
     )
 
 

@@ -42,15 +42,19 @@ class Metrics:
             "mailcase_smtp_connections", "SMTP connections accepted", registry=r
         )
         self.connections_refused = Counter(
-            "mailcase_smtp_connections_refused", "SMTP connections refused with 421",
-            ["reason"], registry=r,
+            "mailcase_smtp_connections_refused",
+            "SMTP connections refused with 421",
+            ["reason"],
+            registry=r,
         )
         self.active_connections = Gauge(
             "mailcase_smtp_active_connections", "SMTP connections open now", registry=r
         )
         self.accepted = Counter(
-            "mailcase_messages_accepted", "Messages accepted (250 after DATA/BDAT)",
-            ["tls"], registry=r,
+            "mailcase_messages_accepted",
+            "Messages accepted (250 after DATA/BDAT)",
+            ["tls"],
+            registry=r,
         )
         self.rejections = Counter(
             "mailcase_smtp_rejections", "Envelope or message refusals", ["reason"], registry=r
@@ -59,21 +63,27 @@ class Metrics:
             "mailcase_tls_handshakes", "STARTTLS handshakes", ["result"], registry=r
         )
         self.spool_commit_seconds = Histogram(
-            "mailcase_spool_commit_seconds", "Duration of one group commit",
+            "mailcase_spool_commit_seconds",
+            "Duration of one group commit",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
         self.spool_batch_size = Histogram(
-            "mailcase_spool_batch_size", "Messages and log entries per group commit",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+            "mailcase_spool_batch_size",
+            "Messages and log entries per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
         )
         self.processed = Counter(
-            "mailcase_pipeline_messages", "Messages processed by the pipeline", ["result"],
+            "mailcase_pipeline_messages",
+            "Messages processed by the pipeline",
+            ["result"],
             registry=r,
         )
         self.tls_share = Gauge(
             "mailcase_messages_accepted_tls_ratio",
-            "Share of accepted messages that arrived over TLS", registry=r,
+            "Share of accepted messages that arrived over TLS",
+            registry=r,
         )
         self.tls_share.set_function(self._tls_ratio)
 

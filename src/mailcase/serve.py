@@ -57,11 +57,17 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     book = AddressBook(engine)
     await asyncio.to_thread(book.reload)
     pipeline = Pipeline(
-        engine, metrics, batch_size=settings.pipeline.batch_size,
+        engine,
+        metrics,
+        batch_size=settings.pipeline.batch_size,
         poll_interval=settings.pipeline.poll_interval,
     )
     gateway = Gateway(
-        settings=settings, spool=spool, tls=tls, addressbook=book, metrics=metrics,
+        settings=settings,
+        spool=spool,
+        tls=tls,
+        addressbook=book,
+        metrics=metrics,
         on_stored=pipeline.wake,
     )
     smtp_server = await start_listener(gateway)
@@ -69,8 +75,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     http_host, http_port = parse_hostport(settings.http.listen)
     web = uvicorn.Server(
         uvicorn.Config(
-            app, host=http_host, port=http_port, log_level="warning", lifespan="off",
-            access_log=False, server_header=False,
+            app,
+            host=http_host,
+            port=http_port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            server_header=False,
         )
     )
     web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -95,7 +106,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         asyncio.create_task(pipeline.run(), name="pipeline"),
     ]
     web_task = asyncio.create_task(web.serve(), name="http")
-    while not web.started and not web_task.done():
+    while not web.started and not web_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.01)
     if web_task.done():
         smtp_server.close()
@@ -104,7 +115,10 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         raise SystemExit(f"HTTP listener on {settings.http.listen} did not start")
     log.warning(
         "mailcase ready: SMTP %s, HTTP http://%s:%d (data in %s, database %s)",
-        settings.inbound.listen, http_host, http_port, settings.data_dir,
+        settings.inbound.listen,
+        http_host,
+        http_port,
+        settings.data_dir,
         "postgresql" if settings.database_url.startswith("postgresql") else "sqlite",
     )
     if ready is not None:
@@ -130,7 +144,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
 def run(settings: Settings) -> None:
     """Blocking entry point used by the CLI."""
     logging.basicConfig(
-        level=settings.log.level, stream=sys.stderr,
+        level=settings.log.level,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     maillog.configure(settings.log.maillog)

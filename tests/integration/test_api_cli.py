@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support.platform import MAILCASE, Platform, free_port, running_platform
 

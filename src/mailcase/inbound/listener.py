@@ -69,7 +69,12 @@ async def start_listener(gateway: Gateway, *, reuse_port: bool = False) -> async
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server = await loop.create_server(
-        lambda: SMTPSession(gateway), host, port, family=family, reuse_address=True,
-        reuse_port=reuse_port or None, backlog=1024,
+        lambda: SMTPSession(gateway),
+        host,
+        port,
+        family=family,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+        backlog=1024,
     )
     return server

@@ -49,7 +49,10 @@ def received_header(
     """The folded header line, CRLF-terminated, ready to prepend to the content."""
     proto = protocol_keyword(esmtp=esmtp, tls=tls is not None, smtputf8=smtputf8)
     ip = f"IPv6:{client_ip}" if ":" in client_ip else client_ip
-    lines = [f"Received: from {_safe(helo)} ([{ip}])", f"\tby {_safe(hostname)} (mailcase) with {proto} id {queue_id}"]
+    lines = [
+        f"Received: from {_safe(helo)} ([{ip}])",
+        f"\tby {_safe(hostname)} (mailcase) with {proto} id {queue_id}",
+    ]
     if tls is not None:
         lines.append(
             f"\t(using {_safe(tls.version)} with cipher {_safe(tls.cipher)} "

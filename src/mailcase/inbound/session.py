@@ -40,7 +40,9 @@ __all__ = ["SMTPSession", "new_queue_id"]
 
 log = logging.getLogger(__name__)
 
-STORAGE_FAILED = Reply(451, "4.3.0", "Temporary storage failure: message not accepted, please retry later")
+STORAGE_FAILED = Reply(
+    451, "4.3.0", "Temporary storage failure: message not accepted, please retry later"
+)
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, please retry later")
 
 
@@ -171,7 +173,9 @@ class SMTPSession(asyncio.Protocol):
             return False
         elapsed = now - self._data.started
         # Allow a full data_timeout window before judging the rate (a slow start is fine).
-        return elapsed > self.gw.settings.inbound.data_timeout and self._data.received / elapsed < rate
+        return (
+            elapsed > self.gw.settings.inbound.data_timeout and self._data.received / elapsed < rate
+        )
 
     def _arm_timer(self) -> None:
         self._cancel_timer()
@@ -277,17 +281,31 @@ class SMTPSession(asyncio.Protocol):
         s = self.conn.session
         self.gw.metrics.rejections.labels(reason=reason.split(":")[0].replace(" ", "_")).inc()
         maillog.rejected(
-            stage=stage, client_ip=self.client_ip, helo=s.helo, mail_from=mail_from,
-            rcpt_to=rcpts, reply=str(reply), reason=reason,
+            stage=stage,
+            client_ip=self.client_ip,
+            helo=s.helo,
+            mail_from=mail_from,
+            rcpt_to=rcpts,
+            reply=str(reply),
+            reason=reason,
         )
         self.gw.spool.log(
             LogEntry(
-                time=dt.datetime.now(dt.UTC), direction="inbound", queue_id=None,
-                client_ip=self.client_ip, helo=s.helo, mail_from=mail_from,
-                rcpt_to=tuple(rcpts), tls_version=s.tls.version if s.tls else None,
-                tls_cipher=s.tls.cipher if s.tls else None, requiretls=False, size=None,
-                message_id=None, outcome="rejected" if reply.is_permanent else "deferred",
-                reply_code=reply.code, reply_text=" ".join(reply.lines()),
+                time=dt.datetime.now(dt.UTC),
+                direction="inbound",
+                queue_id=None,
+                client_ip=self.client_ip,
+                helo=s.helo,
+                mail_from=mail_from,
+                rcpt_to=tuple(rcpts),
+                tls_version=s.tls.version if s.tls else None,
+                tls_cipher=s.tls.cipher if s.tls else None,
+                requiretls=False,
+                size=None,
+                message_id=None,
+                outcome="rejected" if reply.is_permanent else "deferred",
+                reply_code=reply.code,
+                reply_text=" ".join(reply.lines()),
                 reason=f"{stage}: {reason}",
             )
         )
@@ -304,27 +322,52 @@ class SMTPSession(asyncio.Protocol):
         content = ev.content
         # Prepend in place: a bytearray insert moves the bytes, it does not add a copy.
         content[0:0] = received_header(
-            helo=s.helo, client_ip=self.client_ip, hostname=gw.settings.server.hostname,
-            queue_id=queue_id, esmtp=s.esmtp, tls=s.tls, smtputf8=env.smtputf8,
-            recipient=rcpts[0] if len(rcpts) == 1 else None, when=now,
+            helo=s.helo,
+            client_ip=self.client_ip,
+            hostname=gw.settings.server.hostname,
+            queue_id=queue_id,
+            esmtp=s.esmtp,
+            tls=s.tls,
+            smtputf8=env.smtputf8,
+            recipient=rcpts[0] if len(rcpts) == 1 else None,
+            when=now,
         )
         msgid = message_id(content)
         tls = s.tls
         msg = SpooledMessage(
-            queue_id=queue_id, received_at=now, client_ip=self.client_ip, helo=s.helo,
-            mail_from=env.mail_from.address, rcpt_to=rcpts,
-            tls_version=tls.version if tls else None, tls_cipher=tls.cipher if tls else None,
-            tls_bits=tls.bits if tls else None, requiretls=env.requiretls,
-            smtputf8=env.smtputf8, body_type=env.body, size=len(content), message_id=msgid,
+            queue_id=queue_id,
+            received_at=now,
+            client_ip=self.client_ip,
+            helo=s.helo,
+            mail_from=env.mail_from.address,
+            rcpt_to=rcpts,
+            tls_version=tls.version if tls else None,
+            tls_cipher=tls.cipher if tls else None,
+            tls_bits=tls.bits if tls else None,
+            requiretls=env.requiretls,
+            smtputf8=env.smtputf8,
+            body_type=env.body,
+            size=len(content),
+            message_id=msgid,
             content=content,
         )
         ok = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         entry = LogEntry(
-            time=now, direction="inbound", queue_id=queue_id, client_ip=self.client_ip,
-            helo=s.helo, mail_from=env.mail_from.address, rcpt_to=rcpts,
-            tls_version=msg.tls_version, tls_cipher=msg.tls_cipher,
-            requiretls=env.requiretls, size=len(content), message_id=msgid,
-            outcome="accepted", reply_code=ok.code, reply_text=" ".join(ok.lines()),
+            time=now,
+            direction="inbound",
+            queue_id=queue_id,
+            client_ip=self.client_ip,
+            helo=s.helo,
+            mail_from=env.mail_from.address,
+            rcpt_to=rcpts,
+            tls_version=msg.tls_version,
+            tls_cipher=msg.tls_cipher,
+            requiretls=env.requiretls,
+            size=len(content),
+            message_id=msgid,
+            outcome="accepted",
+            reply_code=ok.code,
+            reply_text=" ".join(ok.lines()),
             reason=None,
         )
         try:
@@ -338,8 +381,14 @@ class SMTPSession(asyncio.Protocol):
             return
         gw.metrics.accepted.labels(tls="yes" if tls else "no").inc()
         maillog.accepted(
-            queue_id, client_ip=self.client_ip, helo=s.helo, mail_from=env.mail_from.address,
-            rcpt_to=list(rcpts), size=len(content), tls=tls_label(tls), message_id=msgid,
+            queue_id,
+            client_ip=self.client_ip,
+            helo=s.helo,
+            mail_from=env.mail_from.address,
+            rcpt_to=list(rcpts),
+            size=len(content),
+            tls=tls_label(tls),
+            message_id=msgid,
         )
         gw.notify_stored()
         self.conn.answer_message(ok)
@@ -355,12 +404,21 @@ class SMTPSession(asyncio.Protocol):
         self._tls_early = bytearray()
         try:
             new_transport = await loop.start_tls(
-                self.transport, self, gw.tls.context, server_side=True,
+                self.transport,
+                self,
+                gw.tls.context,
+                server_side=True,
                 ssl_handshake_timeout=gw.settings.inbound.tls_handshake_timeout,
             )
         except (OSError, ssl.SSLError, ConnectionError, TimeoutError, RuntimeError) as e:
             gw.metrics.tls_handshakes.labels(result="failed").inc()
-            maillog.event("smtpd", None, starttls=f"[{self.client_ip}]", status="failed", reason=str(e) or type(e).__name__)
+            maillog.event(
+                "smtpd",
+                None,
+                starttls=f"[{self.client_ip}]",
+                status="failed",
+                reason=str(e) or type(e).__name__,
+            )
             self._closed = True
             if self.transport is not None:
                 self.transport.abort()
@@ -372,7 +430,11 @@ class SMTPSession(asyncio.Protocol):
             return
         self.transport = new_transport
         ssl_obj = new_transport.get_extra_info("ssl_object")
-        facts = facts_from_ssl_object(ssl_obj) if ssl_obj is not None else TLSFacts("unknown", "unknown", 0)
+        facts = (
+            facts_from_ssl_object(ssl_obj)
+            if ssl_obj is not None
+            else TLSFacts("unknown", "unknown", 0)
+        )
         gw.metrics.tls_handshakes.labels(result="ok").inc()
         maillog.event("smtpd", None, starttls=f"[{self.client_ip}]", tls=tls_label(facts))
         self.conn.tls_established(facts)

@@ -51,11 +51,22 @@ class AddressInbox:
 
 def _log_entry(m: messages.ClaimedMessage, outcome: str, reason: str | None) -> LogEntry:
     return LogEntry(
-        time=dt.datetime.now(dt.UTC), direction="inbound", queue_id=m.queue_id,
-        client_ip=m.client_ip, helo=m.helo, mail_from=m.mail_from, rcpt_to=tuple(m.rcpt_to),
-        tls_version=m.tls_version, tls_cipher=m.tls_cipher, requiretls=m.requiretls,
-        size=m.size, message_id=m.message_id, outcome=outcome, reply_code=None,
-        reply_text=None, reason=reason,
+        time=dt.datetime.now(dt.UTC),
+        direction="inbound",
+        queue_id=m.queue_id,
+        client_ip=m.client_ip,
+        helo=m.helo,
+        mail_from=m.mail_from,
+        rcpt_to=tuple(m.rcpt_to),
+        tls_version=m.tls_version,
+        tls_cipher=m.tls_cipher,
+        requiretls=m.requiretls,
+        size=m.size,
+        message_id=m.message_id,
+        outcome=outcome,
+        reply_code=None,
+        reply_text=None,
+        reason=reason,
     )
 
 
@@ -127,8 +138,11 @@ class Pipeline:
         while True:
             try:
                 await asyncio.to_thread(
-                    process_pending, self.engine, self.destinations,
-                    batch_size=self.batch_size, metrics=self.metrics,
+                    process_pending,
+                    self.engine,
+                    self.destinations,
+                    batch_size=self.batch_size,
+                    metrics=self.metrics,
                 )
             except asyncio.CancelledError:
                 raise

@@ -16,7 +16,9 @@ from mailcase.smtp.replies import Reply
 __all__ = ["Accept", "AddressRule", "Reject", "decide_recipient"]
 
 UNKNOWN_MAILBOX = Reply(550, "5.1.1", "Recipient address rejected: no such mailbox here")
-RELAY_DENIED = Reply(550, "5.7.1", "Relay access denied: this server accepts mail only for its own addresses")
+RELAY_DENIED = Reply(
+    550, "5.7.1", "Relay access denied: this server accepts mail only for its own addresses"
+)
 MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 DISABLED = Reply(550, "5.2.1", "Mailbox disabled: this address does not accept mail")
 

@@ -51,7 +51,7 @@ def server_context(
 
 
 def facts_from_ssl_object(obj: ssl.SSLObject | ssl.SSLSocket) -> TLSFacts:
-    """Version and cipher as Postfix writes them in Received: (TLSv1.3, TLS_AES_256_GCM_SHA384, 256)."""
+    """Version, cipher and bits as Postfix writes them: TLSv1.3, TLS_AES_256_GCM_SHA384, 256."""
     cipher = obj.cipher()
     version = obj.version() or "unknown"
     if cipher is None:

@@ -81,13 +81,16 @@ def create_app(
     ) -> str:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HTTPException(
-                401, "API token required: send 'Authorization: Bearer <token>' "
+                401,
+                "API token required: send 'Authorization: Bearer <token>' "
                 "(create one with `mailcase token create NAME`)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         name = await asyncio.to_thread(tokens.verify, engine, creds.credentials)
         if name is None:
-            raise HTTPException(401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"}
+            )
         return str(name)
 
     auth = [Depends(require_token)]
@@ -131,7 +134,9 @@ def create_app(
         on_addresses_changed()
         return _plain(await db(addresses.get, address))  # type: ignore[no-any-return]
 
-    @app.delete("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"], status_code=204)
+    @app.delete(
+        "/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"], status_code=204
+    )
     async def delete_address(address: str) -> Response:
         if not await db(addresses.remove, address):
             raise HTTPException(404, f"no receiving address {address!r}")
@@ -150,12 +155,18 @@ def create_app(
     ) -> Response:
         """Email log entries, newest first; `format=csv` for a CSV export."""
         rows = await db(
-            emaillog.query, since=since, until=until, address=address, outcome=outcome,
-            queue_id=queue_id, limit=limit,
+            emaillog.query,
+            since=since,
+            until=until,
+            address=address,
+            outcome=outcome,
+            queue_id=queue_id,
+            limit=limit,
         )
         if format == "csv":
             return PlainTextResponse(
-                emaillog.to_csv(rows), media_type="text/csv",
+                emaillog.to_csv(rows),
+                media_type="text/csv",
                 headers={"Content-Disposition": 'attachment; filename="email-log.csv"'},
             )
         return Response(emaillog.to_json(rows), media_type="application/json")
