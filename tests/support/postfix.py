@@ -306,6 +306,7 @@ class PostfixInstance:
         self.tmpdir = Path(tmpdir)
         self.root: Path = self.tmpdir / f"postfix-{self.smtpd_port}"
         self._own_root = False  # True when root is a fallback dir we made under the temp dir
+        self._root_removed = False
         self.master_pid: int | None = None
         self.started_in: float | None = None  # seconds from `postfix start` to smtpd answering
         self._running = False
@@ -330,7 +331,14 @@ class PostfixInstance:
 
     @property
     def maillog_path(self) -> Path:
+        """The log; after stop() of an instance that lived outside `tmpdir`, the copy there."""
+        if self._root_removed:
+            return self._saved_maillog
         return self.root / "maillog"
+
+    @property
+    def _saved_maillog(self) -> Path:
+        return self.tmpdir / f"postfix-{self.smtpd_port}.maillog"
 
     @property
     def cert_path(self) -> Path | None:
@@ -473,6 +481,11 @@ class PostfixInstance:
             + "\n".join(lines) + "\n"
         )
         (self.config_directory / "master.cf").write_text(self._master_cf())
+        # `postfix` re-reads main.cf every 300 ms until it is older than about 2 s (a guard
+        # against half-written files): a freshly written one costs 2 s per start. Backdate.
+        past = time.time() - 60
+        for name in ("main.cf", "master.cf"):
+            os.utime(self.config_directory / name, (past, past))
 
     def start(self) -> None:
         """Write the configuration, ``postfix -c <confdir> start``, wait until smtpd answers."""
@@ -550,6 +563,10 @@ class PostfixInstance:
                     os.killpg(pid, signal.SIGKILL)
         finally:
             if not self.keep and self._own_root:
+                # Keep the log where the caller asked for the instance (tests read it after).
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(self.maillog_path, self._saved_maillog)
+                    self._root_removed = True
                 shutil.rmtree(self.root, ignore_errors=True)
 
     @property
