@@ -321,6 +321,24 @@ def messages_list(obj: _Ctx, as_json: bool, state: str | None, limit: int) -> No
         )
 
 
+@messages.command("show")
+@click.argument("queue_id")
+@click.option("--raw", is_flag=True, help="Print the stored message bytes (RFC 5322) only.")
+@click.pass_obj
+def messages_show(obj: _Ctx, queue_id: str, raw: bool) -> None:
+    """Show one stored message: envelope, session facts, state; or its raw content."""
+    from mailcase.storage import messages as store
+
+    m = store.get_message(obj.engine(), queue_id)
+    if m is None:
+        raise click.ClickException(f"no message {queue_id!r}; see `mailcase messages list`")
+    if raw:
+        sys.stdout.buffer.write(m.content)
+        sys.stdout.buffer.flush()
+        return
+    click.echo(json.dumps(_plain(m), indent=2))
+
+
 @cli.group()
 def quarantine() -> None:
     """Messages that could not be processed: kept, visible, retryable."""

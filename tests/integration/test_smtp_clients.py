@@ -336,3 +336,23 @@ def test_vrfy_help_noop_rset_and_unknown_commands(platform: Platform) -> None:
         assert c.cmd("RCPT TO:<support@example.test>").startswith("503")
     finally:
         c.close()
+
+
+def test_received_header_records_tls_facts_like_postfix(platform: Platform, client_tls: ssl.SSLContext) -> None:
+    m = _msg()
+    with smtplib.SMTP(*platform.smtp, timeout=10) as s:
+        s.starttls(context=client_tls)
+        s.ehlo("rcvd.sender.test")
+        s.send_message(m, from_addr="alice@sender.test", to_addrs=["support@example.test"])
+    stored = _find(platform, m["Message-ID"])
+    raw = platform.cli("messages", "show", stored["queue_id"], "--raw").stdout  # text mode: \r\n → \n
+    first = raw.split("\n\t")
+    assert first[0] == "Received: from rcvd.sender.test ([127.0.0.1])"
+    assert first[1].startswith(f"by mailcase.localhost (mailcase) with ESMTPS id {stored['queue_id']}")
+    assert f"(using {stored['tls_version']} with cipher {stored['tls_cipher']} (" in raw
+    assert m["Subject"] in raw
+    with platform.api() as api:
+        r = api.get(f"/api/v1/messages/{stored['queue_id']}/raw")
+        assert r.status_code == 200 and r.headers["content-type"] == "message/rfc822"
+        assert r.content.decode().replace("\r\n", "\n") == raw
+        assert r.content.startswith(b"Received: from rcvd.sender.test ([127.0.0.1])\r\n\tby ")

@@ -37,7 +37,10 @@ class Destination(Protocol):
     name: str
 
     def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
-        """Write the message into the destination inside `conn`'s transaction, or raise."""
+        """Write the message into the destination inside `conn`'s transaction, or raise.
+
+        The content is read with `messages.load_content(conn, message.id)` when needed.
+        """
 
 
 class AddressInbox:

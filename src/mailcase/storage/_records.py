@@ -105,7 +105,7 @@ def _list(values: Iterable[str]) -> list[str]:
 
 
 def message_row(m: SpooledMessage) -> dict[str, Any]:
-    """The inbound_messages row for `m`; the content is passed on as is, never copied."""
+    """The inbound_messages row for `m` (its content goes to inbound_contents)."""
     message_id = m.message_id
     if message_id is not None:
         message_id = clean_text(message_id)[:MESSAGE_ID_MAX]
@@ -124,7 +124,6 @@ def message_row(m: SpooledMessage) -> dict[str, Any]:
         "body_type": _opt(m.body_type),
         "size": m.size,
         "message_id": message_id,
-        "content": m.content,
         "state": "received",
         "attempts": 0,
     }

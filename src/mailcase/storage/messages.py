@@ -53,6 +53,7 @@ from mailcase.storage.db import WRITE_OPTION, begin_write
 from mailcase.storage.models import (
     MESSAGE_STATES,
     email_log,
+    inbound_contents,
     inbound_deliveries,
     inbound_messages,
     utcnow,
@@ -63,6 +64,7 @@ __all__ = [
     "MessageSummary",
     "StoredMessage",
     "claim_received",
+    "load_content",
     "count_by_state",
     "get_message",
     "insert_log",
@@ -77,6 +79,7 @@ __all__ = [
 
 _m = inbound_messages
 _d = inbound_deliveries
+_c = inbound_contents
 
 Executor = Connection | Session
 
@@ -113,11 +116,12 @@ class StoredMessage(MessageSummary):
     content: bytes
 
 
-#: What `claim_received` returns: a stored message, content included.
-ClaimedMessage = StoredMessage
+#: What `claim_received` returns: the message without its content (`load_content` reads it
+#: when a destination needs it), so that a batch of big messages is not all in memory at once.
+ClaimedMessage = MessageSummary
 
 _SUMMARY_COLUMNS = tuple(_m.c[name] for name in MessageSummary.__dataclass_fields__)
-_FULL_COLUMNS = (*_SUMMARY_COLUMNS, _m.c.content)
+_FULL_COLUMNS = (*_SUMMARY_COLUMNS, _c.c.content)
 
 
 def _summary(row: Row[*tuple[Any, ...]]) -> MessageSummary:
@@ -180,7 +184,11 @@ def list_quarantined(engine: Engine, limit: int = 100) -> list[MessageSummary]:
 def get_message(engine: Engine, queue_id: str) -> StoredMessage | None:
     """One message with its content, or None."""
     with engine.connect() as conn:
-        row = conn.execute(select(*_FULL_COLUMNS).where(_m.c.queue_id == queue_id)).first()
+        row = conn.execute(
+            select(*_FULL_COLUMNS)
+            .join_from(_m, _c, _c.c.message_pk == _m.c.id)
+            .where(_m.c.queue_id == queue_id)
+        ).first()
     return None if row is None else _stored(row)
 
 
@@ -194,8 +202,10 @@ def count_by_state(engine: Engine) -> dict[str, int]:
 
 
 # -- the pipeline --------------------------------------------------------------------------
-def claim_received(conn: Executor, limit: int) -> list[StoredMessage]:
+def claim_received(conn: Executor, limit: int) -> list[MessageSummary]:
     """Take up to `limit` received messages, oldest first, locked for this transaction.
+
+    The content is not read here; see `load_content`.
 
     Must run inside a write transaction (`db.begin_write` / `db.write_session`); on SQLite
     anything else is refused, because a deferred transaction would not hold the lock.
@@ -205,13 +215,21 @@ def claim_received(conn: Executor, limit: int) -> list[StoredMessage]:
         if not (raw.in_transaction() and raw.get_execution_options().get(WRITE_OPTION)):
             raise StorageError("claim_received needs a write transaction (db.begin_write)")
     stmt = (
-        select(*_FULL_COLUMNS)
+        select(*_SUMMARY_COLUMNS)
         .where(_m.c.state == "received")
         .order_by(_m.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no locking clause
     )
-    return [_stored(r) for r in conn.execute(stmt)]
+    return [_summary(r) for r in conn.execute(stmt)]
+
+
+def load_content(conn: Executor, message_pk: int) -> bytes:
+    """The stored RFC 5322 bytes of one message; StorageError if it does not exist."""
+    value = conn.execute(select(_c.c.content).where(_c.c.message_pk == message_pk)).scalar()
+    if value is None:
+        raise StorageError(f"message {message_pk} has no stored content")
+    return bytes(value)
 
 
 def record_delivery(conn: Executor, message_pk: int, address: str) -> bool:

@@ -159,11 +159,27 @@ class InboundMessage(Base):
     body_type: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)
     message_id: Mapped[str | None] = mapped_column(Text)
-    content: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(16), server_default=text("'received'"))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None]
+
+
+class InboundContent(Base):
+    """The bytes of one inbound message, apart from its row of facts.
+
+    Kept in a table of their own, content the last column: SQLite then never rewrites the
+    message's overflow pages when its state changes, and a zero-filled blob written in chunks
+    (the spool's path for big messages) is never expanded in memory.
+    """
+
+    __tablename__ = "inbound_contents"
+
+    message_pk: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("inbound_messages.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False,
+    )
+    content: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class InboundDelivery(Base):
@@ -234,6 +250,7 @@ class SettingsGeneration(Base):
 receiving_addresses = cast(Table, ReceivingAddress.__table__)
 inbound_messages = cast(Table, InboundMessage.__table__)
 inbound_deliveries = cast(Table, InboundDelivery.__table__)
+inbound_contents = cast(Table, InboundContent.__table__)
 email_log = cast(Table, EmailLog.__table__)
 api_tokens = cast(Table, ApiToken.__table__)
 settings_generation = cast(Table, SettingsGeneration.__table__)

@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, text
+from sqlalchemy import Connection, Engine, func, insert, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from mailcase.errors import SpoolCommitError, StorageError
 from mailcase.storage._records import LogEntry, SpooledMessage, log_row, message_row
 from mailcase.storage.db import WRITE_OPTION
-from mailcase.storage.models import email_log, inbound_messages
+from mailcase.storage.models import email_log, inbound_contents, inbound_messages
 
 __all__ = ["LogEntry", "Spool", "SpooledMessage"]
 
@@ -47,6 +47,7 @@ _log = logging.getLogger(__name__)
 
 _messages = inbound_messages
 _email_log = email_log
+_contents = inbound_contents
 
 # A batch stops growing past either bound, so one burst does not become one giant transaction.
 _MAX_BATCH_MESSAGES = 1000
@@ -56,6 +57,10 @@ _MAX_BATCH_BYTES = 64 * 1024 * 1024
 _PG_STATEMENT_TIMEOUT_MS = 30_000
 
 _STOP = object()
+# SQLite: content at least this big is written with incremental blob I/O instead of being
+# bound as a parameter, which would copy it twice more (the bound value and the record).
+_STREAM_MIN_BYTES = 1024 * 1024
+_STREAM_CHUNK = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -252,7 +257,7 @@ class Spool:
                 if self._is_pg:
                     conn.execute(text(f"SET LOCAL statement_timeout = {_PG_STATEMENT_TIMEOUT_MS}"))
                 if pending:
-                    conn.execute(insert(_messages), [message_row(p.msg) for p in pending])
+                    self._insert_messages(conn, pending)
                 rows = [log_row(p.log) for p in pending]
                 rows.extend(log_row(e) for e in logs)
                 if rows:
@@ -262,6 +267,38 @@ class Spool:
                 self._drop_connection()  # start again from a fresh connection
             raise
         return time.perf_counter() - started
+
+    def _insert_messages(self, conn: Connection, pending: list[_Pending]) -> None:
+        """Message rows (one executemany, ids returned in order), then their contents.
+
+        On SQLite, big contents are written with incremental blob I/O into a zero-filled blob:
+        binding them as a parameter would copy the message twice more in memory (the bound
+        value and the record SQLite assembles).
+        """
+        ids = conn.execute(
+            insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True),
+            [message_row(p.msg) for p in pending],
+        ).scalars().all()
+        small: list[dict[str, Any]] = []
+        for pk, p in zip(ids, pending, strict=True):
+            content = p.msg.content
+            if self._is_pg or len(content) < _STREAM_MIN_BYTES:
+                small.append({"message_pk": pk, "content": content})
+            else:
+                self._stream_sqlite(conn, pk, content)
+        if small:
+            conn.execute(insert(_contents), small)
+
+    @staticmethod
+    def _stream_sqlite(conn: Connection, pk: int, content: bytes | bytearray | memoryview) -> None:
+        view = memoryview(content).cast("B")
+        conn.execute(
+            insert(_contents).values(message_pk=pk, content=func.zeroblob(len(view)))
+        )
+        raw = conn.connection.driver_connection
+        with raw.blobopen(_contents.name, "content", pk) as blob:
+            for start in range(0, len(view), _STREAM_CHUNK):
+                blob.write(view[start : start + _STREAM_CHUNK])
 
     def _commit_batch(self, pending: list[_Pending], logs: list[LogEntry]) -> None:
         try:

@@ -185,6 +185,14 @@ def create_app(
             raise HTTPException(404, f"no message with queue id {queue_id!r}")
         return _plain(row)  # type: ignore[no-any-return]
 
+    @app.get("/api/v1/messages/{queue_id}/raw", dependencies=auth, tags=["messages"])
+    async def get_message_raw(queue_id: str) -> Response:
+        """The stored message as received (our Received header first), as message/rfc822."""
+        row = await db(messages.get_message, queue_id)
+        if row is None:
+            raise HTTPException(404, f"no message with queue id {queue_id!r}")
+        return Response(row.content, media_type="message/rfc822")
+
     @app.post("/api/v1/messages/{queue_id}/retry", dependencies=auth, tags=["messages"])
     async def retry_message(queue_id: str) -> dict[str, int]:
         """Put a quarantined message back for processing."""

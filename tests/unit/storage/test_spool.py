@@ -224,6 +224,7 @@ async def test_missing_table_fails_every_message_at_once(
     """A database-wide error fails the whole batch instead of retrying each message."""
     with db.begin_write(db_engine) as conn:
         conn.execute(text("DROP TABLE inbound_deliveries"))
+        conn.execute(text("DROP TABLE inbound_contents"))
         conn.execute(text("DROP TABLE inbound_messages"))
     msgs = [make_message() for _ in range(20)]
     results = await asyncio.wait_for(

@@ -52,7 +52,6 @@ def upgrade() -> None:
         sa.Column("body_type", sa.Text(), nullable=True),
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("message_id", sa.Text(), nullable=True),
-        sa.Column("content", sa.LargeBinary(), nullable=False),
         sa.Column("state", sa.String(16), server_default=sa.text("'received'"), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
@@ -66,6 +65,18 @@ def upgrade() -> None:
     )
     op.create_index("ix_inbound_messages_state_id", "inbound_messages", ["state", "id"])
     op.create_index("ix_inbound_messages_message_id", "inbound_messages", ["message_id"])
+    op.create_table(
+        "inbound_contents",
+        sa.Column("message_pk", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("content", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["message_pk"],
+            ["inbound_messages.id"],
+            name="fk_inbound_contents_message_pk_inbound_messages",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("message_pk", name="pk_inbound_contents"),
+    )
     op.create_table(
         "inbound_deliveries",
         sa.Column("id", _BigId, nullable=False),
@@ -135,6 +146,7 @@ def downgrade() -> None:
     op.drop_index("ix_email_log_time", table_name="email_log")
     op.drop_table("email_log")
     op.drop_table("inbound_deliveries")
+    op.drop_table("inbound_contents")
     op.drop_index("ix_inbound_messages_message_id", table_name="inbound_messages")
     op.drop_index("ix_inbound_messages_state_id", table_name="inbound_messages")
     op.drop_table("inbound_messages")
