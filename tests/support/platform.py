@@ -119,6 +119,7 @@ def running_platform(
     env: dict[str, str] | None = None,
     start: bool = True,
 ) -> Iterator[Platform]:
+    tmp.mkdir(parents=True, exist_ok=True)
     data_dir = tmp / "data"
     e = {k: v for k, v in os.environ.items() if not k.startswith("MAILCASE_")}
     e["PYTHONUNBUFFERED"] = "1"
