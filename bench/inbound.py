@@ -176,6 +176,7 @@ class Mailcase:
                  "--smtp-listen", f"127.0.0.1:{self.port}",
                  "--http-listen", f"127.0.0.1:{self.http_port}"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches us; we stop it with SIGTERM
             )
         deadline = t0 + 60
         try:
@@ -290,7 +291,9 @@ class Outcome:
 
 def run_smtp_source(port: int, n: int, sessions: int, size: int, many: bool,
                     timeout: float) -> Outcome:
-    cmd = [str(SMTP_SOURCE), "-s", str(sessions), "-l", str(size), "-m", str(n),
+    # -c prints a running count of completed DATA commands: how many got their 250 if it
+    # stops early (it gives up at the first reply it did not expect).
+    cmd = [str(SMTP_SOURCE), "-c", "-s", str(sessions), "-l", str(size), "-m", str(n),
            "-f", SENDER, "-t", RCPT, "-M", CLIENT_NAME]
     if many:
         cmd.append("-d")  # don't disconnect after a message: send the next on the same session
@@ -306,11 +309,14 @@ def run_smtp_source(port: int, n: int, sessions: int, size: int, many: bool,
         return out
     out.seconds = time.perf_counter() - t0
     out.client_cpu = children_cpu() - cpu0
+    counts = [int(x) for x in res.stdout.replace("\r", "\n").split() if x.isdigit()]
+    out.sent = max(counts, default=0)
     if res.returncode != 0:
         out.failed = 1
-        out.errors.append(f"smtp-source exit {res.returncode}: {(res.stdout + res.stderr).strip()}")
-    else:
-        out.sent = n  # smtp-source stops at the first reply it did not expect
+        out.errors.append(f"smtp-source exit {res.returncode}: {res.stderr.strip()[-500:]}")
+    elif out.sent != n:
+        out.failed = 1
+        out.errors.append(f"smtp-source counted {out.sent} messages, not {n}")
     return out
 
 
@@ -554,10 +560,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, handler)
+    # Ctrl-C must stop everything even when started with SIGINT ignored (a background job).
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
