@@ -548,6 +548,9 @@ def table(results: list[Result], args: argparse.Namespace, loads: list[Load]) ->
                     f"{pc:>16}  {cpu:>26}")
     if any(r.outcome.failed for r in results):
         rows.append("! = the client saw errors (printed above with the run)")
+    rows.append(f"load average before the run: {args.loadavg_before:.2f}"
+                + (" — other work was using the CPUs: figures are low and noisy"
+                   if args.loadavg_before > 1.0 else ""))
     return "\n".join(rows)
 
 
@@ -613,6 +616,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"cannot run: {reason or f'{SMTP_SOURCE} is missing (Debian package postfix)'}")
         return 2
     loads = [LOADS[k] for k in args.loads.split(",")]
+    args.loadavg_before = os.getloadavg()[0]
+    if args.loadavg_before > 1.0:
+        say(f"warning: load average {args.loadavg_before:.2f} before starting: something else "
+            "is using the CPUs, the figures will be low and noisy")
     wanted = args.servers.split(",")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mailcase-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
