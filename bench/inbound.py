@@ -270,7 +270,7 @@ class Postfix:
         return "\n".join(self.pf.maillog().splitlines()[-n:])
 
     def stop(self) -> None:
-        self.pf.stop()
+        self.pf.close()
 
 
 Server = Mailcase | Postfix

@@ -242,3 +242,27 @@ def test_relay_mode_encrypt_defers_without_starttls(tmp_path: Path) -> None:
         assert d.status == "deferred"
         assert "TLS is required, but was not offered" in d.detail, d.line
         assert sink.received == []
+
+
+def test_restart_keeps_the_queue(tmp_path: Path) -> None:
+    """stop() keeps the directory: a message deferred before the stop is delivered after the
+    next start(), once its receiver is up."""
+    port = free_port()  # nothing listens there yet
+    pf = PostfixInstance(tmp_path, relay_port=port)
+    try:
+        pf.start()
+        root = pf.root
+        res = pf.send("a@sender.test", ["someone@example.test"], message("restart"))
+        assert pf.wait_delivery(res.queue_id or "", final=False).status == "deferred"
+        pf.stop()
+        assert not pf.running and pf.queue_size() == 1
+        with Sink(port=port).running() as sink:
+            pf.start()
+            assert pf.root == root
+            pf.flush()
+            d = pf.wait_delivery(res.queue_id or "")
+            assert d.status == "sent", d.line
+            assert len(sink.received) == 1
+    finally:
+        pf.close()
+    assert not pf.running

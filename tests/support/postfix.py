@@ -307,6 +307,7 @@ class PostfixInstance:
         self.root: Path = self.tmpdir / f"postfix-{self.smtpd_port}"
         self._own_root = False  # True when root is a fallback dir we made under the temp dir
         self._root_removed = False
+        self._prepared = False
         self.master_pid: int | None = None
         self.started_in: float | None = None  # seconds from `postfix start` to smtpd answering
         self._running = False
@@ -422,7 +423,11 @@ class PostfixInstance:
     # ----------------------------------------------------------------- lifecycle
 
     def __enter__(self) -> PostfixInstance:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(
@@ -431,7 +436,7 @@ class PostfixInstance:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAIL_")}
@@ -454,6 +459,9 @@ class PostfixInstance:
         return res
 
     def _prepare(self) -> None:
+        if self._prepared and self.root.is_dir():
+            self._write_config()  # a restart: keep the queue, apply changed settings
+            return
         owner = pwd.getpwnam(_MAIL_OWNER)
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         gids = {owner.pw_gid} | set(os.getgrouplist(_MAIL_OWNER, owner.pw_gid))
@@ -475,6 +483,10 @@ class PostfixInstance:
         if self.smtpd_tls and self._given_cert is None:
             assert self.cert_path is not None and self.key_path is not None
             generate_p256_certificate(self.cert_path, self.key_path, self.myhostname)
+        self._write_config()
+        self._prepared = True
+
+    def _write_config(self) -> None:
         lines = [f"{k} = {v}".rstrip() for k, v in self.main_cf().items()]
         (self.config_directory / "main.cf").write_text(
             "# Written by tests/support/postfix.py: a private instance, removed after use.\n"
@@ -536,37 +548,44 @@ class PostfixInstance:
         )
 
     def stop(self, timeout: float = 15.0) -> None:
-        """``postfix -c <confdir> stop``; make sure the master and its children are gone."""
+        """``postfix -c <confdir> stop``; make sure the master and its children are gone.
+        The directory (queue, log) stays: start() again resumes with the same queue."""
         if not self._running:
             return
         self._running = False
-        try:
-            pid = self._read_master_pid() or self.master_pid
-            if pid is not None and _alive(pid):
-                with contextlib.suppress(PostfixUnavailable, subprocess.TimeoutExpired):
-                    self._run(POSTFIX, "-c", self.config_directory, "stop", check=False,
-                              timeout=timeout)
-                deadline = time.monotonic() + timeout
-                while _alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if _alive(pid):
-                    # The master runs in its own session (setsid), with its children in its
-                    # process group: kill exactly that group, nothing else.
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-                    deadline = time.monotonic() + 5
-                    while _alive(pid) and time.monotonic() < deadline:
-                        time.sleep(0.05)
-            # Children that outlived the master (none expected) are in the same group.
-            if pid is not None and _group_alive(pid):
+        pid = self._read_master_pid() or self.master_pid
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(PostfixUnavailable, subprocess.TimeoutExpired):
+                self._run(POSTFIX, "-c", self.config_directory, "stop", check=False,
+                          timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                # The master runs in its own session (setsid), with its children in its
+                # process group: kill exactly that group, nothing else.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        # Children that outlived the master (none expected) are in the same group.
+        if pid is not None and _group_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """stop(), then remove the instance's directory if it was made outside `tmpdir` (the
+        log is first copied to ``<tmpdir>/postfix-<port>.maillog``), unless ``keep``."""
+        try:
+            self.stop()
         finally:
-            if not self.keep and self._own_root:
+            if not self.keep and self._own_root and not self._root_removed:
                 # Keep the log where the caller asked for the instance (tests read it after).
                 with contextlib.suppress(OSError):
-                    shutil.copyfile(self.maillog_path, self._saved_maillog)
-                    self._root_removed = True
+                    shutil.copyfile(self.root / "maillog", self._saved_maillog)
+                self._root_removed = True
+                self._prepared = False
                 shutil.rmtree(self.root, ignore_errors=True)
 
     @property
@@ -618,6 +637,8 @@ class PostfixInstance:
     ) -> SendResult:
         """Submit one message to its smtpd with smtplib; raise on any refusal."""
         data = message.encode() if isinstance(message, str) else message
+        if starttls and not self.smtpd_tls:
+            raise ValueError("this instance was made without smtpd_tls")
         with smtplib.SMTP(*self.address, local_hostname=helo, timeout=timeout) as s:
             s.ehlo()
             if starttls:
