@@ -24,7 +24,7 @@ the Connection/Session of an open write transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,6 +64,9 @@ __all__ = [
     "MessageSummary",
     "StoredMessage",
     "claim_received",
+    "insert_logs",
+    "mark_processed_many",
+    "record_deliveries",
     "load_content",
     "count_by_state",
     "get_message",
@@ -261,6 +264,45 @@ def mark_processed(conn: Executor, message_pk: int, addresses: Iterable[str] = (
     )
     if n != 1:
         raise StorageError(f"message {message_pk} is not in state 'received'")
+
+
+def record_deliveries(conn: Executor, pairs: Iterable[tuple[int, str]]) -> None:
+    """Bulk `record_delivery` for (message_pk, address) pairs: one statement for a batch.
+
+    Pairs already recorded are skipped (the unique pair is what makes processing exactly-once).
+    """
+    now = utcnow()
+    rows = [{"message_pk": pk, "address": a, "delivered_at": now} for pk, a in pairs]
+    if not rows:
+        return
+    if _dialect(conn) == "postgresql":
+        stmt: Any = pg_insert(_d).on_conflict_do_nothing()
+    else:
+        stmt = sqlite_insert(_d).on_conflict_do_nothing()
+    conn.execute(stmt, rows)
+
+
+def mark_processed_many(conn: Executor, message_pks: Sequence[int]) -> None:
+    """Bulk `mark_processed`; StorageError (roll back!) unless every one was "received"."""
+    if not message_pks:
+        return
+    n = _rowcount(
+        conn,
+        update(_m)
+        .where(_m.c.id.in_(message_pks), _m.c.state == "received")
+        .values(
+            state="processed", processed_at=utcnow(), error=None, attempts=_m.c.attempts + 1
+        ),
+    )
+    if n != len(message_pks):
+        raise StorageError(f"{len(message_pks) - n} message(s) not in state 'received' any more")
+
+
+def insert_logs(conn: Executor, entries: Iterable[LogEntry]) -> None:
+    """Bulk `insert_log`."""
+    rows = [log_row(e) for e in entries]
+    if rows:
+        conn.execute(insert(email_log), rows)
 
 
 def _which(message: int | str) -> ColumnElement[bool]:

@@ -38,7 +38,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from mailcase.errors import SpoolCommitError, StorageError
 from mailcase.storage._records import LogEntry, SpooledMessage, log_row, message_row
-from mailcase.storage.db import WRITE_OPTION
+from mailcase.storage.db import WRITE_OPTION, write_lock
 from mailcase.storage.models import email_log, inbound_contents, inbound_messages
 
 __all__ = ["LogEntry", "Spool", "SpooledMessage"]
@@ -253,7 +253,7 @@ class Spool:
         started = time.perf_counter()
         conn = self._connection()
         try:
-            with conn.begin():
+            with write_lock(self._engine), conn.begin():
                 if self._is_pg:
                     conn.execute(text(f"SET LOCAL statement_timeout = {_PG_STATEMENT_TIMEOUT_MS}"))
                 if pending:
