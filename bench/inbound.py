@@ -542,7 +542,7 @@ def table(results: list[Result], args: argparse.Namespace, loads: list[Load]) ->
         mc = f"{m.accepted}/{m.sent}{'!' if m.failed else ''}" if m else "—"
         pc = f"{p.accepted}/{p.sent}{'!' if p.failed else ''}" if p else "—"
         client = max(s.cpu_ms(client=True) for s in (m, p) if s is not None)
-        cpu = (f"{m.cpu_ms() if m else float('nan'):.2f}/{p.cpu_ms() if p else float('nan'):.2f}"
+        cpu = (f"{f'{m.cpu_ms():.2f}' if m else '—'}/{f'{p.cpu_ms():.2f}' if p else '—'}"
                f" ({client:.2f})")
         rows.append(f"{load.title:34} {mr} {pr} {ratio} {target:>7} {verdict:4} {mc:>17} "
                     f"{pc:>16}  {cpu:>26}")
