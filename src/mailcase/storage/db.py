@@ -22,6 +22,8 @@ On PostgreSQL `begin_write` is an ordinary transaction. URLs ``postgresql://`` a
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 import weakref
@@ -67,23 +69,24 @@ _MIGRATION_LOCK_KEY = 0x6D61696C63617365
 _MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 _SQLITE_PRAGMAS = (
-    # busy_timeout first: switching to WAL needs a lock that another process may hold.
-    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
 )
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine for ``sqlite:///path`` or ``postgresql://…`` with mailcase's settings."""
+def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
+    """Create an engine for ``sqlite:///path`` or ``postgresql://…`` with mailcase's settings.
+
+    `busy_timeout_ms`: how long a SQLite writer waits for another one before failing.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StorageError(f"invalid database URL: {exc}") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "sqlite" and driver in ("", "pysqlite"):
-        return _make_sqlite_engine(parsed)
+        return _make_sqlite_engine(parsed, busy_timeout_ms)
     if backend in ("postgresql", "postgres"):
         if driver not in ("", "psycopg"):
             raise StorageError(
@@ -101,7 +104,7 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def _make_sqlite_engine(url: URL) -> Engine:
+def _make_sqlite_engine(url: URL, busy_timeout_ms: int) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,8 @@ def _make_sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            # busy_timeout first: switching to WAL needs a lock that another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}").fetchall()
             for pragma in _SQLITE_PRAGMAS:
                 cursor.execute(pragma).fetchall()
         finally:
@@ -125,6 +130,8 @@ def _make_sqlite_engine(url: URL) -> Engine:
         else:
             conn.exec_driver_sql("BEGIN")
 
+    with _WRITE_LOCKS_GUARD:
+        _WRITE_LOCKS[engine] = _SQLiteWriteLock(database, busy_timeout_ms / 1000)
     return engine
 
 
@@ -144,26 +151,81 @@ def _dialect_name(bind: Engine | Connection | Session) -> str:
     return bind.dialect.name
 
 
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+class _SQLiteWriteLock:
+    """A thread lock for this process, then an flock for the other processes on the file."""
+
+    def __init__(self, database: str, timeout: float) -> None:
+        self.timeout = timeout
+        self.thread_lock = threading.Lock()
+        self.fd: int | None = None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database).expanduser().resolve()
+            self.fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __del__(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.thread_lock:
+            if self.fd is None:
+                yield
+                return
+            self._acquire(self.fd, self.timeout)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _acquire(fd: int, timeout: float) -> None:
+        """flock with a deadline: a blocking flock could not be given up, and a storage
+        failure must become a 451 within the busy timeout, never a hang. The polling is fine
+        grained (50 µs doubling to 1 ms), unlike SQLite's busy handler."""
+        deadline = time.monotonic() + timeout
+        pause = 0.00005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StorageError(
+                        "database is locked: another process held the write lock for "
+                        f"{timeout:g} s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.001)
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _SQLiteWriteLock] = weakref.WeakKeyDictionary()
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
 @contextmanager
 def write_lock(engine: Engine) -> Iterator[None]:
-    """Serialise this process's SQLite write transactions on a thread lock.
+    """Serialise SQLite write transactions: a thread lock, then an flock across processes.
 
     SQLite allows one writer; a second one waits in SQLite's busy handler, which sleeps and
-    polls (1, 2, 5 … 100 ms). Between the spool's writer and the pipeline in one process that
-    sleep was the whole cost of the accept path (293 msgs/s instead of thousands), so threads
-    of one process queue on a lock that hands over at once. Other processes (the CLI) still
-    meet the busy timeout. PostgreSQL needs nothing: its writers do not exclude each other.
+    polls (1, 2, 5 … 100 ms). Between the spool's writer and the pipeline that sleep was the
+    whole cost of the accept path (293 msgs/s instead of thousands), and several acceptor
+    processes on one database would meet it again. A thread lock and an flock on
+    `<database>.writelock` hand over at once instead. A process that does not take the lock
+    (an older CLI, a manual sqlite3 shell) still meets the busy timeout, never an error.
+    PostgreSQL needs nothing: its writers do not exclude each other.
     """
     if engine.dialect.name != "sqlite":
         yield
         return
     with _WRITE_LOCKS_GUARD:
-        lock = _WRITE_LOCKS.setdefault(engine, threading.Lock())
-    with lock:
+        lock = _WRITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _WRITE_LOCKS[engine] = _SQLiteWriteLock(
+                engine.url.database or "", BUSY_TIMEOUT_MS / 1000
+            )
+    with lock.held():
         yield
 
 

@@ -249,36 +249,46 @@ class Spool:
                 _log.debug("closing spool connection failed", exc_info=True)
 
     def _write(self, pending: list[_Pending], logs: list[LogEntry]) -> float:
-        """One transaction for `pending` and `logs`; returns the seconds it took."""
+        """One transaction for `pending` and `logs`; returns the seconds it took.
+
+        Rows are built before the write lock is taken, so that the lock is held only for the
+        statements and the commit (other acceptor processes wait on it).
+        """
         started = time.perf_counter()
+        msg_rows = [message_row(p.msg) for p in pending]
+        log_rows = [log_row(p.log) for p in pending]
+        log_rows.extend(log_row(e) for e in logs)
         conn = self._connection()
         try:
             with write_lock(self._engine), conn.begin():
                 if self._is_pg:
                     conn.execute(text(f"SET LOCAL statement_timeout = {_PG_STATEMENT_TIMEOUT_MS}"))
                 if pending:
-                    self._insert_messages(conn, pending)
-                rows = [log_row(p.log) for p in pending]
-                rows.extend(log_row(e) for e in logs)
-                if rows:
-                    conn.execute(insert(_email_log), rows)
+                    self._insert_messages(conn, pending, msg_rows)
+                if log_rows:
+                    conn.execute(insert(_email_log), log_rows)
         except BaseException as exc:
             if not _is_row_error(exc):
                 self._drop_connection()  # start again from a fresh connection
             raise
         return time.perf_counter() - started
 
-    def _insert_messages(self, conn: Connection, pending: list[_Pending]) -> None:
+    def _insert_messages(
+        self, conn: Connection, pending: list[_Pending], rows: list[dict[str, Any]]
+    ) -> None:
         """Message rows (one executemany, ids returned in order), then their contents.
 
         On SQLite, big contents are written with incremental blob I/O into a zero-filled blob:
         binding them as a parameter would copy the message twice more in memory (the bound
         value and the record SQLite assembles).
         """
-        ids = conn.execute(
-            insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True),
-            [message_row(p.msg) for p in pending],
-        ).scalars().all()
+        ids = (
+            conn.execute(
+                insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True), rows
+            )
+            .scalars()
+            .all()
+        )
         small: list[dict[str, Any]] = []
         for pk, p in zip(ids, pending, strict=True):
             content = p.msg.content
@@ -349,12 +359,13 @@ class Spool:
                     self._failed([], [entry], exc)
 
     def _committed(self, pending: list[_Pending], seconds: float) -> None:
-        _resolve(pending)
+        # Metrics first: a waiter that wakes up may read them at once.
         if self._on_commit is not None:
             try:
                 self._on_commit(len(pending), seconds)
             except Exception:
                 _log.exception("spool on_commit callback failed")
+        _resolve(pending)
 
     def _failed(self, pending: list[_Pending], logs: list[LogEntry], exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from mailcase.errors import SpoolCommitError, StorageError
 from mailcase.storage import db, messages
@@ -196,9 +196,7 @@ async def test_bad_values(spool: Spool, db_engine: Engine, bad: str) -> None:
 
 async def test_locked_database_fails_within_busy_timeout_and_recovers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    engine, other = db.make_engine(url), db.make_engine(url)
-    # A short busy timeout for this test only (listeners run after make_engine's own).
-    event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA busy_timeout=300"))
+    engine, other = db.make_engine(url, busy_timeout_ms=300), db.make_engine(url)
     db.upgrade(engine)
     s = Spool(engine)
     s.start()
