@@ -185,7 +185,7 @@ class DNSServer:
         self._udp, self._tcp = udp, tcp
         for srv in (udp, tcp):
             t = threading.Thread(
-                target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+                target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
             )
             t.name = f"dnsserver-{srv.socket_type.name}-{port}"
             t.start()

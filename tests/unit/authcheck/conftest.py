@@ -8,6 +8,7 @@ import pytest
 
 from mailcase.dns import Resolver
 from tests.support.dnsserver import DNSServer
+from tests.unit.authcheck.helpers import DKIMKey, rsa_key
 
 
 @pytest.fixture
@@ -20,3 +21,14 @@ def dns_server() -> Iterator[DNSServer]:
 @pytest.fixture
 def resolver(dns_server: DNSServer) -> Resolver:
     return Resolver([dns_server.address], timeout=1.0)
+
+
+@pytest.fixture(scope="session")
+def rsa() -> DKIMKey:
+    """One RSA-2048 key for the session (generating one takes a while)."""
+    return rsa_key()
+
+
+@pytest.fixture(scope="session")
+def other_rsa() -> DKIMKey:
+    return rsa_key()
