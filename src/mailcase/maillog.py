@@ -37,8 +37,7 @@ def configure(target: str) -> None:
         h.close()
     _logger.setLevel(logging.INFO)
     if target == "none":
-        _logger.addHandler(logging.NullHandler())
-        return
+        return  # no handler: `event` returns before formatting anything
     stream: TextIO | None = None
     if target == "stderr":
         stream = sys.stderr

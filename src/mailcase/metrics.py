@@ -6,11 +6,25 @@ create several platforms in one process.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+# `_created` samples are per-process timestamps: summing them across acceptors is meaningless.
+disable_created_metrics()
+
+_TLS_RATIO = "mailcase_messages_accepted_tls_ratio"
 
 __all__ = ["Metrics"]
 
@@ -30,6 +44,14 @@ class _QueueDepths(Collector):
         for state, n in sorted(depths.items()):
             g.add_metric([state], n)
         yield g
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 class Metrics:
@@ -99,3 +121,38 @@ class Metrics:
 
     def watch_queue_depths(self, read: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_QueueDepths(read))
+
+    def exposition(self, others: Iterable[list[Any]] = ()) -> bytes:
+        """Prometheus text for this process plus the snapshots of the other acceptors.
+
+        Samples with the same name and labels are added up (every metric here is a counter,
+        a histogram or a gauge that adds up, such as open connections); the TLS share is
+        computed again from the summed counters.
+        """
+        snapshots = list(others)
+        if not snapshots:
+            return generate_latest(self.registry)
+        merged: dict[str, Metric] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for fam in itertools.chain(self.registry.collect(), *snapshots):
+            if fam.name == _TLS_RATIO:
+                continue
+            if fam.name not in merged:
+                merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                values[fam.name] = {}
+            acc = values[fam.name]
+            for sample in fam.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                acc[key] = acc.get(key, 0.0) + sample.value
+        for name, fam in merged.items():
+            for (sample_name, labels), value in values[name].items():
+                fam.add_sample(sample_name, dict(labels), value)
+        accepted = values.get("mailcase_messages_accepted", {})
+        tls = accepted.get(("mailcase_messages_accepted_total", (("tls", "yes"),)), 0.0)
+        plain = accepted.get(("mailcase_messages_accepted_total", (("tls", "no"),)), 0.0)
+        ratio = GaugeMetricFamily(_TLS_RATIO, "Share of accepted messages that arrived over TLS")
+        ratio.add_metric([], tls / (tls + plain) if tls + plain else 0.0)
+        merged[_TLS_RATIO] = ratio
+        registry = CollectorRegistry()
+        registry.register(_Fixed(list(merged.values())))
+        return generate_latest(registry)

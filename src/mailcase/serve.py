@@ -19,8 +19,9 @@ import uvicorn
 from mailcase import maillog
 from mailcase.config import Settings, parse_hostport
 from mailcase.errors import TLSSetupError
+from mailcase.inbound.acceptors import AcceptorPool
 from mailcase.inbound.addressbook import AddressBook
-from mailcase.inbound.listener import Gateway, start_listener
+from mailcase.inbound.listener import Gateway, acceptor_processes, start_listener
 from mailcase.metrics import Metrics
 from mailcase.pipeline.worker import Pipeline
 from mailcase.storage import messages
@@ -42,7 +43,7 @@ def _tls_files(settings: Settings) -> ServerTLS:
         cert, key = settings.tls.cert_file, settings.tls.key_file
     else:
         cert, key = ensure_certificate(settings.tls_dir, settings.server.hostname)
-    return ServerTLS(cert, key, settings.tls.min_version)
+    return ServerTLS(cert.resolve(), key.resolve(), settings.tls.min_version)
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
@@ -71,8 +72,18 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         metrics=metrics,
         on_stored=pipeline.wake,
     )
-    smtp_server = await start_listener(gateway)
-    app = create_app(engine, metrics, on_addresses_changed=book.reload)
+    processes = acceptor_processes(settings)
+    smtp_server = await start_listener(gateway, reuse_port=processes > 1)
+    pool = AcceptorPool(settings, tls.cert_file, tls.key_file, processes, on_wake=pipeline.wake)
+
+    def addresses_changed() -> None:
+        book.reload()
+        pool.broadcast("reload_addresses")
+
+    app = create_app(
+        engine, metrics, on_addresses_changed=addresses_changed,
+        exposition=lambda: metrics.exposition(list(pool.snapshots.values())),
+    )
     http_host, http_port = parse_hostport(settings.http.listen)
     web = uvicorn.Server(
         uvicorn.Config(
@@ -91,6 +102,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     stop = asyncio.Event()
 
     def reload_tls() -> None:
+        pool.broadcast("reload_tls")
         try:
             tls.reload()
             log.warning("TLS certificate reloaded from %s", tls.cert_file)
@@ -106,6 +118,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         asyncio.create_task(book.follow(), name="addressbook"),
         asyncio.create_task(pipeline.run(), name="pipeline"),
     ]
+    try:
+        await pool.start()
+    except BaseException:
+        smtp_server.close()
+        await pool.stop(timeout=5)
+        spool.close()
+        raise
     web_task = asyncio.create_task(web.serve(), name="http")
     while not web.started and not web_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.01)
@@ -115,8 +134,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         web_task.result()
         raise SystemExit(f"HTTP listener on {settings.http.listen} did not start")
     log.warning(
-        "mailcase ready: SMTP %s, HTTP http://%s:%d (data in %s, database %s)",
-        settings.inbound.listen,
+        "mailcase ready: SMTP %s (%d acceptor process%s), HTTP http://%s:%d (data in %s, "
+        "database %s)",
+        settings.inbound.listen, processes, "" if processes == 1 else "es",
         http_host,
         http_port,
         settings.data_dir,
@@ -128,6 +148,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         await stop.wait()
     finally:
         smtp_server.close()
+        children = asyncio.create_task(pool.stop())
         for session in list(gateway.sessions):
             session.shutdown()
         if gateway.tasks:
@@ -138,6 +159,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         web.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(web_task, timeout=5)
+        await children
         await asyncio.to_thread(spool.close)
         engine.dispose()
 

@@ -138,7 +138,10 @@ def test_global_tls_required_refuses_plaintext_mail(tmp_path: Path, client_tls: 
 
 
 def test_connection_limit_per_ip_answers_421(tmp_path: Path) -> None:
-    with running_platform(tmp_path, env={"MAILCASE_INBOUND__MAX_CONNECTIONS_PER_IP": "2"}) as p:
+    # One acceptor process: with several, each enforces its share and which one gets a
+    # connection depends on the kernel's SO_REUSEPORT hash.
+    env = {"MAILCASE_INBOUND__MAX_CONNECTIONS_PER_IP": "2", "MAILCASE_INBOUND__PROCESSES": "1"}
+    with running_platform(tmp_path, env=env) as p:
         held = [socket.create_connection(p.smtp, timeout=10) for _ in range(2)]
         try:
             for h in held:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +19,14 @@ from mailcase.smtp.server import ServerSettings
 from mailcase.storage.spool import Spool
 from mailcase.tls import ServerTLS
 
-__all__ = ["Gateway", "server_settings_from", "start_listener"]
+__all__ = ["Gateway", "acceptor_processes", "server_settings_from", "start_listener"]
 
 log = logging.getLogger(__name__)
+
+
+def acceptor_processes(settings: Settings) -> int:
+    """How many processes accept SMTP connections: the setting, or one per CPU core."""
+    return settings.inbound.processes or max(1, min(os.cpu_count() or 1, 8))
 
 
 def server_settings_from(settings: Settings) -> ServerSettings:
@@ -57,7 +64,12 @@ class Gateway:
     def __post_init__(self) -> None:
         self.server_settings = server_settings_from(self.settings)
         i = self.settings.inbound
-        self.tracker = ConnectionTracker(i.max_connections, i.max_connections_per_ip)
+        # Each acceptor process enforces its share, so that all together stay within the limit
+        # (SO_REUSEPORT spreads connections evenly by their address and port).
+        n = acceptor_processes(self.settings)
+        self.tracker = ConnectionTracker(
+            math.ceil(i.max_connections / n), math.ceil(i.max_connections_per_ip / n)
+        )
 
     def notify_stored(self) -> None:
         self.on_stored()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import secrets
+import random
 import ssl
 import time
 from dataclasses import dataclass
@@ -47,8 +47,12 @@ SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, please retry later")
 
 
 def new_queue_id() -> str:
-    """16 hex digits: seconds since the epoch then 32 random bits (sortable, unique enough)."""
-    return f"{int(time.time()):08X}{secrets.randbits(32):08X}"
+    """16 hex digits: seconds since the epoch then 32 random bits (sortable, unique enough).
+
+    Not a secret, so the fast non-cryptographic generator (seeded from os.urandom per
+    process) is enough; a collision only costs the sender a 451 and a retry.
+    """
+    return f"{int(time.time()):08X}{random.getrandbits(32):08X}"
 
 
 def tls_label(tls: TLSFacts | None) -> str:

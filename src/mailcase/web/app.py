@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.engine import Engine
 
@@ -61,7 +61,11 @@ class AddressPatch(BaseModel):
 
 
 def create_app(
-    engine: Engine, metrics: Metrics, *, on_addresses_changed: Callable[[], None] = lambda: None
+    engine: Engine,
+    metrics: Metrics,
+    *,
+    on_addresses_changed: Callable[[], None] = lambda: None,
+    exposition: Callable[[], bytes] | None = None,
 ) -> FastAPI:
     """Build the app for one platform instance (several can live in one test process)."""
     app = FastAPI(
@@ -106,7 +110,7 @@ def create_app(
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus() -> Response:
-        data = await asyncio.to_thread(generate_latest, metrics.registry)
+        data = await asyncio.to_thread(exposition or metrics.exposition)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/addresses", dependencies=auth, tags=["addresses"])

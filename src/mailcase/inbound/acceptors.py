@@ -1,0 +1,265 @@
+"""Extra SMTP acceptor processes that share the listening port (SO_REUSEPORT).
+
+One Python process runs on one core; the accept path (parsing, TLS, the spool's commits) is
+CPU-bound, so `mailcase serve` starts `inbound.processes - 1` more processes that each accept
+connections on the same port with their own event loop and their own group-commit writer
+(DESIGN.md: several acceptors, no shared write lock inside one process; on SQLite they take
+turns on the database's write lock, see `storage.db.write_lock`).
+
+The parent keeps the pipeline, the HTTP API and its own acceptor. Children talk to it over a
+pipe: "ready", "wake" (something was stored: process it now) and a metrics snapshot every
+second; the parent sends "reload_tls" (SIGHUP), "reload_addresses" and "stop". A child dies
+with its parent (PR_SET_PDEATHSIG), so a crashed parent never leaves an orphan holding the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from mailcase import maillog
+from mailcase.config import Settings
+
+__all__ = ["AcceptorPool"]
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_SNAPSHOT_INTERVAL = 1.0
+_WAKE_INTERVAL = 0.05
+_RESPAWN_PAUSE = 1.0
+
+
+class AcceptorPool:
+    """The parent's side: start, watch, message and stop the child acceptors."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cert: Path,
+        key: Path,
+        count: int,
+        *,
+        on_wake: Callable[[], None],
+    ) -> None:
+        self.settings, self.cert, self.key, self.count = settings, cert, key, count
+        self.on_wake = on_wake
+        self.snapshots: dict[int, list[Any]] = {}
+        self._ctx = multiprocessing.get_context("spawn")
+        self._children: dict[int, tuple[BaseProcess, multiprocessing.connection.Connection]] = {}
+        self._ready: dict[int, asyncio.Event] = {}
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a startup budget
+        """Start the children and wait until each listens."""
+        self._loop = asyncio.get_running_loop()
+        for index in range(1, self.count):
+            self._spawn(index)
+        await asyncio.wait_for(
+            asyncio.gather(*(e.wait() for e in self._ready.values())), timeout
+        )
+
+    def _spawn(self, index: int) -> None:
+        assert self._loop is not None
+        parent_end, child_end = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=child_main,
+            args=(
+                self.settings.model_dump(mode="json"), str(self.cert), str(self.key),
+                child_end, index, os.getpid(),
+            ),
+            name=f"mailcase-acceptor-{index}",
+            daemon=False,
+        )
+        proc.start()
+        child_end.close()
+        self._children[index] = (proc, parent_end)
+        self._ready[index] = asyncio.Event()
+        self._loop.add_reader(parent_end.fileno(), self._on_readable, index)
+
+    def _on_readable(self, index: int) -> None:
+        proc, conn = self._children[index]
+        try:
+            while conn.poll():
+                msg = conn.recv()
+                kind = msg[0]
+                if kind == "wake":
+                    self.on_wake()
+                elif kind == "metrics":
+                    self.snapshots[index] = msg[1]
+                elif kind == "ready":
+                    self._ready[index].set()
+        except (EOFError, OSError):
+            self._child_gone(index)
+
+    def _child_gone(self, index: int) -> None:
+        assert self._loop is not None
+        proc, conn = self._children.pop(index)
+        self._loop.remove_reader(conn.fileno())
+        conn.close()
+        proc.join(timeout=5)
+        self.snapshots.pop(index, None)
+        if self._stopping:
+            return
+        log.error(
+            "SMTP acceptor %d exited unexpectedly (code %s); starting it again", index,
+            proc.exitcode,
+        )
+        self._loop.call_later(_RESPAWN_PAUSE, self._respawn, index)
+
+    def _respawn(self, index: int) -> None:
+        if not self._stopping and index not in self._children:
+            self._spawn(index)
+
+    def broadcast(self, *msg: object) -> None:
+        """Send a message to every child (ignored by children that are gone)."""
+        for _proc, conn in list(self._children.values()):
+            with contextlib.suppress(OSError, BrokenPipeError):
+                conn.send(msg)
+
+    async def stop(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - a shutdown budget
+        """Ask the children to finish their sessions and exit; kill those that do not."""
+        self._stopping = True
+        self.broadcast("stop")
+        deadline = time.monotonic() + timeout
+        for proc, conn in list(self._children.values()):
+            remaining = max(0.0, deadline - time.monotonic())
+            await asyncio.to_thread(proc.join, remaining)
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5)
+            if self._loop is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    self._loop.remove_reader(conn.fileno())
+            conn.close()
+        self._children.clear()
+
+
+# ---------------------------------------------------------------------------------- the child
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGKILL when the parent dies; then check it did not die already."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def child_main(
+    settings_data: dict[str, Any],
+    cert: str,
+    key: str,
+    conn: multiprocessing.connection.Connection,
+    index: int,
+    parent_pid: int,
+) -> None:
+    """Entry point of an acceptor process (spawned: imports everything afresh)."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
+    settings = Settings.model_validate(settings_data)
+    logging.basicConfig(
+        level=settings.log.level, stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    maillog.configure(settings.log.maillog)
+    sys.setswitchinterval(0.0005)
+    asyncio.run(_child(settings, Path(cert), Path(key), conn, index))
+
+
+async def _child(
+    settings: Settings, cert: Path, key: Path, conn: multiprocessing.connection.Connection,
+    index: int,
+) -> None:
+    from mailcase.inbound.addressbook import AddressBook
+    from mailcase.inbound.listener import Gateway, start_listener
+    from mailcase.metrics import Metrics
+    from mailcase.storage.db import make_engine
+    from mailcase.storage.spool import Spool
+    from mailcase.tls import ServerTLS
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    engine = make_engine(settings.database_url)
+    tls = ServerTLS(cert, key, settings.tls.min_version)
+    metrics = Metrics()
+    spool = Spool(engine, on_commit=metrics.on_commit)
+    spool.start()
+    book = AddressBook(engine)
+    await asyncio.to_thread(book.reload)
+    stored = False
+
+    def on_stored() -> None:
+        nonlocal stored
+        stored = True
+
+    gateway = Gateway(
+        settings=settings, spool=spool, tls=tls, addressbook=book, metrics=metrics,
+        on_stored=on_stored,
+    )
+    server = await start_listener(gateway, reuse_port=True)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def on_message() -> None:
+        try:
+            while conn.poll():
+                kind = conn.recv()[0]
+                if kind == "stop":
+                    stop.set()
+                elif kind == "reload_tls":
+                    try:
+                        tls.reload()
+                    except Exception as e:  # noqa: BLE001 - keep the old certificate
+                        log.error("TLS reload failed, keeping the previous certificate: %s", e)
+                elif kind == "reload_addresses":
+                    book.reload()
+        except (EOFError, OSError):
+            stop.set()  # the parent is gone
+
+    loop.add_reader(conn.fileno(), on_message)
+    conn.send(("ready", index))
+
+    async def report() -> None:
+        nonlocal stored
+        last_snapshot = 0.0
+        while True:
+            await asyncio.sleep(_WAKE_INTERVAL)
+            try:
+                if stored:
+                    stored = False
+                    conn.send(("wake",))
+                now = time.monotonic()
+                if now - last_snapshot >= _SNAPSHOT_INTERVAL:
+                    last_snapshot = now
+                    conn.send(("metrics", list(metrics.registry.collect())))
+            except (OSError, BrokenPipeError):
+                stop.set()
+                return
+
+    tasks = [asyncio.create_task(book.follow()), asyncio.create_task(report())]
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        for session in list(gateway.sessions):
+            session.shutdown()
+        if gateway.tasks:
+            await asyncio.wait(list(gateway.tasks), timeout=10)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(spool.close)
+        engine.dispose()

@@ -1,0 +1,82 @@
+"""Several SMTP acceptor processes on one port: counted together, replaced when they die,
+gone with their parent."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.platform import running_platform
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+            if ppid == pid and b"multiprocessing" in cmdline and b"spawn_main" in cmdline:
+                out.append(int(entry.name))
+    return out
+
+
+def _accepted(base: str) -> float:
+    text = httpx.get(base + "/metrics").text
+    return sum(float(v) for v in re.findall(r'^mailcase_messages_accepted_total\{tls="\w+"\} (\S+)$', text, re.M))
+
+
+def _send(p, n: int) -> None:
+    for i in range(n):
+        with smtplib.SMTP(*p.smtp, timeout=10) as s:
+            s.sendmail("a@sender.test", ["multi@example.test"], f"Subject: {i}\r\n\r\nx\r\n".encode())
+
+
+def test_three_acceptors_share_the_port_and_the_metrics_add_up(tmp_path: Path) -> None:
+    with running_platform(tmp_path, env={"MAILCASE_INBOUND__PROCESSES": "3"}) as p:
+        p.cli("address", "add", "multi@example.test")
+        assert p.proc is not None
+        kids = _children(p.proc.pid)
+        assert len(kids) == 2, kids
+        _send(p, 30)
+        deadline = time.monotonic() + 5  # children report every second
+        while _accepted(p.http_base) != 30:
+            assert time.monotonic() < deadline, _accepted(p.http_base)
+            time.sleep(0.2)
+        assert "3 acceptor processes" in p.log_text()
+
+
+def test_a_dead_acceptor_is_replaced_and_a_dead_parent_takes_its_children(tmp_path: Path) -> None:
+    with running_platform(tmp_path, env={"MAILCASE_INBOUND__PROCESSES": "2"}) as p:
+        p.cli("address", "add", "multi@example.test")
+        assert p.proc is not None
+        parent = p.proc.pid
+        [child] = _children(parent)
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:
+            kids = _children(parent)
+            if kids and kids != [child]:
+                break
+            assert time.monotonic() < deadline, "acceptor not replaced"
+            time.sleep(0.2)
+        _send(p, 10)
+        assert "exited unexpectedly" in p.log_text()
+        [replacement] = kids
+        p.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{replacement}").exists():
+            stat = Path(f"/proc/{replacement}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            assert time.monotonic() < deadline, "acceptor outlived its parent"
+            time.sleep(0.1)
