@@ -461,10 +461,13 @@ def _unpack_tnef(data: bytes, path: str, cid: str | None, filename: str, state: 
         state.tnef_text = _NEWLINES.sub("\n", content.body)
     if content.html and state.tnef_html is None:
         state.tnef_html = _NEWLINES.sub("\n", content.html)
-    keep = content.has_rtf_body and not (content.body or content.html)
-    if keep:
+    if not (content.files or content.body or content.html or content.has_rtf_body):
+        state.defect(path, "tnef", "winmail.dat holds no attachment or body; kept as is")
+        return False
+    if content.has_rtf_body and not (content.body or content.html):
         state.defect(path, "tnef", "body is compressed RTF only; winmail.dat kept")
-    return not keep and bool(content.files or content.body or content.html)
+        return False
+    return True
 
 
 # --- assembling the value ------------------------------------------------------------------
