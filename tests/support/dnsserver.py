@@ -45,7 +45,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dnslib import (
+from dnslib import (  # type: ignore[import-untyped]
     AAAA,
     CNAME,
     EDNS0,
@@ -187,7 +187,7 @@ class DNSServer:
             t = threading.Thread(
                 target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
             )
-            t.name = f"dnsserver-{srv.socket_type.name}-{port}"
+            t.name = f"dnsserver-{type(srv).__name__}-{port}"
             t.start()
             self._threads.append(t)
         return self
@@ -321,12 +321,10 @@ class DNSServer:
         do = bool(opt is not None and (opt.ttl >> 15) & 1)
         ad = bool(request.header.ad)
         qname = _norm(str(request.q.qname))
-        qtype = QTYPE.get(request.q.qtype)
+        qtype = str(QTYPE.get(request.q.qtype))
         with self._lock:
-            self.queries.append(Query(transport, qname, str(qtype), payload, ad, do))
-            behaviour = self._behaviour.get((qname, str(qtype))) or self._behaviour.get(
-                (qname, None)
-            )
+            self.queries.append(Query(transport, qname, qtype, payload, ad, do))
+            behaviour = self._behaviour.get((qname, qtype)) or self._behaviour.get((qname, None))
             # A copy, so that the test may change it while this answer waits.
             b = _Behaviour(behaviour.rcode, behaviour.delay, behaviour.drop) if behaviour else None
         if b is not None and b.drop:
@@ -348,14 +346,14 @@ class DNSServer:
             for _ in range(_MAX_CNAME_CHAIN + 1):
                 node = self._records.get(name, {})
                 secure = secure and name in self._secure
-                wanted = node.get(str(qtype), [])
+                wanted = node.get(qtype, [])
                 if wanted:
                     for v in wanted:
                         reply.add_answer(
                             RR(
                                 name + ".",
-                                getattr(QTYPE, str(qtype)),
-                                rdata=_rdata(str(qtype), v),
+                                getattr(QTYPE, qtype),
+                                rdata=_rdata(qtype, v),
                                 ttl=self.ttl,
                             )
                         )

@@ -107,6 +107,8 @@ def check_dkim(message: bytes, fetcher: KeyFetcher) -> tuple[DKIMResult, ...]:
     try:
         d = dkim.DKIM(message, logger=_log, minkey=MIN_RSA_BITS)
     except dkim.DKIMException as exc:
+        if not _has_field(message, _DKIM_SIGNATURE):
+            return ()  # not signed; the rest of the checks say what is wrong with it
         return (DKIMResult("permerror", "", "", reason=f"message not parsable: {exc}"),)
     # The same selection as dkimpy's, so that our index is its index.
     signatures = [v for (k, v) in d.headers if k.lower() == b"dkim-signature"]
@@ -155,6 +157,11 @@ def _verify_one(d: Any, idx: int, raw: bytes, fetcher: KeyFetcher) -> DKIMResult
         return _result(tags, "fail", reason)
     except dkim.DKIMException as exc:  # MessageFormatError, ParameterError ...
         return _result(tags, "neutral", str(exc))
+    except Exception as exc:  # noqa: BLE001
+        # dkimpy indexes and decodes hostile input without guards in places; one odd
+        # signature must not stop the message from being processed.
+        _log.debug("dkimpy failed on a signature", exc_info=True)
+        return _result(tags, "neutral", f"signature not verifiable ({type(exc).__name__})")
     if ok:
         return _result(tags, "pass")
     # dkimpy said False: a bad signature, or a key it could not get or use. Ask the fetcher.
@@ -176,16 +183,21 @@ def _verify_one(d: Any, idx: int, raw: bytes, fetcher: KeyFetcher) -> DKIMResult
 
 
 _ARC_SEAL = re.compile(rb"arc-seal", re.IGNORECASE)
+_DKIM_SIGNATURE = re.compile(rb"dkim-signature", re.IGNORECASE)
+
+
+def _has_field(message: bytes, name: re.Pattern[bytes]) -> bool:
+    head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return any(
+        name.fullmatch(line.split(b":", 1)[0].strip())
+        for line in head.splitlines()
+        if line[:1] not in (b" ", b"\t") and b":" in line
+    )
 
 
 def has_arc(message: bytes) -> bool:
     """True when the message carries at least one ARC-Seal header field."""
-    head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    return any(
-        _ARC_SEAL.fullmatch(line.split(b":", 1)[0].strip())
-        for line in head.splitlines()
-        if line[:1] not in (b" ", b"\t") and b":" in line
-    )
+    return _has_field(message, _ARC_SEAL)
 
 
 def check_arc(message: bytes, fetcher: KeyFetcher) -> ARCResult | None:
@@ -197,6 +209,9 @@ def check_arc(message: bytes, fetcher: KeyFetcher) -> ARCResult | None:
         cv, sets, comment = a.verify(dnsfunc=fetcher)
     except dkim.DKIMException as exc:
         return ARCResult("fail", 0, str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. IndexError on an oddly spaced i= tag
+        _log.debug("dkimpy failed on an ARC chain", exc_info=True)
+        return ARCResult("fail", 0, f"ARC chain not verifiable ({type(exc).__name__})")
     instances = len(sets)
     if cv == dkim.CV_Pass:
         return ARCResult("pass", instances)

@@ -183,3 +183,25 @@ def test_many_signatures_are_bounded(
     assert [d.result for d in results[10:]] == ["neutral", "neutral"]
     looked_up = {q.name for q in dns_server.queries if "._domainkey." in q.name}
     assert len(looked_up) == 10
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=b.test; s=s; h=from; bh=AAAA; b=AAAA; l=abc\r\n",
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=b.test; s=s\xff; h=from; bh=AAAA; b=AAAA\r\n",
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=; s=; h=from; bh=AAAA; b=AAAA\r\n",
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=b.test; s=s; h=from; bh=AAAA; b=AAAA; x=1\r\n",
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=b.test; s=s; h=from; bh=AAAA; b=AA AA\r\n",
+    ],
+)
+def test_hostile_signatures_get_a_verdict_not_an_exception(
+    dns_server: DNSServer, resolver: Resolver, raw: bytes
+) -> None:
+    dns_server.set("s._domainkey.b.test", "TXT", "v=DKIM1; p=AAAA")
+    (d,) = check(raw + message(), resolver).dkim
+    assert d.result in ("fail", "permerror", "neutral")
+
+
+def test_unparsable_unsigned_message_has_no_dkim_results(resolver: Resolver) -> None:
+    assert check(b"no header here", resolver).dkim == ()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import authres
-import dkim
+import authres  # type: ignore[import-untyped]
+import dkim  # type: ignore[import-untyped]
 import pytest
 
 import mailcase.authcheck
@@ -216,6 +216,21 @@ def test_arc_key_lookup_failure(dns_server: DNSServer, other_rsa: DKIMKey) -> No
     results = check(arc_seal(message(), other_rsa, "lists.test"), resolver)
     assert results.arc is not None and results.arc.result == "fail"
     assert "temporarily" in results.arc.reason
+
+
+@pytest.mark.parametrize(
+    "seal",
+    [
+        # dkimpy raises IndexError on the space before ";" (its AMS lookup wants " i=1;")
+        b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=x.test; s=s; b=AAAA\r\n"
+        b"ARC-Message-Signature: i=1 ; a=rsa-sha256; d=x.test; s=s; h=from; bh=AAAA; b=AAAA\r\n"
+        b"ARC-Authentication-Results: i=1; x.test; spf=pass\r\n",
+        b"ARC-Seal: i=1\r\n",  # an incomplete set
+    ],
+)
+def test_malformed_arc_chain_fails_without_an_exception(resolver: Resolver, seal: bytes) -> None:
+    results = check(seal + message(), resolver)
+    assert results.arc is not None and results.arc.result == "fail"
 
 
 def test_no_arc_headers_no_arc_result(resolver: Resolver) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-import spf
+import spf  # type: ignore[import-untyped]
 
 from mailcase.authcheck.spfcheck import check_spf
 from mailcase.dns import Resolver
