@@ -30,7 +30,6 @@ link), which is the operator's promise, not something we can check (RFC 7672 §1
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -38,6 +37,7 @@ from typing import Any, Generic, TypeVar
 import dns.asyncresolver
 import dns.exception
 import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.resolver
@@ -80,10 +80,15 @@ class DNSLookupError(MailcaseError):
 
     temporary: bool = False
 
-    def __init__(self, name: str, rdtype: str, detail: str = "") -> None:
+    def __init__(
+        self, name: str, rdtype: str, detail: str = "", *, authenticated: bool = False
+    ) -> None:
         self.name = name
         self.rdtype = rdtype
         self.detail = detail
+        # For NoSuchRecord: the AD bit of the negative answer. DANE needs to tell an
+        # authenticated denial of existence from an insecure one (RFC 7672 §2.2).
+        self.authenticated = authenticated
         text = f"{name} {rdtype}: {self.__class__.__name__}"
         super().__init__(f"{text} ({detail})" if detail else text)
 
@@ -169,8 +174,10 @@ class Answer(Generic[R]):
     """A successful lookup: at least one record.
 
     `name` is what was asked (lower case, no trailing dot); `canonical_name` is where CNAMEs
-    led. `authenticated` is the AD bit of the reply: the configured resolver says it validated
-    the answer with DNSSEC. We cannot check that ourselves; see the module docstring.
+    led; `ttl` the smallest TTL along the way. `authenticated` is the AD bit of the reply: the
+    configured resolver says it validated the answer with DNSSEC. We cannot check that
+    ourselves; see the module docstring. (A `NoSuchRecord` carries the same flag for the
+    negative answer.)
     """
 
     name: str
@@ -367,9 +374,10 @@ def _display(name: str) -> str:
 def _classify(name: str, rdtype: str, exc: dns.exception.DNSException) -> DNSLookupError:
     n = _display(name)
     if isinstance(exc, dns.resolver.NXDOMAIN):
-        return NXDomain(n, rdtype)
+        responses = list(exc.kwargs.get("responses", {}).values())
+        return NXDomain(n, rdtype, authenticated=bool(responses) and all(map(_ad, responses)))
     if isinstance(exc, dns.resolver.NoAnswer):
-        return NoData(n, rdtype)
+        return NoData(n, rdtype, authenticated=_ad(exc.kwargs.get("response")))
     if isinstance(exc, dns.resolver.YXDOMAIN):  # a DNAME made the name too long
         return InvalidName(n, rdtype, str(exc))
     if isinstance(exc, dns.exception.Timeout):
@@ -377,6 +385,10 @@ def _classify(name: str, rdtype: str, exc: dns.exception.DNSException) -> DNSLoo
     if isinstance(exc, dns.resolver.NoNameservers):
         return ServerFailure(n, rdtype, str(exc))
     return TemporaryDNSError(n, rdtype, f"{type(exc).__name__}: {exc}")
+
+
+def _ad(response: object) -> bool:
+    return isinstance(response, dns.message.Message) and bool(response.flags & dns.flags.AD)
 
 
 def _answer(
@@ -389,7 +401,7 @@ def _answer(
         name=_display(name),
         canonical_name=ans.canonical_name.to_text(omit_final_dot=True).lower(),
         records=tuple(convert(r) for r in rrset),
-        ttl=max(0, int(ans.expiration - time.time())),
+        ttl=int(ans.chaining_result.minimum_ttl),
         authenticated=bool(ans.response.flags & dns.flags.AD),
     )
 

@@ -117,6 +117,7 @@ def test_nameserver_override_sends_queries_to_the_configured_server(
         ipaddress.IPv4Address("192.0.2.11"),
     )
     assert answer.name == "example.test"
+    assert answer.ttl == 60
     assert zone.queries_for("example.test", "A")
     # EDNS0 with a payload that avoids fragmentation, and the AD bit asked for (RFC 6840).
     q = zone.queries_for("example.test", "A")[0]
@@ -187,6 +188,22 @@ def test_ad_bit_is_reported_when_the_resolver_sets_it(zone: DNSServer, resolver:
     zone.secure(name)
     assert resolver.tlsa_sync(name).authenticated is True
     assert resolver.a_sync("example.test").authenticated is False
+
+
+def test_ad_bit_of_a_denial_of_existence(zone: DNSServer, resolver: Resolver) -> None:
+    # DANE: an authenticated "no TLSA here" differs from an insecure one (RFC 7672 §2.2).
+    name = tlsa_name("mx2.example.test")
+    with pytest.raises(NXDomain) as info:
+        resolver.tlsa_sync(name)
+    assert info.value.authenticated is False
+    zone.secure(name)
+    with pytest.raises(NXDomain) as info:
+        resolver.tlsa_sync(name)
+    assert info.value.authenticated is True
+    zone.secure("mx1.example.test")
+    with pytest.raises(NoData) as nodata:
+        resolver.tlsa_sync("mx1.example.test")
+    assert nodata.value.authenticated is True
 
 
 # -- failure classes ------------------------------------------------------------------------------
