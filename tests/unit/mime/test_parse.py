@@ -314,3 +314,15 @@ def test_html_to_text() -> None:
         '<p>See <a href="https://x.example/p">the page</a></p><pre>keep\nthis</pre>'
     )
     assert text == "Title\n\nOne two\nthree\n\n- a\n- b\n\nSee the page <https://x.example/p>\n\nkeep\nthis"
+
+
+def test_hostile_mime_headers_stay_fast() -> None:
+    """The stdlib header parser is superlinear; such values must bypass it (see parse.py)."""
+    import time
+
+    start = time.perf_counter()
+    for value in ("(" * 20000, '"' * 20000, "=?a?q?b?= " * 3000, "x; " + "a=b; " * 5000):
+        for header in ("Content-Type", "Content-Disposition", "Content-Transfer-Encoding"):
+            e = parse_message(msg(f"From: a@example.org\n{header}: {value}\n"))
+            assert e.from_address == "a@example.org"
+    assert time.perf_counter() - start < 3.0
