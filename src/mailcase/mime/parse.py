@@ -486,7 +486,8 @@ def _headers(msg: Message, limit: int) -> tuple[list[tuple[str, str]], list[tupl
     """(all headers, the ones kept within `limit`, truncated?)."""
     every: list[tuple[str, str]] = []
     for name, raw in msg.raw_items():
-        value = _CONTROL.sub("", repair_surrogates(unfold(str(raw)), "utf-8").replace("\t", " "))
+        value = repair_surrogates(unfold(str(raw)), "utf-8").replace("\t", " ")
+        value = _CONTROL.sub("", value)
         every.append((name.strip(), value.strip()))
     kept: list[tuple[str, str]] = []
     used = 0
@@ -550,7 +551,7 @@ def _parse(raw: bytes, max_text: int, max_headers: int) -> InboundEmail:
     html_raw = "\n".join(state.html) if state.html else (state.tnef_html or "")
     html = sanitize_html(html_raw).strip() if html_raw else ""
     text_from_html = False
-    if state.plain:
+    if state.plain and (any(p.strip() for p in state.plain) or not html):
         text = "\n".join(state.plain)
     elif state.tnef_text:
         text = state.tnef_text

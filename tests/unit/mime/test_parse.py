@@ -326,3 +326,15 @@ def test_hostile_mime_headers_stay_fast() -> None:
             e = parse_message(msg(f"From: a@example.org\n{header}: {value}\n"))
             assert e.from_address == "a@example.org"
     assert time.perf_counter() - start < 3.0
+
+
+def test_empty_plain_alternative_uses_the_html_and_tabs_survive_unfolding() -> None:
+    body = (
+        "--b\r\nContent-Type: text/plain\r\n\r\n \r\n"
+        "--b\r\nContent-Type: text/html\r\n\r\n<p>real content</p>\r\n--b--\r\n"
+    )
+    e = parse_message(
+        msg(BASE + 'X-Folded: a\n\tb\nContent-Type: multipart/alternative; boundary="b"\n', body)
+    )
+    assert e.text_body == "real content" and e.text_from_html
+    assert e.header("x-folded") == "a b"
