@@ -102,6 +102,13 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 # ---------------------------------------------------------------- serve / config / db
 @cli.command()
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML config file (the same as `mailcase --config FILE serve`).",
+)
+@click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None, help="Instance data directory."
 )
 @click.option(
@@ -118,24 +125,27 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 )
 @click.pass_obj
 def serve(
-    obj: _Ctx, data_dir: Path | None, smtp_listen: str | None, http_listen: str | None
+    obj: _Ctx,
+    config_file: Path | None,
+    data_dir: Path | None,
+    smtp_listen: str | None,
+    http_listen: str | None,
 ) -> None:
     """Start the whole platform: SMTP gateway, pipeline, HTTP API."""
     from mailcase.serve import run
 
+    if config_file is not None:
+        obj.config_file = config_file
     if data_dir is not None:
         obj.data_dir = data_dir
     overrides: dict[str, Any] = {}
-    for key, value, section in (
-        (smtp_listen, smtp_listen, "inbound"),
-        (http_listen, http_listen, "http"),
-    ):
+    for section, value in (("inbound", smtp_listen), ("http", http_listen)):
         if value is not None:
             try:
                 parse_hostport(value)
             except ValueError as e:
                 raise ConfigError(f"{section}.listen", str(e)) from None
-            overrides[section] = {"listen": key}
+            overrides[section] = {"listen": value}
     run(obj.settings(**overrides))
 
 

@@ -110,7 +110,7 @@ def test_config_show_and_bad_config_fail_clearly(tmp_path: Path) -> None:
     assert "max_message_size = 36700160" in out.stdout
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[inbound]\nmax_mesage_size = 10\n')
-    bad = subprocess.run([*MAILCASE, "--config", str(cfg), "serve", "--data-dir", str(tmp_path)], env=env,
+    bad = subprocess.run([*MAILCASE, "serve", "--config", str(cfg), "--data-dir", str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "inbound.max_mesage_size" in bad.stderr and "unknown key" in bad.stderr
@@ -232,3 +232,71 @@ def test_make_run_style_start_uses_embedded_defaults(tmp_path: Path) -> None:
     assert proc.returncode == 0, out.decode(errors="replace")
     assert b"mailcase ready" in out
 
+
+
+def test_maillog_lines_to_a_file_are_greppable_by_queue_id(tmp_path: Path) -> None:
+    maillog = tmp_path / "mail.log"
+    with running_platform(tmp_path, env={"MAILCASE_LOG__MAILLOG": str(maillog)}) as p:
+        p.cli("address", "add", "support@example.test")
+        with smtplib.SMTP(*p.smtp, timeout=10) as s:
+            s.ehlo("maillog.test")
+            s.mail("a@sender.test")
+            assert s.rcpt("nobody@example.test")[0] == 550
+            s.rset()
+            s.sendmail("a@sender.test", ["support@example.test"], b"Message-ID: <ml@x>\r\n\r\nx\r\n")
+        qid = json.loads(p.cli("messages", "list", "--json").stdout)[0]["queue_id"]
+        deadline = time.monotonic() + 10
+        while f"{qid}: status=processed" not in maillog.read_text():
+            assert time.monotonic() < deadline, maillog.read_text()
+            time.sleep(0.2)
+    lines = [line for line in maillog.read_text().splitlines() if qid in line]
+    assert any("status=queued" in line and "from=<a@sender.test>" in line and "tls=plaintext" in line for line in lines)
+    assert any("mailcase/pipeline" in line and "status=processed" in line for line in lines)
+    reject = [line for line in maillog.read_text().splitlines() if "reject=RCPT" in line]
+    assert reject and "to=<nobody@example.test>" in reject[0] and "550 5.1.1" in reject[0]
+
+
+def test_quarantine_list_and_retry_from_the_cli(tmp_path: Path) -> None:
+    """A message the pipeline could not process is listed with its error and retried."""
+    import asyncio
+    import datetime as dt
+
+    from mailcase.storage import messages
+    from mailcase.storage.db import make_engine, upgrade
+    from mailcase.storage.spool import LogEntry, Spool, SpooledMessage
+
+    data = tmp_path / "data"
+    engine = make_engine(f"sqlite:///{data / 'mailcase.db'}")
+    upgrade(engine)
+    now = dt.datetime.now(dt.UTC)
+    msg = SpooledMessage(
+        queue_id="QTEST0001", received_at=now, client_ip="192.0.2.7", helo="h", mail_from="a@b.test",
+        rcpt_to=("q@example.test",), tls_version=None, tls_cipher=None, tls_bits=None, requiretls=False,
+        smtputf8=False, body_type=None, size=12, message_id="<q@b.test>", content=b"Subject: q\r\n\r\n",
+    )
+
+    async def store() -> None:
+        spool = Spool(engine)
+        spool.start()
+        try:
+            await spool.store(msg, LogEntry(time=now, queue_id="QTEST0001", outcome="accepted"))
+        finally:
+            spool.close()
+
+    asyncio.run(store())
+    assert messages.mark_quarantined(engine, "QTEST0001", "ValueError: cannot route")
+    engine.dispose()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    listed = subprocess.run([*MAILCASE, "--data-dir", str(data), "quarantine", "list", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    rows = json.loads(listed.stdout)
+    assert [(r["queue_id"], r["error"]) for r in rows] == [("QTEST0001", "ValueError: cannot route")]
+    none = subprocess.run([*MAILCASE, "--data-dir", str(data), "quarantine", "retry", "NOPE"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert none.returncode == 1 and "no quarantined message" in none.stderr
+    retried = subprocess.run([*MAILCASE, "--data-dir", str(data), "quarantine", "retry", "QTEST0001"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert retried.returncode == 0 and "1 message" in retried.stdout
+    state = json.loads(subprocess.run([*MAILCASE, "--data-dir", str(data), "messages", "list", "--json"], env=env,
+                                      capture_output=True, text=True, timeout=60).stdout)[0]["state"]
+    assert state == "received"

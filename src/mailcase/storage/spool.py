@@ -131,20 +131,17 @@ class _RawSQLiteInserts:
                            for c in self._msg_cols]
         self._log_procs = [_email_log.c[c].type.dialect_impl(dialect).bind_processor(dialect)
                            for c in self._log_cols]
-        self._msg_defaults = {c.name: c.default.arg for c in _messages.columns
-                              if c.default is not None and not callable(c.default.arg)}
+        # message_row/log_row give every column that has a server default; the rest is NULL.
 
     @staticmethod
     def _sql(table: str, cols: list[str]) -> str:
         return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"  # noqa: S608 - names from our metadata
 
     @staticmethod
-    def _params(
-        row: dict[str, Any], cols: list[str], procs: list[Any], defaults: dict[str, Any]
-    ) -> tuple[Any, ...]:
+    def _params(row: dict[str, Any], cols: list[str], procs: list[Any]) -> tuple[Any, ...]:
         out = []
         for col, proc in zip(cols, procs, strict=True):
-            value = row.get(col, defaults.get(col))
+            value = row.get(col)
             out.append(proc(value) if proc is not None and value is not None else value)
         return tuple(out)
 
@@ -155,13 +152,13 @@ class _RawSQLiteInserts:
         msg_rows: list[dict[str, Any]],
         log_rows: list[dict[str, Any]],
     ) -> None:
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
         cur = raw.cursor()
         try:
             for p, row in zip(pending, msg_rows, strict=True):
                 cur.execute(
                     self._msg_sql,
-                    self._params(row, self._msg_cols, self._msg_procs, self._msg_defaults),
+                    self._params(row, self._msg_cols, self._msg_procs),
                 )
                 pk = cur.lastrowid
                 content = p.msg.content
@@ -172,7 +169,7 @@ class _RawSQLiteInserts:
             if log_rows:
                 cur.executemany(
                     self._log_sql,
-                    [self._params(r, self._log_cols, self._log_procs, {}) for r in log_rows],
+                    [self._params(r, self._log_cols, self._log_procs) for r in log_rows],
                 )
         finally:
             cur.close()
@@ -378,7 +375,7 @@ class Spool:
         conn.execute(
             insert(_contents).values(message_pk=pk, content=func.zeroblob(len(view)))
         )
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
         with raw.blobopen(_contents.name, "content", pk) as blob:
             for start in range(0, len(view), _STREAM_CHUNK):
                 blob.write(view[start : start + _STREAM_CHUNK])
