@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from sqlalchemy.engine import Engine
 from mailcase import __version__
 from mailcase.config import Settings, load_settings, parse_hostport, settings_as_toml
 from mailcase.errors import ConfigError, MailcaseError
+from mailcase.plain import to_plain
 
 __all__ = ["main"]
 
@@ -47,27 +47,15 @@ class _Ctx:
         return self._engine
 
 
-def _plain(obj: Any) -> Any:
-    if is_dataclass(obj) and not isinstance(obj, type):
-        obj = asdict(obj)
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items() if k != "content"}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, dt.datetime):
-        return obj.isoformat()
-    if isinstance(obj, bytes | bytearray):
-        return f"<{len(obj)} bytes>"
-    return obj
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(to_plain(value))
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         click.echo("(none)")
         return
-    cells = [
-        [str(_plain(r.get(c, "")) if r.get(c) is not None else "-") for c in columns] for r in rows
-    ]
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
@@ -75,7 +63,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _rows(objs: Any) -> list[dict[str, Any]]:
-    return [_plain(o) for o in objs]
+    return [to_plain(o) for o in objs]
 
 
 @click.group()
@@ -346,7 +334,7 @@ def messages_show(obj: _Ctx, queue_id: str, raw: bool) -> None:
         sys.stdout.buffer.write(m.content)
         sys.stdout.buffer.flush()
         return
-    click.echo(json.dumps(_plain(m), indent=2))
+    click.echo(json.dumps(to_plain(m), indent=2))
 
 
 @cli.group()

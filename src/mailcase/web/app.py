@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -23,24 +22,13 @@ from sqlalchemy.engine import Engine
 from mailcase import __version__
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
+from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens
 
 __all__ = ["create_app"]
 
 _bearer = HTTPBearer(auto_error=False)
-
-
-def _plain(obj: Any) -> Any:
-    if is_dataclass(obj) and not isinstance(obj, type):
-        obj = asdict(obj)
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items() if k != "content"}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, dt.datetime):
-        return obj.isoformat()
-    return obj
 
 
 class AddressIn(BaseModel):
@@ -115,20 +103,20 @@ def create_app(
 
     @app.get("/api/v1/addresses", dependencies=auth, tags=["addresses"])
     async def list_addresses() -> list[dict[str, Any]]:
-        return _plain(await db(addresses.list_addresses))  # type: ignore[no-any-return]
+        return to_plain(await db(addresses.list_addresses))  # type: ignore[no-any-return]
 
     @app.post("/api/v1/addresses", dependencies=auth, tags=["addresses"], status_code=201)
     async def add_address(body: AddressIn) -> dict[str, Any]:
         row = await db(addresses.add, body.address, require_tls=body.require_tls)
         on_addresses_changed()
-        return _plain(row)  # type: ignore[no-any-return]
+        return to_plain(row)  # type: ignore[no-any-return]
 
     @app.get("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
     async def get_address(address: str) -> dict[str, Any]:
         row = await db(addresses.get, address)
         if row is None:
             raise HTTPException(404, f"no receiving address {address!r}")
-        return _plain(row)  # type: ignore[no-any-return]
+        return to_plain(row)  # type: ignore[no-any-return]
 
     @app.patch("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
     async def patch_address(address: str, body: AddressPatch) -> dict[str, Any]:
@@ -136,7 +124,7 @@ def create_app(
             raise HTTPException(404, f"no receiving address {address!r}")
         await db(addresses.set_require_tls, address, body.require_tls)
         on_addresses_changed()
-        return _plain(await db(addresses.get, address))  # type: ignore[no-any-return]
+        return to_plain(await db(addresses.get, address))  # type: ignore[no-any-return]
 
     @app.delete(
         "/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"], status_code=204
@@ -180,14 +168,14 @@ def create_app(
         state: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[dict[str, Any]]:
         """Stored inbound messages (without their content)."""
-        return _plain(await db(messages.list_messages, state=state, limit=limit))  # type: ignore[no-any-return]
+        return to_plain(await db(messages.list_messages, state=state, limit=limit))  # type: ignore[no-any-return]
 
     @app.get("/api/v1/messages/{queue_id}", dependencies=auth, tags=["messages"])
     async def get_message(queue_id: str) -> dict[str, Any]:
         row = await db(messages.get_message, queue_id)
         if row is None:
             raise HTTPException(404, f"no message with queue id {queue_id!r}")
-        return _plain(row)  # type: ignore[no-any-return]
+        return to_plain(row)  # type: ignore[no-any-return]
 
     @app.get("/api/v1/messages/{queue_id}/raw", dependencies=auth, tags=["messages"])
     async def get_message_raw(queue_id: str) -> Response:
