@@ -73,8 +73,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         on_stored=pipeline.wake,
     )
     processes = acceptor_processes(settings)
-    smtp_server = await start_listener(gateway, reuse_port=processes > 1)
-    pool = AcceptorPool(settings, tls.cert_file, tls.key_file, processes, on_wake=pipeline.wake)
+    # One acceptor: this process. Several: all in child processes, and this one keeps the
+    # pipeline and the HTTP API, so that no acceptor carries more work than the others.
+    smtp_server = await start_listener(gateway) if processes == 1 else None
+    children = 0 if processes == 1 else processes
+    pool = AcceptorPool(settings, tls.cert_file, tls.key_file, children, on_wake=pipeline.wake)
 
     def addresses_changed() -> None:
         book.reload()
@@ -121,7 +124,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     try:
         await pool.start()
     except BaseException:
-        smtp_server.close()
+        if smtp_server is not None:
+            smtp_server.close()
         await pool.stop(timeout=5)
         spool.close()
         raise
@@ -129,7 +133,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     while not web.started and not web_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.01)
     if web_task.done():
-        smtp_server.close()
+        if smtp_server is not None:
+            smtp_server.close()
         spool.close()
         web_task.result()
         raise SystemExit(f"HTTP listener on {settings.http.listen} did not start")
@@ -147,7 +152,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     try:
         await stop.wait()
     finally:
-        smtp_server.close()
+        if smtp_server is not None:
+            smtp_server.close()
         children = asyncio.create_task(pool.stop())
         for session in list(gateway.sessions):
             session.shutdown()

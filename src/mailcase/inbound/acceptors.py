@@ -31,6 +31,7 @@ from typing import Any
 
 from mailcase import maillog
 from mailcase.config import Settings
+from mailcase.inbound.limits import BUCKETS, SharedCounts
 
 __all__ = ["AcceptorPool"]
 
@@ -43,7 +44,7 @@ _RESPAWN_PAUSE = 1.0
 
 
 class AcceptorPool:
-    """The parent's side: start, watch, message and stop the child acceptors."""
+    """The parent's side: start, watch, message and stop `count` child acceptors."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class AcceptorPool:
         self.on_wake = on_wake
         self.snapshots: dict[int, list[Any]] = {}
         self._ctx = multiprocessing.get_context("spawn")
+        self.counts = SharedCounts.create(self._ctx, count + 1)
         self._children: dict[int, tuple[BaseProcess, multiprocessing.connection.Connection]] = {}
         self._ready: dict[int, asyncio.Event] = {}
         self._stopping = False
@@ -66,7 +68,7 @@ class AcceptorPool:
     async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a startup budget
         """Start the children and wait until each listens."""
         self._loop = asyncio.get_running_loop()
-        for index in range(1, self.count):
+        for index in range(1, self.count + 1):
             self._spawn(index)
         await asyncio.wait_for(
             asyncio.gather(*(e.wait() for e in self._ready.values())), timeout
@@ -79,7 +81,7 @@ class AcceptorPool:
             target=child_main,
             args=(
                 self.settings.model_dump(mode="json"), str(self.cert), str(self.key),
-                child_end, index, os.getpid(),
+                child_end, index, os.getpid(), self.counts.array,
             ),
             name=f"mailcase-acceptor-{index}",
             daemon=False,
@@ -112,6 +114,7 @@ class AcceptorPool:
         conn.close()
         proc.join(timeout=5)
         self.snapshots.pop(index, None)
+        self.counts.clear_row(index)  # its connections died with it
         if self._stopping:
             return
         log.error(
@@ -165,6 +168,7 @@ def child_main(
     conn: multiprocessing.connection.Connection,
     index: int,
     parent_pid: int,
+    counts: Any,
 ) -> None:
     """Entry point of an acceptor process (spawned: imports everything afresh)."""
     _die_with_parent(parent_pid)
@@ -177,12 +181,13 @@ def child_main(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     maillog.configure(settings.log.maillog)
     sys.setswitchinterval(0.0005)
-    asyncio.run(_child(settings, Path(cert), Path(key), conn, index))
+    shared = SharedCounts(counts, len(counts) // (BUCKETS + 1))
+    asyncio.run(_child(settings, Path(cert), Path(key), conn, index, shared))
 
 
 async def _child(
     settings: Settings, cert: Path, key: Path, conn: multiprocessing.connection.Connection,
-    index: int,
+    index: int, shared: SharedCounts,
 ) -> None:
     from mailcase.inbound.addressbook import AddressBook
     from mailcase.inbound.listener import Gateway, start_listener
@@ -208,7 +213,7 @@ async def _child(
 
     gateway = Gateway(
         settings=settings, spool=spool, tls=tls, addressbook=book, metrics=metrics,
-        on_stored=on_stored,
+        on_stored=on_stored, shared_counts=shared, counts_row=index,
     )
     server = await start_listener(gateway, reuse_port=True)
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -1,36 +1,92 @@
-"""Connection limits: total and per client IP (421 4.7.0 when over, RFC 5321 §3.8)."""
+"""Connection limits: total and per client IP (421 4.7.0 when over, RFC 5321 §3.8).
+
+With several acceptor processes the limits must hold for all of them together, so the counts
+live in shared memory: one row per process, one column per bucket of client addresses (the
+IP hashed into `BUCKETS`; two addresses in one bucket count together, which can only make the
+limit stricter, and is rare with 4096 buckets) plus a column for the total. A process's row
+belongs to it alone; when a process dies its row is cleared before a replacement starts, so
+the connections it held are not counted for ever.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import zlib
+from collections.abc import MutableSequence
+from multiprocessing.sharedctypes import SynchronizedArray
+from typing import Any
 
 from mailcase.smtp.replies import Reply
 
-__all__ = ["ConnectionTracker"]
+__all__ = ["BUCKETS", "ConnectionTracker", "SharedCounts"]
 
 TOO_MANY_TOTAL = Reply(421, "4.7.0", "Too many connections, try again later")
 TOO_MANY_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address, try again later")
+
+BUCKETS = 4096
+_ROW = BUCKETS + 1  # the last column is the process's total
+
+
+class SharedCounts:
+    """The shared table: `rows` processes × (`BUCKETS` + 1) counters, one lock."""
+
+    def __init__(self, array: SynchronizedArray[Any], rows: int) -> None:
+        self.array, self.rows = array, rows
+
+    @classmethod
+    def create(cls, ctx: Any, rows: int) -> SharedCounts:
+        """`ctx`: a multiprocessing context; the array is passed to children as it is."""
+        return cls(ctx.Array("i", rows * _ROW, lock=True), rows)
+
+    def clear_row(self, row: int) -> None:
+        with self.array.get_lock():
+            base = row * _ROW
+            self.array[base : base + _ROW] = [0] * _ROW
+
+
+def _bucket(ip: str) -> int:
+    return zlib.crc32(ip.encode()) % BUCKETS
 
 
 class ConnectionTracker:
     """Counts open sessions; `admit` says why a new one must be refused, or None."""
 
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
+    def __init__(
+        self, max_total: int, max_per_ip: int, shared: SharedCounts | None = None, row: int = 0
+    ) -> None:
         self.max_total, self.max_per_ip = max_total, max_per_ip
-        self.total = 0
-        self.per_ip: Counter[str] = Counter()
+        self.shared, self.row = shared, row
+        if shared is None:
+            self._local: MutableSequence[int] = [0] * _ROW
+
+    def _sum(self, data: MutableSequence[int], column: int) -> int:
+        return sum(data[r * _ROW + column] for r in range(self.shared.rows if self.shared else 1))
 
     def admit(self, ip: str) -> tuple[str, Reply] | None:
-        if self.total >= self.max_total:
+        bucket = _bucket(ip)
+        if self.shared is None:
+            return self._admit(self._local, 0, bucket)
+        with self.shared.array.get_lock():
+            return self._admit(self.shared.array.get_obj(), self.row * _ROW, bucket)
+
+    def _admit(
+        self, data: MutableSequence[int], base: int, bucket: int
+    ) -> tuple[str, Reply] | None:
+        if self._sum(data, BUCKETS) >= self.max_total:
             return "too_many_connections", TOO_MANY_TOTAL
-        if self.per_ip[ip] >= self.max_per_ip:
+        if self._sum(data, bucket) >= self.max_per_ip:
             return "too_many_connections_per_ip", TOO_MANY_FROM_IP
-        self.total += 1
-        self.per_ip[ip] += 1
+        data[base + BUCKETS] += 1
+        data[base + bucket] += 1
         return None
 
     def release(self, ip: str) -> None:
-        self.total -= 1
-        self.per_ip[ip] -= 1
-        if self.per_ip[ip] <= 0:
-            del self.per_ip[ip]
+        bucket = _bucket(ip)
+        if self.shared is None:
+            self._local[BUCKETS] -= 1
+            self._local[bucket] -= 1
+            return
+        base = self.row * _ROW
+        with self.shared.array.get_lock():
+            data = self.shared.array.get_obj()
+            data[base + BUCKETS] -= 1
+            data[base + bucket] -= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import socket
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 
 from mailcase.config import Settings, parse_hostport
 from mailcase.inbound.addressbook import AddressBook
-from mailcase.inbound.limits import ConnectionTracker
+from mailcase.inbound.limits import ConnectionTracker, SharedCounts
 from mailcase.inbound.session import SMTPSession
 from mailcase.metrics import Metrics
 from mailcase.smtp.server import ServerSettings
@@ -56,6 +55,8 @@ class Gateway:
     addressbook: AddressBook
     metrics: Metrics
     on_stored: Callable[[], None] = lambda: None
+    shared_counts: SharedCounts | None = None
+    counts_row: int = 0
     server_settings: ServerSettings = field(init=False)
     tracker: ConnectionTracker = field(init=False)
     sessions: set[SMTPSession] = field(default_factory=set)
@@ -64,11 +65,9 @@ class Gateway:
     def __post_init__(self) -> None:
         self.server_settings = server_settings_from(self.settings)
         i = self.settings.inbound
-        # Each acceptor process enforces its share, so that all together stay within the limit
-        # (SO_REUSEPORT spreads connections evenly by their address and port).
-        n = acceptor_processes(self.settings)
+        # With several acceptor processes the counts are shared, so the limits hold for all.
         self.tracker = ConnectionTracker(
-            math.ceil(i.max_connections / n), math.ceil(i.max_connections_per_ip / n)
+            i.max_connections, i.max_connections_per_ip, self.shared_counts, self.counts_row
         )
 
     def notify_stored(self) -> None:
