@@ -105,7 +105,7 @@ class HTTPSettings(_Section):
 
 class PipelineSettings(_Section):
     poll_interval: float = Field(0.5, gt=0, description="Seconds between looks for newly accepted messages when idle.")
-    batch_size: int = Field(200, ge=1, description="Messages processed per transaction.")
+    batch_size: int = Field(50, ge=1, description="Messages processed per transaction (on SQLite the accept path waits while one runs: keep it small).")
 
 
 class LogSettings(_Section):
