@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailcase import maillog
 from mailcase.metrics import Metrics
 from mailcase.storage import messages
-from mailcase.storage.db import begin_write
+from mailcase.storage.db import begin_write, is_sqlite
 from mailcase.storage.spool import LogEntry
 
 __all__ = ["AddressInbox", "Destination", "Pipeline", "process_batch", "process_pending"]
@@ -89,12 +89,15 @@ class _BatchFailed(Exception):
 
 
 def _bulk(
-    conn: Connection, batch: list[messages.ClaimedMessage], destinations: Sequence[Destination]
+    conn: Connection,
+    batch: list[messages.ClaimedMessage],
+    destinations: Sequence[Destination],
+    entries: list[LogEntry],
 ) -> list[tuple[str, str, str]]:
     for dest in destinations:
         dest.deliver_many(conn, batch)
     messages.mark_processed_many(conn, [m.id for m in batch])
-    messages.insert_logs(conn, (_log_entry(m, "processed", None) for m in batch))
+    messages.insert_logs(conn, entries)
     names = ",".join(d.name for d in destinations)
     return [(m.queue_id, "processed", names) for m in batch]
 
@@ -135,15 +138,30 @@ def process_batch(
     """Process at most one batch of received messages; returns how many were handled."""
     done: list[tuple[str, str, str]] = []
     try:
-        with begin_write(engine) as conn:
-            batch = messages.claim_received(conn, batch_size)
+        if is_sqlite(engine):
+            # Read outside the write lock (the SMTP acceptors' commits wait on it), then a
+            # short write transaction; mark_processed_many refuses if anything changed.
+            batch = messages.peek_received(engine, batch_size)
             if not batch:
                 return 0
-            try:
-                done = _bulk(conn, batch, destinations)
-            except Exception as e:  # noqa: BLE001 - find the culprit below
-                log.info("bulk processing failed (%s); retrying one by one", e)
-                raise _BatchFailed from e
+            entries = [_log_entry(m, "processed", None) for m in batch]
+            with begin_write(engine) as conn:
+                try:
+                    done = _bulk(conn, batch, destinations, entries)
+                except Exception as e:  # noqa: BLE001 - find the culprit below
+                    log.info("bulk processing failed (%s); retrying one by one", e)
+                    raise _BatchFailed from e
+        else:
+            with begin_write(engine) as conn:
+                batch = messages.claim_received(conn, batch_size)
+                if not batch:
+                    return 0
+                entries = [_log_entry(m, "processed", None) for m in batch]
+                try:
+                    done = _bulk(conn, batch, destinations, entries)
+                except Exception as e:  # noqa: BLE001 - find the culprit below
+                    log.info("bulk processing failed (%s); retrying one by one", e)
+                    raise _BatchFailed from e
     except _BatchFailed:
         with begin_write(engine) as conn:
             batch = messages.claim_received(conn, batch_size)

@@ -68,6 +68,7 @@ __all__ = [
     "mark_processed_many",
     "record_deliveries",
     "load_content",
+    "peek_received",
     "count_by_state",
     "get_message",
     "insert_log",
@@ -225,6 +226,18 @@ def claim_received(conn: Executor, limit: int) -> list[MessageSummary]:
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no locking clause
     )
     return [_summary(r) for r in conn.execute(stmt)]
+
+
+def peek_received(engine: Engine, limit: int) -> list[MessageSummary]:
+    """Up to `limit` received messages, oldest first, read without taking the write lock.
+
+    For a single-node SQLite pipeline: it reads here, then writes in a short transaction whose
+    `mark_processed_many` refuses (StorageError) if any of them is no longer "received", so
+    nothing is processed twice. Several nodes on PostgreSQL use `claim_received` instead.
+    """
+    stmt = select(*_SUMMARY_COLUMNS).where(_m.c.state == "received").order_by(_m.c.id).limit(limit)
+    with engine.connect() as conn:
+        return [_summary(r) for r in conn.execute(stmt)]
 
 
 def load_content(conn: Executor, message_pk: int) -> bytes:
