@@ -76,15 +76,17 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     # One acceptor: this process. Several: all in child processes, and this one keeps the
     # pipeline and the HTTP API, so that no acceptor carries more work than the others.
     smtp_server = await start_listener(gateway) if processes == 1 else None
-    children = 0 if processes == 1 else processes
-    pool = AcceptorPool(settings, tls.cert_file, tls.key_file, children, on_wake=pipeline.wake)
+    n_children = 0 if processes == 1 else processes
+    pool = AcceptorPool(settings, tls.cert_file, tls.key_file, n_children, on_wake=pipeline.wake)
 
     def addresses_changed() -> None:
         book.reload()
         pool.broadcast("reload_addresses")
 
     app = create_app(
-        engine, metrics, on_addresses_changed=addresses_changed,
+        engine,
+        metrics,
+        on_addresses_changed=addresses_changed,
         exposition=lambda: metrics.exposition(list(pool.snapshots.values())),
     )
     http_host, http_port = parse_hostport(settings.http.listen)
@@ -117,10 +119,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
 
-    background = [
-        asyncio.create_task(book.follow(), name="addressbook"),
-        asyncio.create_task(pipeline.run(), name="pipeline"),
-    ]
+    background = [asyncio.create_task(pipeline.run(), name="pipeline")]
+    if smtp_server is not None:  # the children follow the addresses themselves
+        background.append(asyncio.create_task(book.follow(), name="addressbook"))
     try:
         await pool.start()
     except BaseException:
@@ -141,7 +142,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     log.warning(
         "mailcase ready: SMTP %s (%d acceptor process%s), HTTP http://%s:%d (data in %s, "
         "database %s)",
-        settings.inbound.listen, processes, "" if processes == 1 else "es",
+        settings.inbound.listen,
+        processes,
+        "" if processes == 1 else "es",
         http_host,
         http_port,
         settings.data_dir,
@@ -154,7 +157,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     finally:
         if smtp_server is not None:
             smtp_server.close()
-        children = asyncio.create_task(pool.stop())
+        stopping_children = asyncio.create_task(pool.stop())
         for session in list(gateway.sessions):
             session.shutdown()
         if gateway.tasks:
@@ -165,7 +168,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         web.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(web_task, timeout=5)
-        await children
+        await stopping_children
         await asyncio.to_thread(spool.close)
         engine.dispose()
 
