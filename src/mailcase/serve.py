@@ -158,10 +158,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         if smtp_server is not None:
             smtp_server.close()
         stopping_children = asyncio.create_task(pool.stop())
-        for session in list(gateway.sessions):
-            session.shutdown()
-        if gateway.tasks:
-            await asyncio.wait(list(gateway.tasks), timeout=_SHUTDOWN_GRACE)
+        await gateway.drain(_SHUTDOWN_GRACE)
         for t in background:
             t.cancel()
         await asyncio.gather(*background, return_exceptions=True)

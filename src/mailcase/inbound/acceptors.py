@@ -259,10 +259,7 @@ async def _child(
         await stop.wait()
     finally:
         server.close()
-        for session in list(gateway.sessions):
-            session.shutdown()
-        if gateway.tasks:
-            await asyncio.wait(list(gateway.tasks), timeout=10)
+        await gateway.drain(10.0)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

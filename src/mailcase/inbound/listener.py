@@ -73,6 +73,13 @@ class Gateway:
     def notify_stored(self) -> None:
         self.on_stored()
 
+    async def drain(self, grace: float) -> None:
+        """Stopping: idle sessions get 421; those storing a message get `grace` s to finish."""
+        for session in list(self.sessions):
+            session.shutdown()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
+
 
 async def start_listener(gateway: Gateway, *, reuse_port: bool = False) -> asyncio.Server:
     """Listen on `inbound.listen`. `reuse_port` lets several processes share the port."""
