@@ -15,12 +15,10 @@ from collections.abc import MutableSequence
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
-from mailcase.smtp.replies import Reply
+from mailcase.smtp.replies import SERVICE_NOT_AVAILABLE_CONNECTIONS, TOO_MANY_FROM_IP, Reply
 
 __all__ = ["BUCKETS", "ConnectionTracker", "SharedCounts"]
 
-TOO_MANY_TOTAL = Reply(421, "4.7.0", "Too many connections, try again later")
-TOO_MANY_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address, try again later")
 
 BUCKETS = 4096
 _ROW = BUCKETS + 1  # the last column is the process's total
@@ -72,7 +70,7 @@ class ConnectionTracker:
         self, data: MutableSequence[int], base: int, bucket: int
     ) -> tuple[str, Reply] | None:
         if self._sum(data, BUCKETS) >= self.max_total:
-            return "too_many_connections", TOO_MANY_TOTAL
+            return "too_many_connections", SERVICE_NOT_AVAILABLE_CONNECTIONS
         if self._sum(data, bucket) >= self.max_per_ip:
             return "too_many_connections_per_ip", TOO_MANY_FROM_IP
         data[base + BUCKETS] += 1

@@ -20,7 +20,7 @@ from mailcase import maillog
 from mailcase.inbound.received import received_header
 from mailcase.mime import message_id
 from mailcase.policy import Accept, decide_recipient
-from mailcase.smtp.replies import Reply
+from mailcase.smtp.replies import SHUTTING_DOWN, STORAGE_FAILED, Reply, queued
 from mailcase.smtp.server import (
     Close,
     EnvelopeRejected,
@@ -40,10 +40,6 @@ __all__ = ["SMTPSession", "new_queue_id"]
 
 log = logging.getLogger(__name__)
 
-STORAGE_FAILED = Reply(
-    451, "4.3.0", "Temporary storage failure: message not accepted, please retry later"
-)
-SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, please retry later")
 
 
 def new_queue_id() -> str:
@@ -355,7 +351,7 @@ class SMTPSession(asyncio.Protocol):
             message_id=msgid,
             content=content,
         )
-        ok = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+        ok = queued(queue_id)
         entry = LogEntry(
             time=now,
             direction="inbound",

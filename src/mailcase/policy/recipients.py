@@ -11,16 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mailcase.smtp.replies import Reply
+from mailcase.smtp import replies as R
 
 __all__ = ["Accept", "AddressRule", "Reject", "decide_recipient"]
-
-UNKNOWN_MAILBOX = Reply(550, "5.1.1", "Recipient address rejected: no such mailbox here")
-RELAY_DENIED = Reply(
-    550, "5.7.1", "Relay access denied: this server accepts mail only for its own addresses"
-)
-MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
-DISABLED = Reply(550, "5.2.1", "Mailbox disabled: this address does not accept mail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +36,7 @@ class Accept:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    reply: Reply
+    reply: R.Reply
     reason: str
 
 
@@ -60,10 +53,10 @@ def decide_recipient(
     if rule is None:
         domain = key.rpartition("@")[2]
         if domain in local_domains:
-            return Reject(UNKNOWN_MAILBOX, "unknown recipient")
-        return Reject(RELAY_DENIED, "relay denied")
+            return Reject(R.UNKNOWN_RECIPIENT, "unknown recipient")
+        return Reject(R.RELAY_DENIED, "relay denied")
     if not rule.enabled:
-        return Reject(DISABLED, "address disabled")
+        return Reject(R.MAILBOX_DISABLED, "address disabled")
     if rule.require_tls and not tls_active:
-        return Reject(MUST_STARTTLS, "TLS required for this address")
+        return Reject(R.MUST_STARTTLS, "TLS required for this address")
     return Accept(rule)

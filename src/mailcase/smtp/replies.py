@@ -34,7 +34,10 @@ __all__ = [
     "RCPT_AFTER_BDAT",
     "READY_STARTTLS",
     "RECIPIENT_OK",
+    "MAILBOX_DISABLED",
     "RELAY_DENIED",
+    "SHUTTING_DOWN",
+    "TOO_MANY_FROM_IP",
     "REQUIRETLS_WITHOUT_TLS",
     "Reply",
     "SENDER_OK",
@@ -139,6 +142,9 @@ def chunk_received(octets: int) -> Reply:
 
 # Connection-level
 SERVICE_NOT_AVAILABLE_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_FROM_IP = Reply(
+    421, "4.7.0", "Too many connections from your address, try again later"
+)
 TIMEOUT = Reply(421, "4.4.2", "Timeout waiting for input, closing connection; try again later")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection; try again later")
 BYE = Reply(221, "2.0.0", "Bye")
@@ -236,9 +242,13 @@ def data_line_too_long(limit: int) -> Reply:
 
 
 # Answers the application gives (policy/storage), named here so texts stay consistent
-STORAGE_FAILED = Reply(451, "4.3.0", "Temporary storage failure, please retry later")
+STORAGE_FAILED = Reply(
+    451, "4.3.0", "Temporary storage failure: message not accepted, please retry later"
+)
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, please retry later")
 UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "Recipient address rejected: no such mailbox here")
 RELAY_DENIED = Reply(550, "5.7.1", "Relay access denied")
+MAILBOX_DISABLED = Reply(550, "5.2.1", "Mailbox disabled: this address does not accept mail")
 
 
 def queued(queue_id: str) -> Reply:
