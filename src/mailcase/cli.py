@@ -8,62 +8,23 @@ bad configuration or usage and 1 for everything else.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.engine import Engine
 
 from mailcase import __version__
-from mailcase.config import Settings, load_settings, parse_hostport, settings_as_toml
+from mailcase.clikit import Ctx as _Ctx
+from mailcase.clikit import rows as _rows
+from mailcase.clikit import table as _table
+from mailcase.clikit import when as _when
+from mailcase.config import parse_hostport, settings_as_toml
 from mailcase.errors import ConfigError, MailcaseError
 from mailcase.plain import to_plain
 
 __all__ = ["main"]
-
-
-class _Ctx:
-    def __init__(self, config: Path | None, data_dir: Path | None) -> None:
-        self.config_file = config
-        self.data_dir = data_dir
-        self._engine: Engine | None = None
-
-    def settings(self, **overrides: Any) -> Settings:
-        o: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
-        if self.data_dir is not None:
-            o["data_dir"] = str(self.data_dir)
-        return load_settings(self.config_file, overrides=o)
-
-    def engine(self) -> Engine:
-        if self._engine is None:
-            from mailcase.storage.db import make_engine, upgrade
-
-            settings = self.settings()
-            self._engine = make_engine(settings.database_url)
-            upgrade(self._engine)
-        return self._engine
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(to_plain(value))
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    if not rows:
-        click.echo("(none)")
-        return
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _rows(objs: Any) -> list[dict[str, Any]]:
-    return [to_plain(o) for o in objs]
 
 
 @click.group()
@@ -228,16 +189,6 @@ def address_set(obj: _Ctx, addr: str, require_tls: bool) -> None:
 
 
 # ---------------------------------------------------------------- email log
-def _when(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO time like 2026-11-26T18:00") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
 @cli.command("log")
 @click.option("--json", "as_json", is_flag=True, help="JSON export.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV export.")
@@ -409,6 +360,25 @@ def token_revoke(obj: _Ctx, name: str) -> None:
     if not tokens.revoke(obj.engine(), name):
         raise click.ClickException(f"no token named {name!r}")
     click.echo(f"revoked {name}")
+
+
+# ---------------------------------------------------------------- feature commands
+def _register_feature_commands() -> None:
+    """Each feature keeps its commands in its own module, with a `register(cli)` function."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(cli)
+
+
+#: Modules that add command groups (cases, routing, outbound, dkim …).
+COMMAND_MODULES = (
+    "mailcase.features.cases.commands",
+    "mailcase.features.cases.automation_commands",
+    "mailcase.outbound.commands",
+    "mailcase.outbound.extras_commands",
+)
+_register_feature_commands()
 
 
 def main() -> None:

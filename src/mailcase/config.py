@@ -108,6 +108,35 @@ class PipelineSettings(_Section):
     batch_size: int = Field(50, ge=1, description="Messages processed per transaction (on SQLite the accept path waits while one runs: keep it small).")
 
 
+class DNSSettings(_Section):
+    nameservers: list[str] = Field(default_factory=list, description="DNS servers mailcase's resolver asks, as HOST:PORT (empty: those of /etc/resolv.conf). Used for SPF/DKIM/DMARC, MX, TLSA and MTA-STS.")
+    timeout: float = Field(5.0, gt=0, description="Seconds a DNS query may take in all before it counts as a temporary failure.")
+
+    @field_validator("nameservers")
+    @classmethod
+    def _hostports(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if ":" in item:  # HOST:PORT or [IPv6]:PORT; a bare host means port 53
+                parse_hostport(item, default_host="")
+        return v
+
+
+class CasesSettings(_Section):
+    """Email-to-Case settings (filled in by the cases feature)."""
+
+
+class AutomationSettings(_Section):
+    """Auto-responses, loop protection and limits (filled in by the cases automation)."""
+
+
+class DeliverySettings(_Section):
+    """Outbound delivery: Deliverability and TLS settings (filled in by the delivery engine)."""
+
+
+class DKIMSettings(_Section):
+    """DKIM signing, bounces and compliance BCC (filled in by the outbound extras)."""
+
+
 class LogSettings(_Section):
     maillog: str = Field("stderr", description="Where maillog lines go: 'stderr', 'none' or a file path.")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the application log.")
@@ -122,6 +151,11 @@ class Settings(_Section):
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    dns: DNSSettings = Field(default_factory=DNSSettings)
+    cases: CasesSettings = Field(default_factory=CasesSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    dkim: DKIMSettings = Field(default_factory=DKIMSettings)
 
     @property
     def database_url(self) -> str:
@@ -206,6 +240,10 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if v is None:
         return '""'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

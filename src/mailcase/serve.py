@@ -18,11 +18,13 @@ import uvicorn
 
 from mailcase import maillog
 from mailcase.config import Settings, parse_hostport
+from mailcase.delivery.engine import DeliveryEngine
 from mailcase.errors import TLSSetupError
 from mailcase.inbound.acceptors import AcceptorPool
 from mailcase.inbound.addressbook import AddressBook
 from mailcase.inbound.listener import Gateway, acceptor_processes, start_listener
 from mailcase.metrics import Metrics
+from mailcase.pipeline.destinations import build_destinations
 from mailcase.pipeline.worker import Pipeline
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
@@ -58,9 +60,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     spool.start()
     book = AddressBook(engine)
     await asyncio.to_thread(book.reload)
+    delivery = DeliveryEngine(settings, engine, metrics)
     pipeline = Pipeline(
         engine,
         metrics,
+        build_destinations(settings, engine),
         batch_size=settings.pipeline.batch_size,
         poll_interval=settings.pipeline.poll_interval,
     )
@@ -88,6 +92,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         metrics,
         on_addresses_changed=addresses_changed,
         exposition=lambda: metrics.exposition(list(pool.snapshots.values())),
+        settings=settings,
+        on_outbound_queued=delivery.wake,
     )
     http_host, http_port = parse_hostport(settings.http.listen)
     web = uvicorn.Server(
@@ -119,7 +125,10 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
 
-    background = [asyncio.create_task(pipeline.run(), name="pipeline")]
+    background = [
+        asyncio.create_task(pipeline.run(), name="pipeline"),
+        asyncio.create_task(delivery.run(), name="delivery"),
+    ]
     if smtp_server is not None:  # the children follow the addresses themselves
         background.append(asyncio.create_task(book.follow(), name="addressbook"))
     try:

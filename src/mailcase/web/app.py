@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -20,11 +21,13 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.engine import Engine
 
 from mailcase import __version__
+from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
 from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens
+from mailcase.web.api import ROUTER_MODULES, ApiContext
 
 __all__ = ["create_app"]
 
@@ -54,6 +57,8 @@ def create_app(
     *,
     on_addresses_changed: Callable[[], None] = lambda: None,
     exposition: Callable[[], bytes] | None = None,
+    settings: Settings | None = None,
+    on_outbound_queued: Callable[[], None] = lambda: None,
 ) -> FastAPI:
     """Build the app for one platform instance (several can live in one test process)."""
     app = FastAPI(
@@ -192,6 +197,17 @@ def create_app(
         if not n:
             raise HTTPException(404, f"no quarantined message with queue id {queue_id!r}")
         return {"retried": int(n)}
+
+    ctx = ApiContext(
+        engine=engine,
+        settings=settings if settings is not None else Settings(),
+        metrics=metrics,
+        auth=auth,
+        on_addresses_changed=on_addresses_changed,
+        on_outbound_queued=on_outbound_queued,
+    )
+    for name in ROUTER_MODULES:
+        app.include_router(importlib.import_module(name).router(ctx))
 
     @app.exception_handler(StorageError)
     async def _storage_error(_: Request, exc: StorageError) -> JSONResponse:

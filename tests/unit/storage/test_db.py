@@ -15,7 +15,8 @@ from sqlalchemy.exc import StatementError
 
 from mailcase.errors import StorageError
 from mailcase.storage import db
-from mailcase.storage.models import api_tokens, metadata, settings_generation
+from mailcase.storage.models import api_tokens, settings_generation
+from mailcase.storage.schema import metadata
 
 TABLES = {
     "receiving_addresses",

@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from mailcase.storage.db import make_engine
-from mailcase.storage.models import metadata
+from mailcase.storage.schema import metadata
 
 config = context.config
 

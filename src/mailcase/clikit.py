@@ -1,0 +1,82 @@
+"""What every `mailcase` command module shares: the instance context and table/JSON output.
+
+Kept apart from `cli.py` so that feature packages can define their command groups in their
+own modules (`register(cli)`) without importing the entry point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.engine import Engine
+
+from mailcase.config import Settings, load_settings
+from mailcase.plain import to_plain
+
+__all__ = ["Ctx", "cell", "echo_json", "rows", "table", "when"]
+
+
+class Ctx:
+    """The instance a command works on: `--config`, `--data-dir`, engine opened lazily."""
+
+    def __init__(self, config: Path | None, data_dir: Path | None) -> None:
+        self.config_file = config
+        self.data_dir = data_dir
+        self._engine: Engine | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        o: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        if self.data_dir is not None:
+            o["data_dir"] = str(self.data_dir)
+        return load_settings(self.config_file, overrides=o)
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from mailcase.storage.db import make_engine, upgrade
+
+            settings = self.settings()
+            self._engine = make_engine(settings.database_url)
+            upgrade(self._engine)
+        return self._engine
+
+
+def cell(value: Any) -> str:
+    """One table cell: `-` for None, plain text otherwise."""
+    return "-" if value is None else str(to_plain(value))
+
+
+def table(data: list[dict[str, Any]], columns: list[str]) -> None:
+    """Print rows as an aligned table with upper-case headings, or `(none)`."""
+    if not data:
+        click.echo("(none)")
+        return
+    cells = [[cell(r.get(c)) for c in columns] for r in data]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def rows(objs: Any) -> list[dict[str, Any]]:
+    """Dataclasses / rows to plain dicts for `table` and JSON."""
+    return [to_plain(o) for o in objs]
+
+
+def echo_json(value: Any) -> None:
+    """Print any value as indented JSON (datetimes as ISO text)."""
+    click.echo(json.dumps(to_plain(value), indent=2, ensure_ascii=False))
+
+
+def when(value: str | None) -> dt.datetime | None:
+    """Parse an ISO time option; UTC when it has no zone."""
+    if value is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO time like 2026-11-26T18:00") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)

@@ -1,0 +1,1 @@
+"""Product features, one package each: models, a pure decide/parse part, a service that writes."""

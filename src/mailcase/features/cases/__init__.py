@@ -1,0 +1,1 @@
+"""Email-to-Case: routing addresses, cases, threading, auto-responses, loop protection."""

@@ -1,0 +1,1 @@
+"""Outbound mail: composing, the durable outbound queue, retry schedule, DSNs, DKIM."""

@@ -1,0 +1,18 @@
+"""Which destinations the pipeline delivers accepted messages to, built from the settings.
+
+`serve` and the tests call `build_destinations`; features add theirs here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from mailcase.config import Settings
+from mailcase.pipeline.worker import AddressInbox, Destination
+
+__all__ = ["build_destinations"]
+
+
+def build_destinations(settings: Settings, engine: Engine) -> list[Destination]:
+    """The destinations for this instance, in the order they run for each message."""
+    return [AddressInbox()]
