@@ -88,3 +88,13 @@ def test_relay_attempt_to_foreign_domain(platform: Platform) -> None:
     assert "550 5.7.1" in r.stdout
     log = json.loads(platform.cli("log", "--json", "--address", "victim@foreign.test").stdout)
     assert log and log[0]["outcome"] == "rejected" and "relay" in log[0]["reason"]
+
+
+def test_postmaster_reachable_without_configuration(platform: Platform) -> None:
+    """RFC 5321 §4.5.1: postmaster@ a served domain is accepted and stored like any message."""
+    mid, hdr = header_id()
+    r = swaks(platform, "--to", "postmaster@example.test", *hdr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mid in stored_ids(platform)
+    r = swaks(platform, "--to", "postmaster@foreign.test")
+    assert r.returncode != 0 and "550 5.7.1" in r.stdout

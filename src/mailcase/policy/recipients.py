@@ -4,6 +4,11 @@ Only configured receiving addresses are accepted; mailcase never relays. An addr
 domain we receive for but that is not configured is an unknown mailbox (550 5.1.1); an
 address at any other domain is a relay attempt (550 5.7.1). Both are refused at RCPT time,
 so no bounce is ever sent to a forged sender (no backscatter).
+
+The one address accepted without being configured is `postmaster` (RFC 5321 §4.5.1: a
+server that delivers mail MUST accept the case-insensitive local part "postmaster" for the
+domains it serves, and `<Postmaster>` without a domain, §4.1.1.3), so that other
+administrators can always reach ours. It gets no TLS requirement: it must stay reachable.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ def decide_recipient(
     key = recipient.lower()
     rule = rules.get(key)
     if rule is None:
-        domain = key.rpartition("@")[2]
+        local, _, domain = key.rpartition("@") if "@" in key else (key, "", "")
+        if local == "postmaster" and (not domain or domain in local_domains):
+            return Accept(AddressRule(key))
         if domain in local_domains:
             return Reject(R.UNKNOWN_RECIPIENT, "unknown recipient")
         return Reject(R.RELAY_DENIED, "relay denied")

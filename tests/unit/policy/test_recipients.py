@@ -37,3 +37,14 @@ def test_tls_required_address_needs_tls() -> None:
 def test_disabled_address_refused() -> None:
     v = decide("off@example.test", tls=True)
     assert isinstance(v, Reject) and v.reply.code == 550
+
+
+def test_postmaster_of_our_domains_accepted_without_configuration() -> None:
+    # RFC 5321 §4.5.1 / §4.1.1.3: postmaster@<served domain> and <Postmaster> must be accepted.
+    for rcpt in ("postmaster@example.test", "PostMaster@Example.TEST", "Postmaster"):
+        v = decide(rcpt)
+        assert isinstance(v, Accept), rcpt
+        assert not v.rule.require_tls
+    # ... but not postmaster of a domain we do not serve: that would be relaying.
+    v = decide("postmaster@elsewhere.test")
+    assert isinstance(v, Reject) and v.reply.enhanced == "5.7.1"
