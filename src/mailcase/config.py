@@ -55,6 +55,12 @@ class _Section(BaseModel):
 
 class ServerSettings(_Section):
     hostname: str = Field("mailcase.localhost", description="Name used in the SMTP greeting, Received headers and the generated certificate.")
+    secret_file: Path | None = Field(None, description="File with the server secret that signs thread tokens (32 random bytes); empty: data_dir/secret.key, created on first use (mode 0600). Nodes sharing a database must share it.")
+
+    @field_validator("secret_file", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, v: object) -> object:
+        return None if v == "" else v
 
 
 class InboundSettings(_Section):
