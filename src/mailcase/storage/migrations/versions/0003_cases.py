@@ -215,7 +215,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["blob_id"], ["attachment_blobs.id"], name="fk_case_attachments_blob_id_attachment_blobs"
+            ["blob_id"],
+            ["attachment_blobs.id"],
+            name="fk_case_attachments_blob_id_attachment_blobs",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_case_attachments"),
     )
