@@ -132,7 +132,21 @@ class CasesSettings(_Section):
 
 
 class AutomationSettings(_Section):
-    """Auto-responses, loop protection and limits (filled in by the cases automation)."""
+    """Auto-responses, loop protection and limits of Email-to-Case (RFC 3834 rules built in)."""
+
+    loop_threshold: int = Field(15, ge=1, description="More than this many messages with the same sender, subject and body to one routing address within loop_window stop case creation for the window.")
+    loop_window: float = Field(60.0, gt=0, description="Seconds of the loop-detection window.")
+    auto_response_limit: int = Field(10, ge=0, description="Most auto-responses (and non-delivery notices) one sender gets within auto_response_period; 0: none at all.")
+    auto_response_period: float = Field(10800.0, gt=0, description="Seconds over which auto_response_limit counts (10800 = 3 hours).")
+    daily_case_limit: int = Field(0, ge=0, description="Most cases created from email per UTC day on this instance; 0: no limit.")
+    over_limit_action: Literal["bounce", "discard", "requeue"] = Field("requeue", description="What happens to email over the daily case limit: bounce (non-delivery notice), discard (log and drop, raw message kept) or requeue (processed again later).")
+    unauthorized_action: Literal["bounce", "discard", "requeue"] = Field("bounce", description="What happens to email from a sender a routing address does not accept (accept-from list, required authentication).")
+    requeue_delay: float = Field(900.0, gt=0, description="Seconds before a requeued message is processed again.")
+    notify_owner: bool = Field(False, description="Email the case owner on every new email on a case (routing addresses can override it with `mailcase autoresponse notify`).")
+    sender_address: str = Field("", description="From address of notifications and non-delivery notices; empty: mailcase@server.hostname.")
+
+
+OutboundTLSMode = Literal["off", "preferred", "required", "preferred_verify", "required_verify"]
 
 
 class DeliverySettings(_Section):
