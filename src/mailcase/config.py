@@ -154,7 +154,16 @@ class DeliverySettings(_Section):
 
 
 class DKIMSettings(_Section):
-    """DKIM signing, bounces and compliance BCC (filled in by the outbound extras)."""
+    """DKIM signing, bounce handling (VERP return paths, DSNs) and the compliance BCC."""
+
+    sign: bool = Field(True, description="Sign outbound mail with the sending domain's DKIM key when one is active and its DNS record is found.")
+    check_interval: float = Field(60.0, gt=0, description="Minutes a DNS lookup of a key's record is trusted before signing looks again.")
+    rotate_days: int = Field(0, ge=0, description="Days after which `dkim check` starts a rotation (new key on the alternate selector); 0: never.")
+    selector: str = Field("mc1", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$", description="Default DKIM selector for new keys (rotation alternates with `alternate_selector`).")
+    alternate_selector: str = Field("mc2", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$", description="Selector a rotation switches to (and back from).")
+    verp: bool = Field(True, description="Use a per-message VERP return path (bounce+ID.MAC@domain) as MAIL FROM so bounces find their message.")
+    bounce_domain: str = Field("", description="Domain of VERP return paths; empty: server.hostname. Its MX must point at this server.")
+    compliance_bcc: list[str] = Field(default_factory=list, description="Addresses that silently receive a copy of all outbound mail (compliance archive); empty: none.")
 
 
 class LogSettings(_Section):

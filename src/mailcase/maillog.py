@@ -17,6 +17,7 @@ from typing import TextIO
 
 __all__ = [
     "accepted",
+    "bounce",
     "configure",
     "connect",
     "disconnect",
@@ -128,3 +129,20 @@ def processed(queue_id: str, *, destination: str) -> None:
 
 def quarantined(queue_id: str, *, error: str) -> None:
     event("pipeline", queue_id, status="quarantined", error=error)
+
+
+def bounce(
+    queue_id: str | None,
+    *,
+    recipient: str,
+    status: str | None,
+    kind: str,
+    source: str,
+    remote_mta: str | None = None,
+) -> None:
+    """A bounce of one of our messages was recorded (hard ones suppress the address)."""
+    event(
+        "bounce", queue_id, to=f"<{recipient}>", status=status or "-", kind=kind,
+        source=source, relay=remote_mta,
+        suppressed="yes" if kind == "hard" else None,
+    )

@@ -4,6 +4,9 @@ The SMTP shell must not wait on the database for every RCPT, yet an address adde
 (another process) must be accepted at once. So: the cache follows the database's generation
 counter (checked in the background), and a miss reloads synchronously at most a few times a
 second, which keeps a flood of unknown recipients from turning into a flood of queries.
+
+The rules also carry the key of VERP bounce addresses (`mailcase.outbound.bounces`), read with
+the addresses, so that a signed bounce address is accepted without a query per RCPT.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from sqlalchemy.engine import Engine
 
 from mailcase.policy import AddressRule
+from mailcase.policy.recipients import AddressRules
 from mailcase.storage import addresses
 
 __all__ = ["AddressBook"]
@@ -29,7 +33,7 @@ class AddressBook:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.rules: dict[str, AddressRule] = {}
+        self.rules: AddressRules = AddressRules()
         self.local_domains: frozenset[str] = frozenset()
         self._generation = -1
         self._loaded_at = 0.0
@@ -42,7 +46,7 @@ class AddressBook:
             r.address.lower(): AddressRule(r.address.lower(), r.require_tls, r.enabled)
             for r in rows
         }
-        self.rules = rules
+        self.rules = AddressRules(rules, _verp_key(self._engine))
         self.local_domains = frozenset(rule.domain for rule in rules.values())
         self._generation = gen
         self._loaded_at = time.monotonic()
@@ -68,3 +72,14 @@ class AddressBook:
                     await asyncio.to_thread(self.reload)
             except Exception as e:  # noqa: BLE001 - retry on the next tick
                 log.warning("address refresh failed: %s", e)
+
+
+def _verp_key(engine: Engine) -> bytes | None:
+    """The VERP key if bounce handling has made one (imported late: outbound is optional)."""
+    from mailcase.outbound.bounces import load_verp_key
+
+    try:
+        return load_verp_key(engine)
+    except Exception as e:  # noqa: BLE001 - no bounce addresses rather than no addresses
+        log.warning("VERP key not readable, bounce addresses refused: %s", e)
+        return None
