@@ -17,6 +17,7 @@ from typing import TextIO
 
 __all__ = [
     "accepted",
+    "automation",
     "bounce",
     "configure",
     "connect",
@@ -146,3 +147,8 @@ def bounce(
         source=source, relay=remote_mta,
         suppressed="yes" if kind == "hard" else None,
     )
+
+
+def automation(queue_id: str | None, *, what: str, **fields: object) -> None:
+    """Email-to-Case automation: a loop stopped, an auto-reply sent or suppressed, a limit hit."""
+    event("automation", queue_id, event=what, **fields)
