@@ -34,7 +34,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailcase import maillog
 from mailcase.config import Settings
-from mailcase.mime import parse_message
 from mailcase.outbound import queue as outbound_queue
 from mailcase.outbound.dsn import DsnFailure, build_dsn
 from mailcase.outbound.extras_models import bounce_events, bounced_addresses, verp_keys
@@ -543,6 +542,8 @@ class BounceDestination:
                 self.deliver(conn, m, address)
 
     def _process(self, conn: Connection, message: messages.ClaimedMessage, qid: str) -> None:
+        from mailcase.mime import parse_message  # heavy; only the pipeline needs it
+
         parsed = parse_message(messages.load_content(conn, message.id))
         report = parsed.delivery_report
         source = f"dsn:{message.queue_id}"

@@ -26,6 +26,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from email.utils import getaddresses
 
 import dkim as dkimpy  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives import hashes, serialization
@@ -458,7 +459,6 @@ def _usable(settings: Settings, c: _Candidate) -> bool:
 
 
 _FROM = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-_ADDR_DOMAIN = re.compile(r"@([A-Za-z0-9.-]+)>?\s*$")
 
 
 def signing_domain(mail_from: str, content: bytes) -> str | None:
@@ -468,10 +468,9 @@ def signing_domain(mail_from: str, content: bytes) -> str | None:
     m = _FROM.search(head)
     if m is not None:
         value = m.group(1).decode("utf-8", "replace").replace("\r\n", " ").strip()
-        value = re.sub(r"\([^()]*\)", "", value).strip()  # comments
-        dm = _ADDR_DOMAIN.search(value.split(",")[0])
-        if dm is not None:
-            return dm.group(1).rstrip(".").lower()
+        for _, addr in getaddresses([value]):
+            if "@" in addr:
+                return addr.rpartition("@")[2].strip().rstrip(".").lower() or None
     if "@" in mail_from:
         return mail_from.rpartition("@")[2].strip("<> ").rstrip(".").lower() or None
     return None

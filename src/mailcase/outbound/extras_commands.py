@@ -1,11 +1,185 @@
-"""Command-line group(s) of this feature (placeholder until the feature lands)."""
+"""`mailcase dkim …` and `mailcase bounces …`.
+
+Importing this module (the `mailcase` command does, for every command) also installs the
+bounce module's enqueue hook, so that `mailcase send` and any other command that queues mail
+honours the suppression list and the compliance BCC like the server does.
+"""
 
 from __future__ import annotations
 
 import click
 
+import mailcase.outbound.bounces  # noqa: F401 - installs the enqueue hook (see docstring)
+from mailcase.clikit import Ctx, echo_json, rows, table
+
 __all__ = ["register"]
+
+_KEY_COLUMNS = ["domain", "selector", "algorithm", "state", "created_at", "checked_at",
+                "check_result"]
+
+
+def _dkim_error(e: Exception) -> click.ClickException:
+    return click.ClickException(str(e))
+
+
+@click.group()
+def dkim() -> None:
+    """DKIM keys of the sending domains (signing starts once the DNS record is found)."""
+
+
+@dkim.command("create")
+@click.argument("domain")
+@click.option("--selector", default=None, help="Selector (default: dkim.selector).")
+@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa",
+              show_default=True, help="RSA-2048 (understood everywhere) or Ed25519 (RFC 8463).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def dkim_create(obj: Ctx, domain: str, selector: str | None, algorithm: str,
+                as_json: bool) -> None:
+    """Generate a key for DOMAIN and print the DNS TXT record to publish."""
+    from mailcase.outbound import dkim as k
+
+    try:
+        info = k.create_key(obj.engine(), obj.settings(), domain, selector=selector,
+                            algorithm=algorithm)
+    except k.DKIMError as e:
+        raise _dkim_error(e) from None
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"created {info.algorithm} key {info.selector!r} for {info.domain} (pending)")
+    click.echo("Publish this TXT record, then run `mailcase dkim check "
+               f"{info.domain}`:")
+    click.echo(f"{info.dns_name}. IN TXT \"{info.dns_record}\"")
+
+
+@dkim.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def dkim_list(obj: Ctx, as_json: bool) -> None:
+    """Keys with their state and the last DNS check."""
+    from mailcase.outbound import dkim as k
+
+    keys = k.list_keys(obj.engine())
+    if as_json:
+        echo_json(keys)
+        return
+    settings = obj.settings()
+    data = rows(keys)
+    for d, key in zip(data, keys, strict=True):
+        if k.rotation_due(key, settings):
+            d["state"] = f"{key.state} (rotation due)"
+    table(data, _KEY_COLUMNS)
+
+
+@dkim.command("check")
+@click.argument("domain", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def dkim_check(obj: Ctx, domain: str | None, as_json: bool) -> None:
+    """Look up the DNS records of DOMAIN's keys (all domains without DOMAIN) and switch to
+    the newest key whose record matches. Starts a due rotation (`dkim.rotate_days`)."""
+    from mailcase.outbound import dkim as k
+
+    engine, settings = obj.engine(), obj.settings()
+    domains = [domain] if domain else sorted({x.domain for x in k.list_keys(engine)})
+    if not domains:
+        raise click.ClickException("no DKIM keys; create one with `mailcase dkim create DOMAIN`")
+    report: list[dict[str, object]] = []
+    for d in domains:
+        try:
+            results = k.check_domain(engine, settings, d)
+            keys = k.list_keys(engine, d)
+        except k.DKIMError as e:
+            raise _dkim_error(e) from None
+        rotated = None
+        if not any(x.state == "pending" for x in keys) and any(
+            k.rotation_due(x, settings) for x in keys
+        ):
+            rotated = k.rotate(engine, settings, d)
+        for r in results:
+            state = next((x.state for x in keys if x.selector == r.selector), "-")
+            report.append({"domain": d, "selector": r.selector, "found": r.found,
+                           "state": state, "detail": r.detail})
+        if rotated is not None:
+            report.append({"domain": d, "selector": rotated.selector, "found": False,
+                           "state": "pending",
+                           "detail": f"rotation due: publish {rotated.dns_name}. IN TXT "
+                                     f"\"{rotated.dns_record}\""})
+    if as_json:
+        echo_json(report)
+    else:
+        table(report, ["domain", "selector", "found", "state", "detail"])
+
+
+@dkim.command("rotate")
+@click.argument("domain")
+@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default=None,
+              help="Algorithm of the new key (default: that of the current key).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def dkim_rotate(obj: Ctx, domain: str, algorithm: str | None, as_json: bool) -> None:
+    """New key on the alternate selector; signing switches once its record is found."""
+    from mailcase.outbound import dkim as k
+
+    try:
+        info = k.rotate(obj.engine(), obj.settings(), domain, algorithm=algorithm)
+    except k.DKIMError as e:
+        raise _dkim_error(e) from None
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"new {info.algorithm} key {info.selector!r} for {info.domain} (pending)")
+    click.echo("Publish this TXT record (keep the old one for a few days), then run "
+               f"`mailcase dkim check {info.domain}`:")
+    click.echo(f"{info.dns_name}. IN TXT \"{info.dns_record}\"")
+
+
+@click.group()
+def bounces() -> None:
+    """Addresses that hard-bounced: mail to them is not sent until cleared."""
+
+
+@bounces.command("list")
+@click.option("--events", is_flag=True, help="Every recorded bounce (hard and soft) instead.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def bounces_list(obj: Ctx, events: bool, limit: int, as_json: bool) -> None:
+    """The suppression list (or, with --events, the bounces recorded)."""
+    from mailcase.outbound import bounces as b
+
+    if events:
+        ev = b.list_events(obj.engine(), limit=limit)
+        if as_json:
+            echo_json(ev)
+        else:
+            table(rows(ev), ["time", "recipient", "kind", "status", "outbound_queue_id",
+                             "remote_mta", "source"])
+        return
+    found = b.list_bounces(obj.engine(), limit=limit)
+    if as_json:
+        echo_json(found)
+    else:
+        table(rows(found), ["address", "status", "bounces", "last_bounced_at", "queue_id",
+                            "source", "reason"])
+
+
+@bounces.command("clear")
+@click.argument("address")
+@click.pass_obj
+def bounces_clear(obj: Ctx, address: str) -> None:
+    """Take ADDRESS off the suppression list: mail to it is sent again."""
+    from mailcase.outbound import bounces as b
+
+    if not b.clear(obj.engine(), address):
+        raise click.ClickException(
+            f"{address!r} is not on the suppression list; see `mailcase bounces list`"
+        )
+    click.echo(f"cleared {address.strip().lower()}")
 
 
 def register(cli: click.Group) -> None:
-    """Add this module's command groups to the `mailcase` command."""
+    """Add `dkim` and `bounces` to the `mailcase` command."""
+    cli.add_command(dkim)
+    cli.add_command(bounces)

@@ -10,6 +10,8 @@ the schema of its day when the models move on.
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -89,6 +91,18 @@ def upgrade() -> None:
         sa.Column("created_at", _UTC, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_verp_keys"),
     )
+    # The key signing VERP bounce addresses, made here so that every process (acceptors,
+    # nodes) finds it without a first writer racing to create it.
+    now = dt.datetime.now(dt.UTC)
+    if op.get_bind().dialect.name == "sqlite":
+        now = now.replace(tzinfo=None)  # naive UTC text, as UTCDateTime stores it
+    verp = sa.table(
+        "verp_keys",
+        sa.column("id", sa.Integer()),
+        sa.column("key", sa.LargeBinary()),
+        sa.column("created_at", _UTC),
+    )
+    op.bulk_insert(verp, [{"id": 1, "key": secrets.token_bytes(32), "created_at": now}])
 
 
 def downgrade() -> None:
