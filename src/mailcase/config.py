@@ -128,7 +128,13 @@ class DNSSettings(_Section):
 
 
 class CasesSettings(_Section):
-    """Email-to-Case settings (filled in by the cases feature)."""
+    """Email-to-Case settings: threading policies, sender authentication, internal users."""
+
+    sender_not_on_thread: Literal["attach", "attach_flagged", "new_case"] = Field("attach_flagged", description="A reply whose sender is neither the contact, on the thread nor internal: attach, attach flagged 'sender not on thread', or open a new case.")
+    closed_case_reply: Literal["attach", "reopen", "new_linked_case"] = Field("reopen", description="A reply to a closed case: attach it, reopen the case (status Working), or open a new case linked to it.")
+    internal_domains: list[str] = Field(default_factory=list, description="Sender domains of internal users (always on the thread).")
+    authenticate: bool = Field(True, description="Check SPF/DKIM/DMARC of mail to routing addresses and store the verdicts (Authentication-Results); needed by require_authenticated_sender.")
+    message_id_domain: str = Field("", description="Domain of the Message-IDs of case replies; empty: server.hostname.")
 
 
 class AutomationSettings(_Section):

@@ -19,8 +19,10 @@ __all__ = [
     "accepted",
     "automation",
     "bounce",
+    "case_event",
     "configure",
     "connect",
+    "deferred_processing",
     "disconnect",
     "event",
     "processed",
@@ -152,3 +154,20 @@ def bounce(
 def automation(queue_id: str | None, *, what: str, **fields: object) -> None:
     """Email-to-Case automation: a loop stopped, an auto-reply sent or suppressed, a limit hit."""
     event("automation", queue_id, event=what, **fields)
+
+
+def deferred_processing(queue_id: str, *, error: str) -> None:
+    """The pipeline left a message for a later attempt (e.g. DNS temporarily failing)."""
+    event("pipeline", queue_id, status="deferred", error=error)
+
+
+def case_event(
+    queue_id: str | None,
+    *,
+    action: str,
+    case: str | None = None,
+    routing: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Email-to-Case: a case created, an email attached, a sender refused, a duplicate…"""
+    event("cases", queue_id, action=action, case=case, routing=routing, detail=detail)

@@ -10,6 +10,17 @@ the SMTP accept path and must cost it little). If anything in it fails, the tran
 rolled back and the batch is done again one message at a time, each in a savepoint: one that
 fails is rolled back alone and moved to quarantine with its error, visible and retryable,
 never dropped; the others still commit.
+
+A destination may raise `DeferMessage` for a message that cannot be processed YET (a DNS
+server that timed out while its sender had to be authenticated): that message is rolled back
+alone, its attempt counted, and it is left "received" to be tried again after a back-off
+(30 s doubling to 30 min), skipped by the batches in between; after `MAX_DEFERRALS` attempts it
+is quarantined with the error (still visible and retryable, never dropped). The back-off is
+kept in memory: after a restart the message is simply tried again.
+
+A destination may also define ``prepare(engine, batch)``: slow work that needs no write lock
+(parsing, DNS for SPF/DKIM/DMARC). On SQLite it runs before the write transaction opens, so
+the SMTP acceptors' commits never wait behind it; on PostgreSQL right after claiming.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -28,11 +40,56 @@ from mailcase.storage import messages
 from mailcase.storage.db import begin_write, is_sqlite
 from mailcase.storage.spool import LogEntry
 
-__all__ = ["AddressInbox", "Destination", "Pipeline", "process_batch", "process_pending"]
+__all__ = [
+    "MAX_DEFERRALS",
+    "AddressInbox",
+    "DeferMessage",
+    "Destination",
+    "Pipeline",
+    "process_batch",
+    "process_pending",
+]
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR = 2000
+#: Attempts after which a message that keeps being deferred is quarantined.
+MAX_DEFERRALS = 24
+_DEFER_FIRST = 30.0
+_DEFER_MAX = 1800.0
+
+
+class DeferMessage(Exception):  # noqa: N818 - an instruction, not an error
+    """Raised by a destination: this message cannot be processed now; try it again later
+    (after `delay` seconds when given, else after the pipeline's back-off)."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+def _backoff(attempts: int) -> float:
+    return float(min(_DEFER_MAX, _DEFER_FIRST * 2 ** max(0, attempts - 1)))
+
+
+def _due(
+    batch: Sequence[messages.ClaimedMessage], deferred: dict[int, float], limit: int
+) -> list[messages.ClaimedMessage]:
+    if not deferred:
+        return list(batch[:limit])
+    now = time.monotonic()
+    for pk in [pk for pk, t in deferred.items() if t <= now]:
+        del deferred[pk]
+    return [m for m in batch if m.id not in deferred][:limit]
+
+
+def _prepare(
+    engine: Engine, destinations: Sequence[Destination], batch: Sequence[messages.ClaimedMessage]
+) -> None:
+    for dest in destinations:
+        prepare = getattr(dest, "prepare", None)
+        if prepare is not None:
+            prepare(engine, batch)
 
 
 class Destination(Protocol):
@@ -103,7 +160,10 @@ def _bulk(
 
 
 def _one_by_one(
-    conn: Connection, batch: list[messages.ClaimedMessage], destinations: Sequence[Destination]
+    conn: Connection,
+    batch: list[messages.ClaimedMessage],
+    destinations: Sequence[Destination],
+    deferred: dict[int, float] | None = None,
 ) -> list[tuple[str, str, str]]:
     done: list[tuple[str, str, str]] = []
     names = ",".join(d.name for d in destinations)
@@ -117,6 +177,22 @@ def _one_by_one(
             savepoint.commit()
             entry = _log_entry(m, "processed", None)
             done.append((m.queue_id, "processed", names))
+        except DeferMessage as e:
+            savepoint.rollback()
+            error = f"deferred: {e}"[:_MAX_ERROR]
+            attempts = messages.record_failure(conn, m.id, error)
+            if attempts >= MAX_DEFERRALS:
+                messages.mark_quarantined(conn, m.id, f"gave up after {attempts} attempts: {e}")
+                entry = _log_entry(m, "quarantined", error)
+                done.append((m.queue_id, "quarantined", error))
+            else:
+                delay = e.delay if e.delay is not None else _backoff(attempts)
+                if deferred is not None:
+                    deferred[m.id] = time.monotonic() + delay
+                log.warning("deferred %s for %.0f s: %s", m.queue_id, delay, e)
+                reason = f"{error} (attempt {attempts}, retry in {delay:.0f} s)"
+                entry = _log_entry(m, "deferred", reason)
+                done.append((m.queue_id, "deferred", error))
         except Exception as e:  # noqa: BLE001 - any failure quarantines, never drops
             savepoint.rollback()
             error = f"{type(e).__name__}: {e}"[:_MAX_ERROR]
@@ -134,16 +210,25 @@ def process_batch(
     *,
     batch_size: int = 200,
     metrics: Metrics | None = None,
+    deferred: dict[int, float] | None = None,
 ) -> int:
-    """Process at most one batch of received messages; returns how many were handled."""
+    """Process at most one batch of received messages; returns how many were handled.
+
+    `deferred` (message id → monotonic time) holds the messages a destination deferred; they
+    are skipped until their time comes. Pass the same dict on every call.
+    """
     done: list[tuple[str, str, str]] = []
+    waiting = {} if deferred is None else deferred
     try:
         if is_sqlite(engine):
             # Read outside the write lock (the SMTP acceptors' commits wait on it), then a
             # short write transaction; mark_processed_many refuses if anything changed.
-            batch = messages.peek_received(engine, batch_size)
+            batch = _due(
+                messages.peek_received(engine, batch_size + len(waiting)), waiting, batch_size
+            )
             if not batch:
                 return 0
+            _prepare(engine, destinations, batch)
             entries = [_log_entry(m, "processed", None) for m in batch]
             with begin_write(engine) as conn:
                 try:
@@ -153,9 +238,12 @@ def process_batch(
                     raise _BatchFailed from e
         else:
             with begin_write(engine) as conn:
-                batch = messages.claim_received(conn, batch_size)
+                batch = _due(
+                    messages.claim_received(conn, batch_size + len(waiting)), waiting, batch_size
+                )
                 if not batch:
                     return 0
+                _prepare(engine, destinations, batch)
                 entries = [_log_entry(m, "processed", None) for m in batch]
                 try:
                     done = _bulk(conn, batch, destinations, entries)
@@ -164,11 +252,15 @@ def process_batch(
                     raise _BatchFailed from e
     except _BatchFailed:
         with begin_write(engine) as conn:
-            batch = messages.claim_received(conn, batch_size)
-            done = _one_by_one(conn, batch, destinations)
+            batch = _due(
+                messages.claim_received(conn, batch_size + len(waiting)), waiting, batch_size
+            )
+            done = _one_by_one(conn, batch, destinations, waiting)
     for queue_id, outcome, detail in done:
         if outcome == "processed":
             maillog.processed(queue_id, destination=detail)
+        elif outcome == "deferred":
+            maillog.deferred_processing(queue_id, error=detail)
         else:
             maillog.quarantined(queue_id, error=detail)
         if metrics is not None:
@@ -182,10 +274,15 @@ def process_pending(
     *,
     batch_size: int = 200,
     metrics: Metrics | None = None,
+    deferred: dict[int, float] | None = None,
 ) -> int:
-    """Process received messages until none is left; returns how many were handled."""
+    """Process received messages until none is left (or only deferred ones are); returns how
+    many were handled."""
     total = 0
-    while n := process_batch(engine, destinations, batch_size=batch_size, metrics=metrics):
+    waiting = {} if deferred is None else deferred
+    while n := process_batch(
+        engine, destinations, batch_size=batch_size, metrics=metrics, deferred=waiting
+    ):
         total += n
     return total
 
@@ -211,6 +308,7 @@ class Pipeline:
         self.engine, self.metrics, self.destinations = engine, metrics, destinations
         self.batch_size, self.poll_interval, self.gather = batch_size, poll_interval, gather
         self._wake = asyncio.Event()
+        self._deferred: dict[int, float] = {}
 
     def wake(self) -> None:
         """Called on the event loop after each durable accept."""
@@ -226,6 +324,7 @@ class Pipeline:
                     self.destinations,
                     batch_size=self.batch_size,
                     metrics=self.metrics,
+                    deferred=self._deferred,
                 )
             except asyncio.CancelledError:
                 raise

@@ -1,0 +1,483 @@
+"""The pipeline destination of Email-to-Case: a message to a routing address becomes a case,
+or an email on one.
+
+For each message (whatever the number of routing aliases it was sent to, it is handled once,
+through the first of them):
+
+1. `prepare` (outside the write lock): parse once (`mime.parse_message`), authenticate
+   (SPF/DKIM/DMARC/ARC through mailcase's resolver, our own Authentication-Results fields
+   removed first, RFC 8601 §5).
+2. In the pipeline's write transaction: skip it if already stored (exactly-once) or if the
+   same message was already stored through another alias or an earlier delivery (dedupe key:
+   Message-ID + content hash); refuse senders the routing address does not accept ("accept
+   email from", "require authenticated sender" — a temporary DNS failure defers the message,
+   see `pipeline.worker.DeferMessage`); thread it (In-Reply-To/References against stored
+   Message-IDs, then a valid thread token in subject or body; forged tokens are logged and
+   ignored); create or update the case, store the email, its Message-IDs and attachments,
+   write the email-log entry, and call the automation hooks (see `events`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from mailcase import maillog
+from mailcase.authcheck import AuthResults, authenticate, is_authenticated, remove_own_results
+from mailcase.config import Settings
+from mailcase.dns import Resolver
+from mailcase.features.cases import store
+from mailcase.features.cases.decide import Decision, ThreadCase, decide, is_internal
+from mailcase.features.cases.events import Admission, CaseEmailEvent, RoutingInfo
+from mailcase.features.cases.routing import routing_targets, sender_accepted
+from mailcase.features.cases.threadtoken import find_case_ids, make_token, strip_tokens
+from mailcase.mime import InboundEmail, header_block, parse_message
+from mailcase.pipeline.worker import DeferMessage
+from mailcase.secrets import server_secret
+from mailcase.storage import messages
+from mailcase.storage.models import utcnow
+from mailcase.storage.spool import LogEntry
+
+__all__ = ["CaseDestination", "Prepared", "dedupe_key"]
+
+log = logging.getLogger(__name__)
+
+_AUTOMATION = "mailcase.features.cases.automation"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What `prepare` worked out for one message, before the write transaction."""
+
+    email: InboundEmail
+    auth: AuthResults | None
+    auth_error: str | None  # authentication itself failed (a bug or hostile input)
+    dedupe_key: str
+
+
+def dedupe_key(raw: bytes, email: InboundEmail) -> str:
+    """Message-ID + a hash of the content below the header block (our Received header and
+    other trace fields differ between deliveries of the same message; the body does not)."""
+    body = raw[len(header_block(raw)) :]
+    h = hashlib.sha256()
+    for part in (email.message_id or "", email.from_address, email.subject, email.header("Date")):
+        h.update((part or "").encode("utf-8", "replace") + b"\0")
+    h.update(hashlib.sha256(body).digest())
+    return h.hexdigest()
+
+
+def _temporary(auth: AuthResults) -> bool:
+    return (
+        auth.dmarc.result == "temperror"
+        or auth.spf.result == "temperror"
+        or any(d.result == "temperror" for d in auth.dkim)
+    )
+
+
+def _admission(result: object) -> Admission | None:
+    """Automation's answer as our Admission (duck-typed: `action`, `reason`)."""
+    if result is None:
+        return None
+    action = str(getattr(result, "action", "create") or "create").lower()
+    reason = str(getattr(result, "reason", "") or "")
+    if action == "discard":
+        return Admission("discard", reason)
+    if action == "bounce":
+        return Admission("bounce", reason)
+    if action == "requeue":
+        return Admission("requeue", reason)
+    return None
+
+
+def _addresses(values: Sequence[Any]) -> list[dict[str, str]]:
+    return [{"address": a.address, "name": a.name} for a in values]
+
+
+class CaseDestination:
+    """Turns messages to routing addresses into cases and case emails."""
+
+    name = "cases"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resolver: Resolver | None = None,
+        secret: bytes | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resolver = resolver or Resolver(settings.dns.nameservers, timeout=settings.dns.timeout)
+        self._secret = secret
+        self._prepared: dict[int, Prepared] = {}
+
+    # -- hooks -------------------------------------------------------------------------
+    @staticmethod
+    def _automation() -> ModuleType | None:
+        try:
+            return importlib.import_module(_AUTOMATION)
+        except ModuleNotFoundError as e:
+            if e.name != _AUTOMATION:
+                raise
+            return None
+
+    def _hook(self, name: str) -> Callable[..., Any] | None:
+        module = self._automation()
+        fn = getattr(module, name, None) if module is not None else None
+        return fn if callable(fn) else None
+
+    @property
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = server_secret(self.settings)
+        return self._secret
+
+    # -- preparation (no write lock held) -------------------------------------------------
+    def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
+        """Parse and authenticate the batch's messages to routing addresses."""
+        self._prepared = {}
+        with engine.connect() as conn:
+            routing = store.routing_map(conn)
+            wanted = [m for m in batch if routing_targets(m.rcpt_to, routing)]
+            contents = {m.id: messages.load_content(conn, m.id) for m in wanted}
+        for m in wanted:
+            self._prepared[m.id] = self._prepare_one(m, contents[m.id])
+
+    def _prepare_one(self, m: messages.ClaimedMessage, raw: bytes) -> Prepared:
+        authserv = self.settings.server.hostname
+        cleaned = remove_own_results(raw, authserv)
+        email = parse_message(cleaned)
+        auth: AuthResults | None = None
+        error: str | None = None
+        if self.settings.cases.authenticate:
+            try:
+                auth = authenticate(
+                    raw,
+                    client_ip=m.client_ip,
+                    helo=m.helo,
+                    mail_from=m.mail_from,
+                    resolver=self.resolver,
+                    authserv_id=authserv,
+                )
+            except Exception as e:  # noqa: BLE001 - verdicts are values; a crash is a verdict too
+                log.warning("authentication of %s failed: %s", m.queue_id, e)
+                error = f"{type(e).__name__}: {e}"
+        return Prepared(email, auth, error, dedupe_key(raw, email))
+
+    def _get_prepared(self, conn: Connection, m: messages.ClaimedMessage) -> Prepared:
+        p = self._prepared.get(m.id)
+        if p is None:  # not prepared (the one-by-one retry claimed another batch)
+            p = self._prepare_one(m, messages.load_content(conn, m.id))
+            self._prepared[m.id] = p
+        return p
+
+    # -- Destination -------------------------------------------------------------------
+    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+        routing = store.routing_map(conn)
+        targets = routing_targets(message.rcpt_to, routing)
+        if not targets or targets[0].address != address.strip().lower():
+            return  # not a routing address, or the message goes through its first alias
+        self._handle(conn, message, targets[0], routing)
+
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+        routing = store.routing_map(conn)
+        for m in batch:
+            targets = routing_targets(m.rcpt_to, routing)
+            if targets:
+                self._handle(conn, m, targets[0], routing)
+
+    # -- the work ----------------------------------------------------------------------
+    def _log(
+        self,
+        conn: Connection,
+        m: messages.ClaimedMessage,
+        outcome: str,
+        reason: str,
+        *,
+        action: str,
+        case: str | None,
+        routing: str,
+    ) -> None:
+        messages.insert_log(
+            conn,
+            LogEntry(
+                time=utcnow(),
+                direction="inbound",
+                queue_id=m.queue_id,
+                client_ip=m.client_ip,
+                helo=m.helo,
+                mail_from=m.mail_from,
+                rcpt_to=tuple(m.rcpt_to),
+                tls_version=m.tls_version,
+                tls_cipher=m.tls_cipher,
+                requiretls=m.requiretls,
+                size=m.size,
+                message_id=m.message_id,
+                outcome=outcome,
+                reason=reason[:2000],
+            ),
+        )
+        maillog.case_event(m.queue_id, action=action, case=case, routing=routing, detail=reason)
+
+    def _event(
+        self,
+        m: messages.ClaimedMessage,
+        r: RoutingInfo,
+        p: Prepared,
+        contact_email: str,
+        contact_name: str,
+    ) -> CaseEmailEvent:
+        return CaseEmailEvent(
+            queue_id=m.queue_id,
+            message_pk=m.id,
+            routing=r,
+            email=p.email,
+            mail_from=m.mail_from,
+            rcpt_to=tuple(m.rcpt_to),
+            contact_email=contact_email,
+            contact_name=contact_name,
+            auth=p.auth,
+            owner=r.owner,
+            queue=r.queue,
+        )
+
+    def _refuse(
+        self,
+        conn: Connection,
+        m: messages.ClaimedMessage,
+        r: RoutingInfo,
+        event: CaseEmailEvent,
+        reason: str,
+    ) -> None:
+        """A sender this routing address does not take: automation's unauthorized-sender
+        action when it is there (it logs), else discard with an email-log entry."""
+        hook = self._hook("on_refused_sender")
+        if hook is not None:
+            result = _admission(hook(conn, self.settings, event, reason))
+            if result is not None and result.action == "requeue":
+                raise DeferMessage(result.reason or reason, delay=self._requeue_delay())
+            action = result.action if result is not None else "discard"
+            maillog.case_event(
+                m.queue_id, action=f"refused-{action}", routing=r.address, detail=reason
+            )
+            return
+        self._log(
+            conn, m, "rejected", f"discarded: {reason} (routing address {r.address})",
+            action="refused", case=None, routing=r.address,
+        )
+
+    def _requeue_delay(self) -> float | None:
+        value = getattr(self.settings.automation, "requeue_delay", None)
+        return float(value) if isinstance(value, int | float) else None
+
+    def _thread(
+        self, conn: Connection, email: InboundEmail, own: Sequence[str]
+    ) -> tuple[ThreadCase | None, str | None, list[str]]:
+        """The case this email refers to, how it was found, and refused (forged) tokens."""
+        ids: list[str] = []
+        if email.in_reply_to:
+            ids.append(email.in_reply_to)
+        ids.extend(reversed(email.references))  # the nearest ancestor first
+        if ids:
+            found = store.case_ids_for_message_ids(conn, ids)
+            for mid in ids:
+                if mid in found:
+                    case = store.thread_case(conn, found[mid], own)
+                    if case is not None:
+                        return case, "message-id", []
+        refused: list[str] = []
+        for text in (email.subject, email.text_body):
+            valid, bad = find_case_ids(self.secret, text)
+            refused.extend(b for b in bad if b not in refused)
+            for case_id in valid:
+                case = store.thread_case(conn, case_id, own)
+                if case is not None:
+                    return case, "token", refused
+        return None, None, refused
+
+    def _handle(
+        self,
+        conn: Connection,
+        m: messages.ClaimedMessage,
+        r: RoutingInfo,
+        routing: dict[str, RoutingInfo],
+    ) -> None:
+        if store.stored_for_message(conn, m.id):
+            return  # exactly-once: already on a case
+        p = self._get_prepared(conn, m)
+        email = p.email
+        duplicate = store.existing_by_dedupe(conn, p.dedupe_key)
+        if duplicate is not None:
+            number = store.format_number(duplicate[1])
+            self._log(
+                conn, m, "processed",
+                f"duplicate of a message already on case {number}: not stored again",
+                action="duplicate", case=number, routing=r.address,
+            )
+            return
+        sender = (email.from_address or m.mail_from).strip().lower()
+        contact = store.find_contact(conn, sender) if sender else None
+        contact_email = contact.email if contact else sender
+        contact_name = contact.name if contact else email.from_name
+        event = self._event(m, r, p, contact_email, contact_name)
+
+        # Who may write to this routing address.
+        if not sender_accepted(r.accept_from, sender):
+            self._refuse(conn, m, r, event, f"sender {sender or '<>'} not in accept-from list")
+            return
+        if r.require_authenticated_sender:
+            if p.auth is None or not is_authenticated(p.auth):
+                if p.auth is not None and _temporary(p.auth):
+                    raise DeferMessage(
+                        "sender authentication hit a temporary DNS failure: "
+                        + p.auth.header(fold=False)
+                    )
+                why = p.auth.header(fold=False) if p.auth else (p.auth_error or "not checked")
+                self._refuse(conn, m, r, event, f"sender not authenticated ({why})")
+                return
+
+        own = list(routing)
+        case, matched_by, refused = self._thread(conn, email, own)
+        if refused:
+            maillog.case_event(
+                m.queue_id, action="forged-token", routing=r.address,
+                detail="ignored thread token(s) with a bad signature: " + " ".join(refused),
+            )
+        decision = decide(
+            case,
+            matched_by=matched_by,  # type: ignore[arg-type]
+            sender=sender,
+            internal=sender in routing or is_internal(sender, self.settings.cases.internal_domains),
+            not_on_thread=self.settings.cases.sender_not_on_thread,
+            closed=self.settings.cases.closed_case_reply,
+        )
+        note = f"; ignored forged token(s): {' '.join(refused)}" if refused else ""
+        if decision.action == "new_case":
+            admission = self._admit(conn, event)
+            if admission is not None and admission.action != "create":
+                if admission.action == "requeue":
+                    raise DeferMessage(
+                        admission.reason or "automation asked to requeue",
+                        delay=self._requeue_delay(),
+                    )
+                # automation wrote the email-log entry (and queued a DSN for "bounce")
+                maillog.case_event(
+                    m.queue_id, action=admission.action, routing=r.address,
+                    detail=admission.reason or "refused by automation",
+                )
+                return
+        self._store(conn, m, r, p, decision, contact, event, note)
+
+    def _admit(self, conn: Connection, event: CaseEmailEvent) -> Admission | None:
+        hook = self._hook("admit")
+        return None if hook is None else _admission(hook(conn, self.settings, event))
+
+    def _store(
+        self,
+        conn: Connection,
+        m: messages.ClaimedMessage,
+        r: RoutingInfo,
+        p: Prepared,
+        decision: Decision,
+        contact: store.ContactRecord | None,
+        event: CaseEmailEvent,
+        note: str,
+    ) -> None:
+        email = p.email
+        is_new = decision.action == "new_case"
+        if is_new:
+            case_id, number = store.create_case(
+                conn,
+                subject=strip_tokens(email.subject) or "(no subject)",
+                description=email.text_body,
+                priority=r.priority,
+                origin=r.origin,
+                contact_id=contact.id if contact else None,
+                supplied_name=email.from_name,
+                supplied_email=email.from_address or m.mail_from,
+                owner=r.owner,
+                queue=r.queue,
+                routing_address_id=r.id,
+                parent_case_id=decision.parent_case_id,
+            )
+        else:
+            assert decision.case_id is not None
+            case_id = decision.case_id
+            if decision.reopen:
+                store.set_status(conn, case_id, "Working")
+        auth = p.auth
+        headers = [[k, v] for k, v in email.headers] if r.save_headers else None
+        email_id = store.add_email(
+            conn,
+            case_id,
+            direction="inbound",
+            from_address=email.from_address or m.mail_from,
+            from_name=email.from_name,
+            to_addresses=_addresses(email.to),
+            cc_addresses=_addresses(email.cc),
+            subject=email.subject,
+            text_body=email.text_body,
+            html_body=email.html_body,
+            headers=headers,
+            message_id=email.message_id,
+            in_reply_to=email.in_reply_to,
+            reference_ids=list(email.references),
+            inbound_message_pk=m.id,
+            dedupe_key=p.dedupe_key,
+            routing_address=r.address,
+            mail_from=m.mail_from,
+            client_ip=m.client_ip,
+            helo=m.helo,
+            tls_version=m.tls_version,
+            tls_cipher=m.tls_cipher,
+            requiretls=m.requiretls,
+            auth=auth.as_dict() if auth else None,
+            authentication_results=auth.header(fold=False) if auth else None,
+            authenticated=is_authenticated(auth) if auth else None,
+            sender_not_on_thread=decision.sender_not_on_thread,
+            text_truncated=email.text_truncated,
+            html_truncated=email.html_truncated,
+            headers_truncated=email.headers_truncated,
+        )
+        if email.message_id:
+            store.index_message_ids(conn, case_id, email_id, [email.message_id])
+        store.store_attachments(conn, email_id, email.attachments)
+        number_i, subject, status, owner, queue = store.case_brief(conn, case_id)
+        number_s = store.format_number(number_i)
+        if is_new:
+            parent = "" if decision.parent_case_id is None else " (linked to a closed case)"
+            text = f"case {number_s} created{parent}"
+            action = "created"
+        else:
+            flag = ", sender not on thread" if decision.sender_not_on_thread else ""
+            again = ", case reopened" if decision.reopen else ""
+            text = f"attached to case {number_s} ({decision.matched_by}{flag}{again})"
+            action = "attached"
+        self._log(
+            conn, m, "processed", text + note, action=action, case=number_s, routing=r.address
+        )
+        hook = self._hook("on_case_email")
+        if hook is not None:
+            hook(
+                conn,
+                self.settings,
+                replace(
+                    event,
+                    case_id=case_id,
+                    case_number=number_s,
+                    case_subject=subject,
+                    case_status=status,
+                    owner=owner,
+                    queue=queue,
+                    is_new_case=is_new,
+                    case_email_id=email_id,
+                    thread_token=make_token(self.secret, case_id),
+                    sender_not_on_thread=decision.sender_not_on_thread,
+                ),
+            )
