@@ -156,7 +156,38 @@ OutboundTLSMode = Literal["off", "preferred", "required", "preferred_verify", "r
 
 
 class DeliverySettings(_Section):
-    """Outbound delivery: Deliverability and TLS settings (filled in by the delivery engine)."""
+    """Outbound delivery: Deliverability access level, TLS settings, retries, concurrency."""
+
+    access_level: Literal["none", "system", "all"] = Field("all", description="Deliverability access: 'none' (nothing leaves except password-reset-class system mail), 'system' (system mail only), 'all'. Mail kept back stays in the queue as 'held'.")
+    tls_mode: OutboundTLSMode = Field("preferred", description="Outbound TLS: off, preferred (STARTTLS when offered, no certificate check), required, preferred_verify (a certificate offered must verify, no plaintext fallback), required_verify.")
+    tls_domains: dict[str, OutboundTLSMode] = Field(default_factory=dict, description="Per-domain TLS mode, e.g. {\"example.com\" = \"required_verify\", \"*.example.org\" = \"required\"}; '*.x' means subdomains of x only; the most specific pattern wins.")
+    ca_file: Path | None = Field(None, description="PEM CA bundle for verifying servers' certificates; empty: the system's trust store.")
+    mx_port: int = Field(25, ge=1, le=65535, description="Port used for delivery to MX hosts (25; tests put receivers on loopback ports).")
+    helo_name: str = Field("", description="Name sent in EHLO; empty: server.hostname.")
+    max_queue_time: float = Field(86400.0, ge=60, le=432000, description="Seconds a message may stay undelivered (transient failures) before it bounces; at most 5 days.")
+    retry_base: float = Field(300.0, gt=0, description="Seconds before the first retry; each further retry waits twice as long (5, 10, 20 ... minutes).")
+    retry_max: float = Field(3600.0, gt=0, description="Longest wait between two retries, in seconds.")
+    retry_jitter: float = Field(0.1, ge=0, le=0.5, description="Random spread of each retry wait, as a fraction (0.1: +/-10%), so retries do not arrive in waves.")
+    max_connections: int = Field(100, ge=1, description="Outbound SMTP connections open at once in all.")
+    max_per_destination: int = Field(20, ge=1, description="Outbound connections open at once to one destination (a domain's MX hosts, or a relay); Postfix's default is 20.")
+    messages_per_connection: int = Field(100, ge=1, description="Messages sent over one connection before it is closed (a kept-open connection saves the TCP and TLS set-up).")
+    connect_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a TCP connection and the greeting.")
+    command_timeout: float = Field(300.0, gt=0, description="Seconds to wait for any reply (RFC 5321 §4.5.3.2 suggests 5 minutes, 10 after the final dot).")
+    batch_size: int = Field(500, ge=1, description="Messages claimed from the queue at once.")
+    poll_interval: float = Field(1.0, gt=0, description="Seconds between looks at the queue when nothing woke the engine.")
+    claim_lease: float = Field(900.0, ge=30, description="Seconds a claimed message is reserved for the node that took it; after a crash on PostgreSQL another node retries it once this passed (SQLite retries at restart).")
+
+    @field_validator("tls_domains")
+    @classmethod
+    def _patterns(cls, v: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for pattern, mode in v.items():
+            p = pattern.strip().lower().rstrip(".")
+            bare = p[2:] if p.startswith("*.") else p
+            if not bare or "*" in bare or "@" in bare or " " in bare or "." not in bare and bare != "localhost":
+                raise ValueError(f"{pattern!r} is not a domain pattern like example.com or *.example.com")
+            out[p] = mode
+        return out
 
 
 class DKIMSettings(_Section):

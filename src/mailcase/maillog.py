@@ -19,10 +19,13 @@ __all__ = [
     "accepted",
     "automation",
     "bounce",
+    "bounced",
     "case_event",
     "configure",
     "connect",
+    "deferred",
     "deferred_processing",
+    "delivered",
     "disconnect",
     "event",
     "processed",
@@ -134,6 +137,23 @@ def quarantined(queue_id: str, *, error: str) -> None:
     event("pipeline", queue_id, status="quarantined", error=error)
 
 
+def deferred_processing(queue_id: str, *, error: str) -> None:
+    """The pipeline left a message for a later attempt (e.g. DNS temporarily failing)."""
+    event("pipeline", queue_id, status="deferred", error=error)
+
+
+def case_event(
+    queue_id: str | None,
+    *,
+    action: str,
+    case: str | None = None,
+    routing: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Email-to-Case: a case created, an email attached, a sender refused, a duplicate…"""
+    event("cases", queue_id, action=action, case=case, routing=routing, detail=detail)
+
+
 def bounce(
     queue_id: str | None,
     *,
@@ -156,18 +176,46 @@ def automation(queue_id: str | None, *, what: str, **fields: object) -> None:
     event("automation", queue_id, event=what, **fields)
 
 
-def deferred_processing(queue_id: str, *, error: str) -> None:
-    """The pipeline left a message for a later attempt (e.g. DNS temporarily failing)."""
-    event("pipeline", queue_id, status="deferred", error=error)
-
-
-def case_event(
-    queue_id: str | None,
+def _outbound(
+    status: str,
+    queue_id: str,
     *,
-    action: str,
-    case: str | None = None,
-    routing: str | None = None,
-    detail: str | None = None,
+    to: str,
+    relay: str,
+    delay: float,
+    attempt: int,
+    tls: str,
+    reply: str,
 ) -> None:
-    """Email-to-Case: a case created, an email attached, a sender refused, a duplicate…"""
-    event("cases", queue_id, action=action, case=case, routing=routing, detail=detail)
+    # Postfix's smtp lines: "to=<x>, relay=mx[ip]:25, delay=.., dsn=.., status=sent (reply)"
+    event(
+        "smtp",
+        queue_id,
+        to=f"<{to}>",
+        relay=relay,
+        delay=f"{delay:.2f}",
+        attempt=attempt,
+        tls=tls,
+        status=f"{status} ({reply})",
+    )
+
+
+def delivered(queue_id: str, *, to: str, relay: str, delay: float, attempt: int, tls: str,
+              reply: str) -> None:
+    """An outbound recipient delivered (the remote server said 250 after the final dot)."""
+    _outbound("sent", queue_id, to=to, relay=relay, delay=delay, attempt=attempt, tls=tls,
+              reply=reply)
+
+
+def deferred(queue_id: str, *, to: str, relay: str, delay: float, attempt: int, tls: str,
+             reply: str) -> None:
+    """An outbound attempt failed transiently; the recipient stays queued for a retry."""
+    _outbound("deferred", queue_id, to=to, relay=relay, delay=delay, attempt=attempt, tls=tls,
+              reply=reply)
+
+
+def bounced(queue_id: str, *, to: str, relay: str, delay: float, attempt: int, tls: str,
+            reply: str) -> None:
+    """An outbound recipient failed permanently (or its queue time ran out)."""
+    _outbound("bounced", queue_id, to=to, relay=relay, delay=delay, attempt=attempt, tls=tls,
+              reply=reply)

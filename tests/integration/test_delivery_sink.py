@@ -1,0 +1,136 @@
+"""The delivery engine against Postfix's smtp-sink and a local DNS server (real peers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from mailcase.delivery.engine import DeliveryEngine
+from mailcase.outbound.models import outbound_attempts
+from mailcase.storage import emaillog
+from mailcase.storage.db import make_engine, upgrade
+from tests.support.delivery import delivery_settings, enqueue_many, run_until_settled, show
+from tests.support.dnsserver import DNSServer
+from tests.support.smtpsink import SmtpSink, smtp_sink_available
+
+pytestmark = pytest.mark.skipif(smtp_sink_available() is not None,
+                                reason=str(smtp_sink_available()))
+
+ZONE = {
+    "example.net": {"MX": [(10, "mx.example.net")]},
+    "mx.example.net": {"A": ["127.0.0.1"]},
+    "nullmx.test": {"MX": [(0, ".")]},
+    "implicit.test": {"A": ["127.0.0.1"]},  # no MX: its own address (RFC 5321 §5.1)
+    "dead.test": {"MX": [(10, "mx.dead.test")]},
+    "mx.dead.test": {"A": ["127.0.0.1"]},
+}
+
+
+@pytest.fixture
+def dns() -> Iterator[DNSServer]:
+    with DNSServer(ZONE) as server:
+        yield server
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'mailcase.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink(dump=True) as s:
+        yield s
+
+
+async def test_messages_are_delivered_once_each(
+    tmp_path: Path, dns: DNSServer, db: Engine, sink: SmtpSink
+) -> None:
+    settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
+    ids = enqueue_many(db, 60)
+    eng = DeliveryEngine(settings, db)
+    await run_until_settled(eng)
+    counts = sink.message_ids()
+    assert len(counts) == 60 and set(counts.values()) == {1}
+    m = show(db, ids[0])
+    assert m["state"] == "delivered" and m["recipients"][0]["state"] == "delivered"
+    (att,) = m["attempts"]
+    assert att["result"] == "delivered" and att["remote_host"] == "mx.example.net"
+    assert att["remote_ip"] == "127.0.0.1" and att["tls_version"] is None  # sink has no TLS
+    assert att["reply_code"] == 250 and att["stage"] is None
+    rows = emaillog.query(db, queue_id=ids[0])
+    assert [(r["direction"], r["outcome"]) for r in rows] == [("outbound", "delivered")]
+    assert "tls=plaintext" in rows[0]["reason"] and "host=mx.example.net[127.0.0.1]" in (
+        rows[0]["reason"])
+
+
+async def test_one_connection_carries_all_recipients_of_a_domain(
+    tmp_path: Path, dns: DNSServer, db: Engine, sink: SmtpSink
+) -> None:
+    settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
+    enqueue_many(db, 1, rcpt_to=["a@example.net", "b@example.net", "c@implicit.test"])
+    await run_until_settled(DeliveryEngine(settings, db))
+    txs = sink.transactions()
+    assert len(txs) == 2  # example.net (two RCPTs in one transaction), implicit.test
+    rcpt_lines = sorted(
+        line for t in txs for line in t.splitlines() if line.startswith(b"X-Rcpt-Args")
+    )
+    assert rcpt_lines == [b"X-Rcpt-Args: <a@example.net>", b"X-Rcpt-Args: <b@example.net>",
+                          b"X-Rcpt-Args: <c@implicit.test>"]
+    per_tx = sorted(t.count(b"X-Rcpt-Args") for t in txs)
+    assert per_tx == [1, 2]
+
+
+async def test_null_mx_bounces_at_once(
+    tmp_path: Path, dns: DNSServer, db: Engine, sink: SmtpSink
+) -> None:
+    settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
+    (qid,) = enqueue_many(db, 1, rcpt_to=["x@nullmx.test"])
+    await run_until_settled(DeliveryEngine(settings, db))
+    m = show(db, qid)
+    assert m["state"] == "bounced"
+    r = m["recipients"][0]
+    assert r["state"] == "bounced" and r["last_stage"] == "route"
+    assert r["last_reply_code"] == 556 and "null MX" in r["last_reply"]
+    assert sink.files() == []
+
+
+async def test_unreachable_host_defers_with_backoff(
+    tmp_path: Path, dns: DNSServer, db: Engine
+) -> None:
+    closed = SmtpSink()  # a port nobody listens on
+    settings = delivery_settings(tmp_path, dns.address, mx_port=closed.port,
+                                 retry_jitter=0.0)
+    (qid,) = enqueue_many(db, 1, rcpt_to=["x@dead.test"])
+    t0 = datetime.now(UTC)
+    await run_until_settled(DeliveryEngine(settings, db))
+    m = show(db, qid)
+    assert m["state"] == "queued" and m["recipients"][0]["state"] == "deferred"
+    assert m["recipients"][0]["last_stage"] == "connect"
+    # the first retry is retry_base (300 s) after the attempt
+    assert t0 + timedelta(seconds=299) < m["next_attempt_at"] < t0 + timedelta(seconds=320)
+    with db.connect() as conn:
+        (att,) = conn.execute(select(outbound_attempts)).all()
+    assert att.result == "transient" and att.stage == "connect"
+    assert emaillog.query(db, queue_id=qid)[0]["outcome"] == "deferred"
+
+
+async def test_rejected_recipient_bounces_and_the_other_is_delivered(
+    tmp_path: Path, dns: DNSServer, db: Engine
+) -> None:
+    # smtp-sink -f RCPT rejects every RCPT with 5xx; use two sinks? Simpler: hard-reject RCPT.
+    with SmtpSink(dump=True, extra=("-f", "RCPT")) as picky:
+        settings = delivery_settings(tmp_path, dns.address, mx_port=picky.port)
+        (qid,) = enqueue_many(db, 1, rcpt_to=["x@example.net"])
+        await run_until_settled(DeliveryEngine(settings, db))
+        m = show(db, qid)
+    assert m["state"] == "bounced"
+    r = m["recipients"][0]
+    assert r["state"] == "bounced" and r["last_stage"] == "rcpt" and r["last_reply_code"] >= 500
