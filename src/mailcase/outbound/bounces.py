@@ -325,12 +325,12 @@ def record_bounce(
             requiretls=False,
             size=None,
             message_id=message_id,
-            outcome="bounced" if kind == "hard" else "soft-bounce",
+            outcome="bounced" if kind == "hard" else "deferred",
             reply_code=None,
             reply_text=(diagnostic or None) and diagnostic[:2000],
             reason=f"{source}: status {status or '-'}"
             + (f" from {remote_mta}" if remote_mta else "")
-            + ("; address suppressed" if kind == "hard" else ""),
+            + ("; address suppressed" if kind == "hard" else "; soft bounce, recorded only"),
         ),
     )
     maillog.bounce(

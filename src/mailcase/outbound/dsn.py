@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime
@@ -120,7 +121,9 @@ def build_dsn(
     ]
     for f in failures:
         why = _line(f.diagnostic or "") or f"status {_status(f.status)}"
-        human.append(f"<{_address(f.recipient)}>: {why}")
+        human.extend(textwrap.wrap(f"<{_address(f.recipient)}>: {why}", 76,
+                                   subsequent_indent="    ", break_long_words=False,
+                                   break_on_hyphens=False))
     human_text = "\r\n".join(human) + "\r\n"
 
     per_message = [f"Reporting-MTA: dns; {host}"]
