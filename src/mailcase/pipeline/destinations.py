@@ -20,5 +20,6 @@ __all__ = ["build_destinations"]
 def build_destinations(settings: Settings, engine: Engine) -> list[Destination]:
     """The destinations for this instance, in the order they run for each message."""
     from mailcase.features.cases.destination import CaseDestination
+    from mailcase.outbound.bounces import BounceDestination  # DSNs to our VERP addresses
 
-    return [AddressInbox(), CaseDestination(settings)]
+    return [AddressInbox(), CaseDestination(settings), BounceDestination(settings)]
