@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, text
+from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from mailcase.errors import SpoolCommitError, StorageError
@@ -371,12 +371,24 @@ class Spool:
 
     @staticmethod
     def _stream_sqlite(conn: Connection, pk: int, content: bytes | bytearray | memoryview) -> None:
+        """Insert a zero-filled blob, then write the content into it in chunks.
+
+        The blob is opened by the rowid the insert got, not by `pk`: `message_pk` is not
+        the table's rowid (BIGINT PRIMARY KEY is no rowid alias in SQLite), and the two part
+        ways as soon as a content row is missing (purged) or inserted out of order.
+        """
         view = memoryview(content).cast("B")
-        conn.execute(
-            insert(_contents).values(message_pk=pk, content=func.zeroblob(len(view)))
-        )
         raw: Any = conn.connection.driver_connection
-        with raw.blobopen(_contents.name, "content", pk) as blob:
+        cur = raw.cursor()
+        try:
+            cur.execute(
+                f"INSERT INTO {_contents.name} (message_pk, content) VALUES (?, zeroblob(?))",  # noqa: S608 - our table name
+                (pk, len(view)),
+            )
+            rowid = cur.lastrowid
+        finally:
+            cur.close()
+        with raw.blobopen(_contents.name, "content", rowid) as blob:
             for start in range(0, len(view), _STREAM_CHUNK):
                 blob.write(view[start : start + _STREAM_CHUNK])
 
