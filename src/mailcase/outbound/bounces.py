@@ -417,12 +417,18 @@ def _reply_parts(reply: Any) -> tuple[int | None, str | None, str | None]:
 
 
 def _status_of(code: int | None, enhanced: str | None, text: str | None) -> str:
-    if enhanced and enhanced[:1] in "45":
-        return "5" + enhanced[1:] if enhanced.startswith("4") else enhanced
+    """RFC 3463 status of a failure: the remote's enhanced code when it gave one (a 4.x.x
+    stays 4.x.x: a persistent transient failure that ran out of time), else from the code."""
+    if enhanced and re.fullmatch(r"[45]\.\d{1,3}\.\d{1,3}", enhanced):
+        return enhanced
     if text:
         m = re.search(r"\b([45])\.(\d{1,3})\.(\d{1,3})\b", text)
         if m:
-            return f"5.{m.group(2)}.{m.group(3)}"
+            return m.group(0)
+    if code is not None and 400 <= code < 500:
+        return "4.0.0"
+    if code is None and text and "expired" in text.lower():
+        return "4.4.7"  # RFC 3463: delivery time expired
     return "5.0.0"
 
 
@@ -452,10 +458,14 @@ def on_permanent_failure(
         if not address:
             continue
         code, enhanced, text = _reply_parts(reply)
-        if not isinstance(r, str) and _get(r, "last_reply") is not None:
-            rcode = _get(r, "last_reply_code")
-            code, text = (rcode if isinstance(rcode, int) else code), str(_get(r, "last_reply"))
-            enhanced = None
+        if not isinstance(r, str):
+            # The engine's per-recipient dicts (address, stage, code, reply), or table rows.
+            for code_key, text_key in (("code", "reply"), ("last_reply_code", "last_reply")):
+                if _get(r, text_key) is not None or _get(r, code_key) is not None:
+                    rcode, rtext = _get(r, code_key), _get(r, text_key)
+                    code = rcode if isinstance(rcode, int) else None
+                    text, enhanced = (None if rtext is None else str(rtext)), None
+                    break
         status = _status_of(code, enhanced, text)
         diagnostic = text if text is None or code is None or text.startswith(str(code)) else (
             f"{code} {text}"

@@ -253,10 +253,11 @@ def _dsns(engine: Engine) -> list[tuple[str, str, bytes, str | None]]:
     return [(r[0], r[1], bytes(r[2]), r[3]) for r in rows]
 
 
-def _message_row(engine: Engine, qid: str) -> object:
+def _message_row(engine: Engine, qid: str) -> dict[str, object]:
+    """What the delivery engine passes: the outbound_messages row as a dict."""
     with engine.connect() as conn:
-        return conn.execute(select(outbound_messages).where(
-            outbound_messages.c.queue_id == qid)).one()
+        return dict(conn.execute(select(outbound_messages).where(
+            outbound_messages.c.queue_id == qid)).one()._mapping)
 
 
 class _Reply:
@@ -270,15 +271,19 @@ def test_permanent_failure_sends_one_dsn_to_the_sender(db_engine: Engine, settin
         qid = enqueue(conn, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     row = _message_row(db_engine, qid)
+    # The engine's call: one dict per recipient (address, stage, code, reply), last reply text.
+    rcpts = [{"address": "kunde@nirgendwo.example", "stage": "rcpt", "code": 550,
+              "reply": "5.1.1 <kunde@nirgendwo.example>: User unknown"}]
     with begin_write(db_engine) as conn:
-        bounces.on_permanent_failure(conn, settings, row, ["kunde@nirgendwo.example"], _Reply())
+        bounces.on_permanent_failure(conn, settings, row, rcpts, rcpts[0]["reply"])
     [(mail_from, category, content, source)] = _dsns(db_engine)
     assert (mail_from, category, source) == ("", "system", f"dsn:{qid}")
     report = parse_message(content).delivery_report
     assert report is not None and report.original_message_id == "<orig-1@example.test>"
     [rec] = report.recipients
     assert (rec.final_recipient, rec.status) == ("kunde@nirgendwo.example", "5.1.1")
-    assert rec.diagnostic_code is not None and "550 User unknown" in rec.diagnostic_code
+    assert rec.diagnostic_code is not None
+    assert "550 5.1.1 <kunde@nirgendwo.example>: User unknown" in rec.diagnostic_code
     # The remote's 5xx is a hard bounce: the address is suppressed.
     with db_engine.connect() as conn:
         assert bounces.is_suppressed(conn, "kunde@nirgendwo.example")
@@ -288,6 +293,7 @@ def test_permanent_failure_sends_one_dsn_to_the_sender(db_engine: Engine, settin
     with begin_write(db_engine) as conn:
         bounces.on_permanent_failure(conn, settings, _message_row(db_engine, dsn_qid),
                                      ["support@example.test"], _Reply())
+    assert bounces.list_events(db_engine, recipient="support@example.test")[0].status == "5.1.1"
     assert len(_dsns(db_engine)) == 1
 
 
@@ -310,5 +316,23 @@ def test_no_dsn_to_a_null_sender_or_about_a_report(db_engine: Engine, settings: 
                                          ["kunde@nirgendwo.example"], "expired after 24 h")
     assert _dsns(db_engine) == []
     # A local failure (no remote 5xx) does not suppress the address.
+    with db_engine.connect() as conn:
+        assert not bounces.is_suppressed(conn, "kunde@nirgendwo.example")
+
+
+def test_queue_time_running_out_reports_the_transient_status(
+    db_engine: Engine, settings: Settings
+) -> None:
+    with begin_write(db_engine) as conn:
+        qid = enqueue(conn, mail_from="support@example.test",
+                      rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
+    rcpts = [{"address": "kunde@nirgendwo.example", "stage": "rcpt", "code": 451,
+              "reply": "4.7.1 greylisted, try later"}]
+    with begin_write(db_engine) as conn:
+        bounces.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+                                     "4.7.1 greylisted, try later")
+    [(_, _, content, _)] = _dsns(db_engine)
+    [rec] = parse_message(content).delivery_report.recipients  # type: ignore[union-attr]
+    assert (rec.action, rec.status) == ("failed", "4.7.1")
     with db_engine.connect() as conn:
         assert not bounces.is_suppressed(conn, "kunde@nirgendwo.example")
