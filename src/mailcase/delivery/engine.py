@@ -136,6 +136,8 @@ class DeliveryEngine:
         self._remaining: dict[int, int] = {}  # message pk -> jobs not finished
         self._results: list[Completion] = []
         self._results_ready = asyncio.Event()
+        self._claiming = False
+        self._writing = False
         self._connections = asyncio.Semaphore(self.d.max_connections)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sign = _hook("mailcase.outbound.dkim", "sign_for_delivery")
@@ -182,6 +184,13 @@ class DeliveryEngine:
         room = self.d.batch_size - len(self._remaining)
         if room <= 0:
             return 0
+        self._claiming = True
+        try:
+            return await self._claim_and_dispatch(room)
+        finally:
+            self._claiming = False
+
+    async def _claim_and_dispatch(self, room: int) -> int:
         try:
             claimed = await asyncio.to_thread(
                 queue.claim, self.engine, limit=room, lease=self.d.claim_lease,
@@ -201,7 +210,7 @@ class DeliveryEngine:
     @property
     def busy(self) -> bool:
         """Something claimed is not finished or not recorded yet."""
-        return bool(self._remaining or self._results)
+        return bool(self._claiming or self._writing or self._remaining or self._results)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -379,6 +388,7 @@ class DeliveryEngine:
             batch, self._results = self._results, []
             if not batch:
                 continue
+            self._writing = True
             try:
                 await asyncio.to_thread(self._write, batch)
             except Exception:
@@ -391,6 +401,8 @@ class DeliveryEngine:
                 if self._results:
                     self._results_ready.set()
                 self._wake.set()  # capacity was freed
+            finally:
+                self._writing = False
 
     def _schedule(self, created_at: datetime, now: datetime, attempts: int) -> datetime | None:
         d = self.d
