@@ -1,11 +1,300 @@
-"""Command-line group(s) of this feature (placeholder until the feature lands)."""
+"""`mailcase routing …` and `mailcase cases …`: routing addresses and cases from the shell.
+
+Changes made here reach a running `mailcase serve` without a restart: the receiving address
+behind a routing address bumps the settings generation the server polls, and the pipeline
+reads the routing settings in every transaction.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from mailcase.clikit import Ctx, echo_json, rows, table
+
 __all__ = ["register"]
+
+_ROUTING_COLUMNS = [
+    "address",
+    "name",
+    "origin",
+    "priority",
+    "owner",
+    "queue",
+    "accept_from",
+    "require_tls",
+    "require_authenticated_sender",
+    "enabled",
+]
+_CASE_COLUMNS = ["number", "status", "priority", "subject", "contact", "owner", "created_at"]
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _routing_row(r: Any) -> dict[str, Any]:
+    d: dict[str, Any] = rows([r])[0]
+    d["accept_from"] = ",".join(r.accept_from) or "anyone"
+    return d
+
+
+def _case_row(c: Any) -> dict[str, Any]:
+    d: dict[str, Any] = rows([c])[0]
+    d["contact"] = c.contact_email or c.supplied_email
+    d["owner"] = c.owner or (f"queue:{c.queue}" if c.queue else None)
+    if len(d["subject"]) > 50:
+        d["subject"] = d["subject"][:47] + "..."
+    return d
+
+
+@click.group("routing")
+def routing_group() -> None:
+    """Email-to-Case routing addresses: mail to them opens cases."""
+
+
+@routing_group.command("add")
+@click.argument("address")
+@click.option("--name", default=None, help="Routing name (default: the address).")
+@click.option("--origin", default="Email", show_default=True, help="Case origin.")
+@click.option("--priority", default="Medium", show_default=True, help="Low, Medium, High, Urgent.")
+@click.option("--owner", default=None, help="User who owns the new cases.")
+@click.option("--queue", default=None, help="Queue that owns the new cases (instead of --owner).")
+@click.option(
+    "--accept-from",
+    multiple=True,
+    metavar="ADDRESS|DOMAIN",
+    help="Accept email only from these (repeatable; *.domain for subdomains). Default: anyone.",
+)
+@click.option("--task-status", default=None, help="Create a task with this status for new cases.")
+@click.option("--save-headers", is_flag=True, help="Keep the email headers on case emails.")
+@click.option("--require-tls", is_flag=True, help="Refuse mail sent without STARTTLS.")
+@click.option(
+    "--require-authenticated-sender",
+    is_flag=True,
+    help="Only senders with DMARC pass, or an aligned SPF/DKIM pass.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def routing_add(
+    ctx: Ctx,
+    address: str,
+    name: str | None,
+    origin: str,
+    priority: str,
+    owner: str | None,
+    queue: str | None,
+    accept_from: tuple[str, ...],
+    task_status: str | None,
+    save_headers: bool,
+    require_tls: bool,
+    require_authenticated_sender: bool,
+    as_json: bool,
+) -> None:
+    """Add a routing address (also accepted by the SMTP server from now on)."""
+    from mailcase.errors import StorageError
+    from mailcase.features.cases import store
+
+    try:
+        r = store.add_routing(
+            ctx.engine(),
+            address,
+            name=name,
+            origin=origin,
+            priority=priority,
+            owner=owner,
+            queue=queue,
+            accept_from=accept_from,
+            task_status=task_status,
+            save_headers=save_headers,
+            require_tls=require_tls,
+            require_authenticated_sender=require_authenticated_sender,
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    except StorageError as e:
+        _fail(f"{e} (see `mailcase routing list`)")
+        return
+    if as_json:
+        echo_json(r)
+    else:
+        click.echo(f"added routing address {r.address}")
+
+
+@routing_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def routing_list(ctx: Ctx, as_json: bool) -> None:
+    """List routing addresses."""
+    from mailcase.features.cases import store
+
+    items = store.list_routing(ctx.engine())
+    if as_json:
+        echo_json(items)
+    else:
+        table([_routing_row(r) for r in items], _ROUTING_COLUMNS)
+
+
+@routing_group.command("show")
+@click.argument("address")
+@click.pass_obj
+def routing_show(ctx: Ctx, address: str) -> None:
+    """Show one routing address as JSON."""
+    from mailcase.features.cases import store
+
+    r = store.get_routing(ctx.engine(), address)
+    if r is None:
+        _fail(f"no routing address {address} (see `mailcase routing list`)")
+    echo_json(r)
+
+
+@routing_group.command("disable")
+@click.argument("address")
+@click.pass_obj
+def routing_disable(ctx: Ctx, address: str) -> None:
+    """Stop taking mail for a routing address (SMTP refuses it; its cases stay)."""
+    from mailcase.features.cases import store
+
+    if store.update_routing(ctx.engine(), address, enabled=False) is None:
+        _fail(f"no routing address {address} (see `mailcase routing list`)")
+    click.echo(f"disabled routing address {address.strip().lower()}")
+
+
+@routing_group.command("enable")
+@click.argument("address")
+@click.pass_obj
+def routing_enable(ctx: Ctx, address: str) -> None:
+    """Take mail for a disabled routing address again."""
+    from mailcase.features.cases import store
+
+    if store.update_routing(ctx.engine(), address, enabled=True) is None:
+        _fail(f"no routing address {address} (see `mailcase routing list`)")
+    click.echo(f"enabled routing address {address.strip().lower()}")
+
+
+@click.group("cases")
+def cases_group() -> None:
+    """Cases made from email."""
+
+
+@cases_group.command("list")
+@click.option("--status", multiple=True, help="New, Working, Escalated or Closed (repeatable).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def cases_list(ctx: Ctx, status: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List cases, newest first."""
+    from mailcase.features.cases import store
+
+    try:
+        items = store.list_cases(ctx.engine(), status, limit=limit)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--status") from None
+    if as_json:
+        echo_json(items)
+    else:
+        table([_case_row(c) for c in items], _CASE_COLUMNS)
+
+
+@cases_group.command("show")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (case with its emails).")
+@click.pass_obj
+def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
+    """Show a case and its emails."""
+    from mailcase.features.cases import store
+
+    try:
+        case = store.get_case(ctx.engine(), number)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="NUMBER") from None
+    if case is None:
+        _fail(f"no case {number} (see `mailcase cases list`)")
+        return
+    emails = store.list_emails(ctx.engine(), number) or []
+    if as_json:
+        echo_json({"case": case, "emails": emails})
+        return
+    contact = case.contact_email or f"{case.supplied_name} <{case.supplied_email}>"
+    for label, value in [
+        ("Case", case.number),
+        ("Subject", case.subject),
+        ("Status", case.status),
+        ("Priority", case.priority),
+        ("Origin", case.origin),
+        ("Contact", contact),
+        ("Owner", case.owner or (f"queue {case.queue}" if case.queue else "-")),
+        ("Routing", case.routing_address or "-"),
+        ("Parent", case.parent_number or "-"),
+        ("Created", case.created_at.isoformat()),
+        ("Updated", case.updated_at.isoformat()),
+        ("Closed", case.closed_at.isoformat() if case.closed_at else "-"),
+    ]:
+        click.echo(f"{label + ':':<10} {value}")
+    click.echo("")
+    click.echo(case.description.rstrip())
+    for em in emails:
+        flags = []
+        if em.sender_not_on_thread:
+            flags.append("SENDER NOT ON THREAD")
+        if em.text_truncated:
+            flags.append("TRUNCATED")
+        if em.authenticated is False:
+            flags.append("NOT AUTHENTICATED")
+        click.echo("")
+        click.echo(
+            f"--- {em.direction} #{em.id} {em.created_at.isoformat()} from {em.from_address}"
+            + (f" [{', '.join(flags)}]" if flags else "")
+        )
+        click.echo(f"Subject: {em.subject}")
+        if em.authentication_results:
+            click.echo(f"Authentication-Results: {em.authentication_results}")
+        for a in em.attachments:
+            click.echo(f"Attachment #{a.id}: {a.filename} ({a.content_type}, {a.size} bytes)")
+        click.echo(em.text_body.rstrip())
+
+
+@cases_group.command("reply")
+@click.argument("number")
+@click.option("--body", required=True, help="Text of the reply (the thread token is added).")
+@click.option("--to", "to", multiple=True, help="Recipient (default: the last sender).")
+@click.option("--cc", multiple=True, help="Cc recipient (repeatable).")
+@click.option("--from", "from_address", default=None, help="Sender (default: routing address).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def cases_reply(
+    ctx: Ctx,
+    number: str,
+    body: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    from_address: str | None,
+    as_json: bool,
+) -> None:
+    """Reply on a case: queued for delivery with the case's thread token."""
+    from mailcase.features.cases.reply import ReplyError, send_reply
+
+    try:
+        result = send_reply(
+            ctx.engine(), ctx.settings(), number, body=body, to=to, cc=cc,
+            from_address=from_address,
+        )
+    except ReplyError as e:
+        _fail(str(e))
+        return
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="NUMBER") from None
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"queued {result.outbound_queue_id} to {', '.join(result.to)} "
+            f"(case {result.case_number}, {result.message_id})"
+        )
 
 
 def register(cli: click.Group) -> None:
     """Add this module's command groups to the `mailcase` command."""
+    cli.add_command(routing_group)
+    cli.add_command(cases_group)

@@ -284,6 +284,9 @@ class CaseDestination:
         if email.in_reply_to:
             ids.append(email.in_reply_to)
         ids.extend(reversed(email.references))  # the nearest ancestor first
+        report = email.delivery_report
+        if report is not None and report.original_message_id:
+            ids.append(report.original_message_id)  # a DSN about one of our case emails
         if ids:
             found = store.case_ids_for_message_ids(conn, ids)
             for mid in ids:
