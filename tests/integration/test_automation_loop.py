@@ -11,6 +11,9 @@ responder that makes loops. Two of its mailboxes misbehave differently:
 - vary@peer.test numbers its answers (new subject and body each time): only the per-sender
   limit on auto-responses can stop it, after `auto_response_limit` acknowledgements.
 
+With ``via="postfix"`` the acknowledgements take one more real hop: peer.test's MX is a
+private Postfix instance on loopback that relays everything it receives to the peer.
+
 Bounded in count (the peer answers at most MAX_REPLIES times) and time (DEADLINE seconds).
 """
 
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import smtplib
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +36,7 @@ import pytest
 from mailcase.mime import parse_message
 from tests.support.dnsserver import DNSServer
 from tests.support.platform import Platform, free_port, running_platform
+from tests.support.postfix import PostfixInstance, postfix_available
 
 LOOP_THRESHOLD = 4
 RESPONSE_LIMIT = 6
@@ -195,67 +200,100 @@ def _queued(p: Platform) -> int:
         return len(res.json())
 
 
-def test_mail_loop_is_stopped(tmp_path: Path, dns: DNSServer) -> None:
+@pytest.mark.parametrize("via", ["direct", "postfix"])
+def test_mail_loop_is_stopped(tmp_path: Path, dns: DNSServer, via: str) -> None:
     peer_port = free_port()
-    with running_platform(tmp_path, config=_config(dns, peer_port)) as p:
-        p.cli("routing", "add", ROUTING, "--name", "Support")
-        with p.api() as api:
-            res = api.post(
-                "/api/v1/auto-response-rules",
-                json={
-                    "name": "acknowledge",
-                    "subject_template": "Case {{ case_number }}: {{ subject }}",
-                    "text_template": "Hello {{ contact_name }}, we opened case {{ case_number }}.",
-                },
+    with contextlib.ExitStack() as stack:
+        mx_port = peer_port
+        if via == "postfix":
+            if (why := postfix_available()) is not None:
+                pytest.skip(why)
+            pf = stack.enter_context(
+                PostfixInstance(tmp_path, relay_port=peer_port, smtp_tls_security_level="none")
             )
-            assert res.status_code == 201, res.text
-            bad = api.post(
-                "/api/v1/auto-response-rules",
-                json={"name": "escape", "text_template": "{{ ''.__class__.__mro__ }}"},
-            )
-            assert bad.status_code == 422 and "sandbox" in bad.text
-            assert [r["name"] for r in api.get("/api/v1/auto-response-rules").json()] == [
-                "acknowledge"
-            ]
+            mx_port = pf.smtpd_port
+        p = stack.enter_context(running_platform(tmp_path, config=_config(dns, mx_port)))
+        _loop(p, peer_port, via)
 
-        peer = Peer(mailcase=p.smtp)
-        asyncio.run(_run_loop(p, peer, peer_port))
 
-        # What the peer received: only our acknowledgements, each marked as automatic,
-        # from an empty return path (RFC 3834 §3.3), with the case number and thread token.
-        acks: dict[str, int] = {}
-        for mail_from, rcpts, content in peer.received:
-            parsed = parse_message(content)
-            assert mail_from == ""
-            assert parsed.header("Auto-Submitted") == "auto-replied"
-            assert "thread::" in parsed.subject and "thread::" in parsed.text_body
-            assert parsed.in_reply_to is not None and parsed.in_reply_to.endswith("@peer.test>")
-            for r in rcpts:
-                acks[r] = acks.get(r, 0) + 1
+def _loop(p: Platform, peer_port: int, via: str) -> None:
+    p.cli("routing", "add", ROUTING, "--name", "Support")
+    with p.api() as api:
+        res = api.post(
+            "/api/v1/auto-response-rules",
+            json={
+                "name": "acknowledge",
+                "subject_template": "Case {{ case_number }}: {{ subject }}",
+                "text_template": "Hello {{ contact_name }}, we opened case {{ case_number }}.",
+            },
+        )
+        assert res.status_code == 201, res.text
+        bad = api.post(
+            "/api/v1/auto-response-rules",
+            json={"name": "escape", "text_template": "{{ ''.__class__.__mro__ }}"},
+        )
+        assert bad.status_code == 422 and "sandbox" in bad.text
+        assert [r["name"] for r in api.get("/api/v1/auto-response-rules").json()] == ["acknowledge"]
 
-        # ooo: identical messages; case creation stops after the threshold, so do the acks.
-        assert acks["ooo@peer.test"] == LOOP_THRESHOLD
-        assert peer.sent["ooo"] == LOOP_THRESHOLD  # plus the first message: threshold + 1
-        # vary: every message is new; the per-sender limit stops the acknowledgements.
-        assert acks["vary@peer.test"] == RESPONSE_LIMIT
-        assert peer.sent["vary"] == RESPONSE_LIMIT
-        assert sum(peer.sent.values()) < MAX_REPLIES  # stopped by mailcase, not by the bound
+    peer = Peer(mailcase=p.smtp)
+    asyncio.run(_run_loop(p, peer, peer_port))
 
-        cases = _cases_by_sender(p)
-        assert cases.get("ooo@peer.test") == LOOP_THRESHOLD
-        assert cases.get("vary@peer.test") == RESPONSE_LIMIT + 1
+    # What the peer received: only our acknowledgements, each marked as automatic,
+    # from an empty return path (RFC 3834 §3.3), with the case number and thread token.
+    acks: dict[str, int] = {}
+    for mail_from, rcpts, content in peer.received:
+        parsed = parse_message(content)
+        assert mail_from == ""
+        if via == "postfix":  # it really went through Postfix
+            assert "postfix.test" in (parsed.header("Received") or "")
+        assert parsed.header("Auto-Submitted") == "auto-replied"
+        assert "thread::" in parsed.subject and "thread::" in parsed.text_body
+        assert parsed.in_reply_to is not None and parsed.in_reply_to.endswith("@peer.test>")
+        for r in rcpts:
+            acks[r] = acks.get(r, 0) + 1
 
-        # The events are in the email log (CLI) and the maillog.
-        log = p.cli("log", "--limit", "1000", "--json").stdout
-        entries = json.loads(log)
-        reasons = [e.get("reason") or "" for e in entries]
-        loops = [r for r in reasons if r.startswith("mail loop")]
-        assert len(loops) == 1 and "ooo@peer.test" in loops[0]
-        limited = [r for r in reasons if "per-sender limit" in r]
-        assert len(limited) == 1 and "vary@peer.test" in limited[0]
-        text = p.cli("log", "--limit", "1000").stdout
-        assert "mail loop" in text and "per-sender limit" in text
-        maillog = p.log_text()
-        assert "mailcase/automation" in maillog and "event=loop" in maillog
-        assert "event=limit" in maillog
-        assert maillog.count("event=auto-reply") == LOOP_THRESHOLD + RESPONSE_LIMIT
+    # ooo: identical messages; case creation stops after the threshold, so do the acks.
+    assert acks["ooo@peer.test"] == LOOP_THRESHOLD
+    assert peer.sent["ooo"] == LOOP_THRESHOLD  # plus the first message: threshold + 1
+    # vary: every message is new; the per-sender limit stops the acknowledgements.
+    assert acks["vary@peer.test"] == RESPONSE_LIMIT
+    assert peer.sent["vary"] == RESPONSE_LIMIT
+    assert sum(peer.sent.values()) < MAX_REPLIES  # stopped by mailcase, not by the bound
+
+    cases = _cases_by_sender(p)
+    assert cases.get("ooo@peer.test") == LOOP_THRESHOLD
+    assert cases.get("vary@peer.test") == RESPONSE_LIMIT + 1
+
+    # The events are in the email log (CLI) and the maillog.
+    log = p.cli("log", "--limit", "1000", "--json").stdout
+    entries = json.loads(log)
+    reasons = [e.get("reason") or "" for e in entries]
+    loops = [r for r in reasons if r.startswith("mail loop")]
+    assert len(loops) == 1 and "ooo@peer.test" in loops[0]
+    limited = [r for r in reasons if "per-sender limit" in r]
+    assert len(limited) == 1 and "vary@peer.test" in limited[0]
+    text = p.cli("log", "--limit", "1000").stdout
+    assert "mail loop" in text and "per-sender limit" in text
+    # A reply to an acknowledgement threads by its Message-ID: no new case, no new ack.
+    ack_ids = [parse_message(c).message_id for _, r, c in peer.received if "ooo@peer.test" in r]
+    reply = (
+        f"From: ooo <ooo@peer.test>\r\nTo: {ROUTING}\r\nSubject: something else\r\n"
+        f"Message-ID: <threaded-reply@peer.test>\r\nIn-Reply-To: {ack_ids[0]}\r\n"
+        "\r\nA reply to the acknowledgement.\r\n"
+    )
+    with smtplib.SMTP(*p.smtp, timeout=30) as smtp:
+        smtp.sendmail("ooo@peer.test", [ROUTING], reply.encode())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = json.loads(p.cli("log", "--limit", "50", "--json").stdout)
+        mine = [e for e in rows if e.get("message_id") == "<threaded-reply@peer.test>"]
+        if any(e["outcome"] == "processed" for e in mine):
+            break
+        time.sleep(0.2)
+    assert any("attached to case" in (e.get("reason") or "") for e in mine), mine
+    assert _cases_by_sender(p) == cases
+
+    maillog = p.log_text()
+    assert "mailcase/automation" in maillog and "event=loop" in maillog
+    assert "event=limit" in maillog
+    assert maillog.count("event=auto-reply") == LOOP_THRESHOLD + RESPONSE_LIMIT
