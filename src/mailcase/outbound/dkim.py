@@ -54,6 +54,7 @@ __all__ = [
     "dns_name",
     "dns_record",
     "list_keys",
+    "maintain",
     "rotate",
     "rotation_due",
     "sign_for_delivery",
@@ -385,7 +386,35 @@ def check_domain(
                 values.update(state="pending")
             conn.execute(update(dkim_keys).where(dkim_keys.c.id == r.id).values(**values))
     _forget(d)
+    # What was just looked up is what signing would look up: keep it for check_interval.
+    now_m = time.monotonic()
+    ttl = settings.dkim.check_interval * 60.0
+    with _lock:
+        _maintained[(str(engine.url), d)] = now_m + ttl
+        for r, c in zip(rows, results, strict=True):
+            if c.temporary:
+                continue
+            _record_cache[(d, r.id, r.public_key)] = (now_m + ttl, c.found)
     return results
+
+
+def maintain(
+    engine: Engine, settings: Settings, domain: str, *, resolver: Resolver | None = None
+) -> tuple[list[CheckResult], DKIMKeyInfo | None]:
+    """`check_domain`, then start a rotation if the active key is older than
+    `dkim.rotate_days` and none is waiting; returns the results and the new key, if any."""
+    results = check_domain(engine, settings, domain, resolver=resolver)
+    keys = list_keys(engine, domain)
+    rotated = None
+    if not any(k.state == "pending" for k in keys) and any(
+        rotation_due(k, settings) for k in keys
+    ):
+        rotated = rotate(engine, settings, domain)
+        log.warning(
+            "DKIM rotation of %s started: publish %s. IN TXT \"%s\"; signing switches to it "
+            "once it is found", rotated.domain, rotated.dns_name, rotated.dns_record,
+        )
+    return results, rotated
 
 
 # ---------------------------------------------------------------- signing
@@ -406,12 +435,15 @@ _lock = threading.Lock()
 _keys_cache: dict[tuple[str, str], tuple[float, list[_Candidate]]] = {}
 _record_cache: dict[tuple[str, int, str], tuple[float, bool]] = {}
 _KEYS_TTL = 30.0  # seconds the key list of a domain is reused (a CLI change shows up after it)
+_maintained: dict[tuple[str, str], float] = {}
 
 
 def _forget(domain: str) -> None:
     with _lock:
         for k in [k for k in _keys_cache if k[1] == domain]:
             del _keys_cache[k]
+        for k in [k for k in _maintained if k[1] == domain]:
+            del _maintained[k]
         for k2 in [k for k in _record_cache if k[0] == domain]:
             del _record_cache[k2]
 
@@ -456,6 +488,16 @@ def _usable(settings: Settings, c: _Candidate) -> bool:
     if not ok:
         log.info("DKIM key %s of %s not used: %s", c.selector, c.domain, result.detail)
     return ok
+
+
+def _maintenance_due(engine: Engine, settings: Settings, domain: str) -> bool:
+    key = (str(engine.url), domain)
+    now = time.monotonic()
+    with _lock:
+        due = _maintained.get(key, 0.0) <= now
+        if due:
+            _maintained[key] = now + settings.dkim.check_interval * 60.0
+    return due
 
 
 _FROM = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -515,7 +557,16 @@ def sign_for_delivery(engine: Engine, settings: Settings, mail_from: str, conten
         domain = signing_domain(mail_from, content)
         if domain is None:
             return content
-        for c in _candidates(engine, domain):
+        found = _candidates(engine, domain)
+        if found and _maintenance_due(engine, settings, domain):
+            # Record what DNS says, switch to a newly published key, start a due rotation:
+            # at most every `check_interval` minutes per domain, without any `dkim check`.
+            try:
+                maintain(engine, settings, domain)
+            except Exception as e:  # noqa: BLE001 - signing goes on with what is known
+                log.warning("DKIM maintenance of %s failed: %s", domain, e)
+            found = _candidates(engine, domain)
+        for c in found:
             if _usable(settings, c):
                 private = _decrypt(settings, c.domain, c.selector, c.private_blob)
                 return sign_with(content, c.domain, c.selector, c.algorithm, private)

@@ -88,15 +88,10 @@ def dkim_check(obj: Ctx, domain: str | None, as_json: bool) -> None:
     report: list[dict[str, object]] = []
     for d in domains:
         try:
-            results = k.check_domain(engine, settings, d)
+            results, rotated = k.maintain(engine, settings, d)
             keys = k.list_keys(engine, d)
         except k.DKIMError as e:
             raise _dkim_error(e) from None
-        rotated = None
-        if not any(x.state == "pending" for x in keys) and any(
-            k.rotation_due(x, settings) for x in keys
-        ):
-            rotated = k.rotate(engine, settings, d)
         for r in results:
             state = next((x.state for x in keys if x.selector == r.selector), "-")
             report.append({"domain": d, "selector": r.selector, "found": r.found,

@@ -148,13 +148,20 @@ def test_dns_lookup_result_is_cached_between_messages(
     db_engine: Engine, settings: Settings, dns: DNSServer
 ) -> None:
     info = dkim.create_key(db_engine, settings, "example.test", algorithm="ed25519")
-    _publish(dns, info)
-    dkim.check_domain(db_engine, settings, "example.test")
-    before = len(dns.queries_for(info.dns_name, "TXT"))
+    _publish(dns, info)  # published but nobody ran `dkim check`: signing finds it itself
+    assert dkim.list_keys(db_engine)[0].state == "pending"
     for _ in range(5):
         assert _verify(dns, dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE))
-    # One lookup by signing (the verifications made 5 more); not one per message.
-    assert len(dns.queries_for(info.dns_name, "TXT")) - before == 1 + 5
+    # One lookup by signing (the 5 verifications made 5 more), not one per message; the
+    # key was marked active on the way.
+    assert len(dns.queries_for(info.dns_name, "TXT")) == 1 + 5
+    assert dkim.list_keys(db_engine)[0].state == "active"
+    # After `dkim check` signing trusts that lookup and asks nothing itself.
+    dkim.check_domain(db_engine, settings, "example.test")
+    before = len(dns.queries_for(info.dns_name, "TXT"))
+    signed = dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE)
+    assert signed != MESSAGE
+    assert len(dns.queries_for(info.dns_name, "TXT")) == before
 
 
 def test_private_key_is_encrypted_at_rest_and_bound_to_the_server_secret(
@@ -215,6 +222,16 @@ def test_rotation_due_after_rotate_days(db_engine: Engine, settings: Settings, d
     assert not dkim.rotation_due(key, settings)
     later = key.activated_at + dt.timedelta(days=31)  # type: ignore[operator]
     assert dkim.rotation_due(key, settings, now=later)
+
+    # A key activated 31 days ago: the next signing's maintenance starts the rotation by
+    # itself (new pending key to publish) and keeps signing with the old key meanwhile.
+    with db_engine.begin() as conn:
+        conn.execute(dkim_keys.update().values(activated_at=later - dt.timedelta(days=62)))
+    dkim._forget("example.test")
+    signed = dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE)
+    assert _signature(signed)["s"] == "mc1"
+    states = {k.selector: k.state for k in dkim.list_keys(db_engine)}
+    assert states == {"mc1": "active", "mc2": "pending"}
 
 
 def test_bad_input_is_refused_with_a_reason(db_engine: Engine, settings: Settings) -> None:
