@@ -197,14 +197,19 @@ class DeliveryEngine:
                 access_level=self.d.access_level, now=self.clock(),
                 exclude=list(self._remaining),
             )
-            table = await asyncio.to_thread(load_table, self.engine) if claimed else None
+            if not claimed:
+                return 0
+            table = await asyncio.to_thread(load_table, self.engine)
         except Exception:
             log.exception("delivery: claiming from the outbound queue failed; retrying")
             await asyncio.sleep(self.d.poll_interval)
             return 0
-        for msg in claimed:
-            assert table is not None
-            await self._dispatch(msg, table)
+        prepared = [(m.content, m.mail_from) for m in claimed]
+        if self._sign is not None or self._return_path is not None:
+            # The hooks may read the database (keys): in a thread, never on the event loop.
+            prepared = await asyncio.to_thread(lambda: [self._prepare(m) for m in claimed])
+        for msg, (content, mail_from) in zip(claimed, prepared, strict=True):
+            self._dispatch(msg, table, content, mail_from)
         return len(claimed)
 
     @property
@@ -214,7 +219,8 @@ class DeliveryEngine:
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def _dispatch(self, msg: ClaimedMessage, table: RelayTable) -> None:
+    def _dispatch(self, msg: ClaimedMessage, table: RelayTable, content: bytes, mail_from: str
+                  ) -> None:
         if not msg.recipients:
             self._remaining[msg.pk] = 1
             self._complete(msg, [])
@@ -225,23 +231,6 @@ class DeliveryEngine:
             relay = table.select(sender_domain, rc.domain)
             key = f"relay:{relay.id}" if relay is not None else f"mx:{rc.domain}"
             groups.setdefault(key, (rc.domain, relay, []))[2].append(rc)
-        content = msg.content
-        if self._sign is not None:
-            try:
-                signed = await asyncio.to_thread(
-                    self._sign, self.engine, self.settings, msg.mail_from, content
-                )
-                if isinstance(signed, bytes | bytearray):
-                    content = bytes(signed)
-            except Exception:
-                log.exception("delivery: DKIM signing of %s failed; sent unsigned", msg.queue_id)
-        mail_from = msg.mail_from
-        if self._return_path is not None and mail_from:
-            try:
-                mail_from = str(self._return_path(self.settings, msg.queue_id, mail_from))
-            except Exception:
-                log.exception("delivery: return path for %s failed; using the sender",
-                              msg.queue_id)
         self._remaining[msg.pk] = len(groups)
         for key, (domain, relay, rcpts) in groups.items():
             dest = self._destinations.get(key)
@@ -250,6 +239,24 @@ class DeliveryEngine:
             dest.relay = relay  # the newest snapshot
             dest.jobs.put_nowait(_Job(msg, rcpts, mail_from, content))
             self._spawn(dest)
+
+    def _prepare(self, msg: ClaimedMessage) -> tuple[bytes, str]:
+        """The content to send (DKIM-signed) and the MAIL FROM (VERP), through the hooks."""
+        content, mail_from = msg.content, msg.mail_from
+        if self._sign is not None:
+            try:
+                signed = self._sign(self.engine, self.settings, msg.mail_from, content)
+                if isinstance(signed, bytes | bytearray):
+                    content = bytes(signed)
+            except Exception:
+                log.exception("delivery: DKIM signing of %s failed; sent unsigned", msg.queue_id)
+        if self._return_path is not None and mail_from:
+            try:
+                mail_from = str(self._return_path(self.settings, msg.queue_id, mail_from))
+            except Exception:
+                log.exception("delivery: return path for %s failed; using the sender",
+                              msg.queue_id)
+        return content, mail_from
 
     def _spawn(self, dest: _Destination) -> None:
         while dest.workers < self.d.max_per_destination and dest.workers < dest.jobs.qsize():
