@@ -373,16 +373,21 @@ def _current_settings() -> Settings | None:
 
 
 def enqueue_hook(conn: Connection, env: outbound_queue.Envelope) -> outbound_queue.Envelope:
-    """Add the compliance BCC recipients and mark suppressed ones (see module docstring)."""
+    """Add the compliance BCC recipients and mark suppressed ones (see module docstring).
+
+    The compliance addresses themselves are never suppressed: the archive must not stop
+    silently because it once refused a message."""
     settings = _current_settings()
     rcpts = list(env.rcpt_to)
+    archive: set[str] = set()
     if settings is not None:
         have = {r.lower() for r in rcpts}
         for extra in compliance_recipients(settings):
+            archive.add(extra.lower())
             if extra.lower() not in have:
                 rcpts.append(extra)
                 have.add(extra.lower())
-    gone = suppressed_among(conn, rcpts)
+    gone = suppressed_among(conn, rcpts) - archive
     return replace(env, rcpt_to=tuple(rcpts), suppressed=frozenset(env.suppressed | gone))
 
 
@@ -453,9 +458,16 @@ def on_permanent_failure(
     content = bytes(content or b"")
     message_id = _get(message_row, "message_id")
     failures: list[DsnFailure] = []
+    archive = {a.lower() for a in compliance_recipients(settings)}
     for r in recipients:
         address = r if isinstance(r, str) else str(_get(r, "address", "") or "")
         if not address:
+            continue
+        if address.lower() in archive:
+            # The compliance copy failed: the operator must see it (email log, maillog), the
+            # sender must not (a DSN would reveal the silent BCC), and it is not suppressed.
+            maillog.event("bounce", queue_id or None, to=f"<{address}>", compliance="failed",
+                          dsn="not sent")
             continue
         code, enhanced, text = _reply_parts(reply)
         if not isinstance(r, str):

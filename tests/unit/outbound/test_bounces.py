@@ -336,3 +336,36 @@ def test_queue_time_running_out_reports_the_transient_status(
     assert (rec.action, rec.status) == ("failed", "4.7.1")
     with db_engine.connect() as conn:
         assert not bounces.is_suppressed(conn, "kunde@nirgendwo.example")
+
+
+def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed(
+    db_engine: Engine, settings: Settings
+) -> None:
+    settings.dkim.compliance_bcc = ["archive@example.test"]
+    bounces.configure(settings)
+    with begin_write(db_engine) as conn:
+        bounces.suppress(conn, "archive@example.test", status="5.2.2", reason="full (by hand)")
+        qid = enqueue(conn, mail_from="support@example.test",
+                      rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
+    with db_engine.connect() as conn:
+        states = dict(conn.execute(
+            select(outbound_recipients.c.address, outbound_recipients.c.state)
+            .join(outbound_messages, outbound_messages.c.id == outbound_recipients.c.message_pk)
+            .where(outbound_messages.c.queue_id == qid)).all())
+    assert states == {"kunde@nirgendwo.example": "queued", "archive@example.test": "queued"}
+    bounces.clear(db_engine, "archive@example.test")
+    rcpts = [{"address": "archive@example.test", "stage": "data", "code": 552,
+              "reply": "5.2.2 mailbox full"}]
+    with begin_write(db_engine) as conn:
+        bounces.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+                                     "5.2.2 mailbox full")
+    assert _dsns(db_engine) == []
+    assert bounces.list_bounces(db_engine) == []
+    # The real recipient failing still gets its DSN, without naming the archive.
+    rcpts = [{"address": "kunde@nirgendwo.example", "stage": "rcpt", "code": 550,
+              "reply": "5.1.1 unknown"}]
+    with begin_write(db_engine) as conn:
+        bounces.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+                                     "5.1.1 unknown")
+    [(_, _, content, _)] = _dsns(db_engine)
+    assert b"archive" not in content.split(b"Content-Type: text/rfc822-headers")[0]
