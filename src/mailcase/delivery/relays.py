@@ -43,6 +43,7 @@ __all__ = [
     "parse_patterns",
     "remove_filter",
     "remove_relay",
+    "set_relay_active",
 ]
 
 _PUBLIC = ("id", "name", "host", "host_kind", "port", "tls_mode", "auth_mechanism", "username",

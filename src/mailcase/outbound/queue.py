@@ -262,7 +262,11 @@ def _allowed(access_level: str) -> ColumnElement[bool]:
         return true()
     if access_level == "system":
         return m.c.category == "system"
-    return and_(m.c.category == "system", m.c.source.like(f"{PASSWORD_RESET_SOURCE}%"))
+    # coalesce: NOT (x AND NULL) is NULL in SQL, which would neither hold nor allow
+    return and_(
+        m.c.category == "system",
+        func.coalesce(m.c.source, "").like(f"{PASSWORD_RESET_SOURCE}%"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +358,7 @@ def claim(
         stmt = (
             select(m.c.id, m.c.queue_id, m.c.mail_from, m.c.message_id, m.c.category,
                    m.c.source, m.c.size, m.c.created_at, m.c.attempts)
-            .where(m.c.state == "queued", m.c.next_attempt_at <= now)
+            .where(m.c.state == "queued", m.c.next_attempt_at <= now, _allowed(access_level))
             .order_by(m.c.next_attempt_at, m.c.id)
             .limit(limit)
         )
