@@ -233,15 +233,20 @@ def _send_notice(
         _log_outbound(conn, now, event, rcpt, "rejected", f"non-delivery notice suppressed: {why}")
         maillog.automation(event.queue_id, what="limit", kind="bounce", to=rcpt, reason=why)
         return f"not sent ({why})"
-    content = _build_notice(conn, settings, event, rcpt, reason)
-    queue_id = enqueue(
-        conn,
-        mail_from="",
-        rcpt_to=[rcpt],
-        content=content,
-        category="system",
-        source=f"inbound:{event.queue_id}",
-    )
+    try:
+        content = _build_notice(conn, settings, event, rcpt, reason)
+        queue_id = enqueue(
+            conn,
+            mail_from="",
+            rcpt_to=[rcpt],
+            content=content,
+            category="system",
+            source=f"inbound:{event.queue_id}",
+        )
+    except ValueError as exc:  # an address the outbound side refuses: log, never quarantine
+        _log_outbound(conn, now, event, rcpt, "rejected", f"non-delivery notice not sent: {exc}")
+        maillog.automation(event.queue_id, what="not-sent", kind="bounce", reason=str(exc))
+        return f"not sent ({exc})"
     _record_sent(conn, now, "bounce", rcpt, None, None, queue_id, None)
     return f"queued as {queue_id}"
 
@@ -371,32 +376,36 @@ def _auto_respond(
     domain = event.routing.address.rpartition("@")[2] or settings.server.hostname
     message_id = new_message_id(domain)
     references = tuple(event.email.references)
-    content = compose(
-        OutgoingEmail(
-            from_addr=event.routing.address,
-            from_name=rule.from_name or event.routing.name,
-            to=(sender,),
-            subject=subject,
-            text=text,
-            html=html,
-            message_id=message_id,
-            in_reply_to=event.email.message_id,
-            references=references,
-            auto_submitted="auto-replied",
-            extra_headers=(("X-Mailcase-Case", event.case_number or ""),),
+    try:
+        content = compose(
+            OutgoingEmail(
+                from_addr=event.routing.address,
+                from_name=rule.from_name or event.routing.name,
+                to=(sender,),
+                subject=subject,
+                text=text,
+                html=html,
+                message_id=message_id,
+                in_reply_to=event.email.message_id,
+                references=references,
+                auto_submitted="auto-replied",
+                extra_headers=(("X-Mailcase-Case", event.case_number or ""),),
+            )
         )
-    )
-    source = f"case:{event.case_number}"
-    # RFC 3834 §3.3: an auto-response goes out with an empty return path.
-    queue_id = enqueue(
-        conn,
-        mail_from="",
-        rcpt_to=[sender],
-        content=content,
-        category="auto",
-        source=source,
-        message_id=message_id,
-    )
+        # RFC 3834 §3.3: an auto-response goes out with an empty return path.
+        queue_id = enqueue(
+            conn,
+            mail_from="",
+            rcpt_to=[sender],
+            content=content,
+            category="auto",
+            source=f"case:{event.case_number}",
+            message_id=message_id,
+        )
+    except ValueError as exc:  # an address compose or the queue refuses: the case stays
+        _log_outbound(conn, now, event, sender, "rejected", f"auto-response not sent: {exc}")
+        maillog.automation(event.queue_id, what="not-sent", kind="auto-reply", reason=str(exc))
+        return
     refs = [*references, event.email.message_id] if event.email.message_id else list(references)
     email_id = store.add_email(
         conn,
@@ -479,17 +488,17 @@ def _notify_owner(
                 extra_headers=(("X-Mailcase-Case", number),),
             )
         )
+        queue_id = enqueue(
+            conn,
+            mail_from=_system_sender(settings),
+            rcpt_to=[owner],
+            content=content,
+            category="system",
+            source=f"case:{number}",
+        )
     except ValueError as exc:  # a mistyped owner address must not stop the case
         maillog.automation(event.queue_id, what="notify-skipped", owner=owner, reason=str(exc))
         return
-    queue_id = enqueue(
-        conn,
-        mail_from=_system_sender(settings),
-        rcpt_to=[owner],
-        content=content,
-        category="system",
-        source=f"case:{number}",
-    )
     _record_sent(conn, now, "notification", owner, event.case_id, None, queue_id, None)
     maillog.automation(
         event.queue_id, what="notify-owner", to=owner, case=number, outbound=queue_id

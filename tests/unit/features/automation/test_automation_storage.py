@@ -423,3 +423,15 @@ def test_rules_crud(db_engine: Engine) -> None:
     assert automation.remove_rule(db_engine, b.id)
     assert not automation.remove_rule(db_engine, b.id)
     assert [r.name for r in automation.list_rules(db_engine)] == ["a"]
+
+
+def test_unsendable_address_never_blocks_the_case(
+    db_engine: Engine, routing: Any, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    _add_rule(db_engine)
+    case = _case(db_engine, routing)
+    # Accepted by SMTP, but the outbound queue refuses address literals: logged, no exception.
+    _respond(db_engine, settings, _event(routing, mail_from="ada@[192.0.2.1]", case=case))
+    assert _outbound(db_engine) == []
+    assert any("auto-response not sent" in e[2] for e in _log(db_engine))
