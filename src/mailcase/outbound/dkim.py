@@ -53,6 +53,7 @@ __all__ = [
     "create_key",
     "dns_name",
     "dns_record",
+    "zone_line",
     "list_keys",
     "maintain",
     "rotate",
@@ -134,6 +135,14 @@ def dns_name(domain: str, selector: str) -> str:
 def dns_record(algorithm: str, public_key: str) -> str:
     """The TXT record to publish."""
     return f"v=DKIM1; k={algorithm}; p={public_key}"
+
+
+def zone_line(info: DKIMKeyInfo) -> str:
+    """The record as a zone-file line; long values split into strings of at most 255 octets
+    (RFC 7208 §3.3 style: receivers join them), as DNS servers need for RSA keys."""
+    value = info.dns_record
+    chunks = [value[i:i + 255] for i in range(0, len(value), 255)]
+    return f"{info.dns_name}. IN TXT " + " ".join(f'"{c}"' for c in chunks)
 
 
 def _generate(algorithm: str) -> tuple[bytes, str]:

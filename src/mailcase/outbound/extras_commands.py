@@ -50,7 +50,7 @@ def dkim_create(obj: Ctx, domain: str, selector: str | None, algorithm: str,
     click.echo(f"created {info.algorithm} key {info.selector!r} for {info.domain} (pending)")
     click.echo("Publish this TXT record, then run `mailcase dkim check "
                f"{info.domain}`:")
-    click.echo(f"{info.dns_name}. IN TXT \"{info.dns_record}\"")
+    click.echo(k.zone_line(info))
 
 
 @dkim.command("list")
@@ -99,8 +99,7 @@ def dkim_check(obj: Ctx, domain: str | None, as_json: bool) -> None:
         if rotated is not None:
             report.append({"domain": d, "selector": rotated.selector, "found": False,
                            "state": "pending",
-                           "detail": f"rotation due: publish {rotated.dns_name}. IN TXT "
-                                     f"\"{rotated.dns_record}\""})
+                           "detail": f"rotation due: publish {k.zone_line(rotated)}"})
     if as_json:
         echo_json(report)
     else:
@@ -127,7 +126,7 @@ def dkim_rotate(obj: Ctx, domain: str, algorithm: str | None, as_json: bool) -> 
     click.echo(f"new {info.algorithm} key {info.selector!r} for {info.domain} (pending)")
     click.echo("Publish this TXT record (keep the old one for a few days), then run "
                f"`mailcase dkim check {info.domain}`:")
-    click.echo(f"{info.dns_name}. IN TXT \"{info.dns_record}\"")
+    click.echo(k.zone_line(info))
 
 
 @click.group()

@@ -252,3 +252,21 @@ def test_signing_domain_prefers_the_from_header() -> None:
     assert dkim.signing_domain("", folded) == "example.test"
     assert dkim.signing_domain("a@Env.test", b"Subject: x\r\n\r\nbody\r\n") == "env.test"
     assert dkim.signing_domain("", b"Subject: x\r\n\r\nbody\r\n") is None
+
+
+def test_zone_line_splits_long_records_into_255_octet_strings() -> None:
+    import datetime as dt
+    import re
+
+    record = dkim.dns_record("rsa", "A" * 392)  # the length of an RSA-2048 p=
+    info = dkim.DKIMKeyInfo(
+        domain="example.test", selector="mc1", algorithm="rsa", state="pending",
+        dns_name="mc1._domainkey.example.test", dns_record=record,
+        created_at=dt.datetime.now(dt.UTC), checked_at=None, check_result=None,
+        activated_at=None,
+    )
+    line = dkim.zone_line(info)
+    assert line.startswith("mc1._domainkey.example.test. IN TXT \"v=DKIM1; k=rsa; p=")
+    chunks = re.findall(r'"([^"]*)"', line)
+    assert len(chunks) == 2 and all(len(c) <= 255 for c in chunks)
+    assert "".join(chunks) == record
