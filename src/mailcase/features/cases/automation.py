@@ -59,6 +59,7 @@ from mailcase.features.cases.events import Admission, CaseEmailEvent
 from mailcase.features.cases.loops import fingerprint
 from mailcase.features.cases.models import routing_addresses
 from mailcase.features.cases.threadtoken import with_token_in_body, with_token_in_subject
+from mailcase.outbound import dsn
 from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
 from mailcase.outbound.queue import enqueue
 from mailcase.storage import messages
@@ -254,13 +255,9 @@ def _send_notice(
 def _build_notice(
     conn: Connection, settings: Settings, event: CaseEmailEvent, rcpt: str, reason: str
 ) -> bytes:
-    """A DSN (multipart/report) when the outbound DSN builder is there, else a plain notice."""
+    """An RFC 3464 DSN returning the original's headers; a plain notice if it is not stored."""
     raw = _raw(conn, event)
-    try:
-        from mailcase.outbound import dsn
-    except ImportError:  # pragma: no cover - the builder lands with the outbound extras
-        dsn = None  # type: ignore[assignment]
-    if dsn is not None and raw is not None:
+    if raw is not None:
         failure = dsn.DsnFailure(
             recipient=event.routing.address, status="5.7.1", diagnostic=f"550 5.7.1 {reason}"
         )
