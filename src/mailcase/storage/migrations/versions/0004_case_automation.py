@@ -43,9 +43,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_auto_response_rules"),
         sa.UniqueConstraint("name", name="uq_auto_response_rules_name"),
     )
-    op.create_index(
-        "ix_auto_response_rules_position_id", "auto_response_rules", ["position", "id"]
-    )
+    op.create_index("ix_auto_response_rules_position_id", "auto_response_rules", ["position", "id"])
     op.create_table(
         "automation_loop_hits",
         sa.Column("id", _BigId, nullable=False),
@@ -71,7 +69,9 @@ def upgrade() -> None:
         sa.Column("outbound_queue_id", sa.String(64), nullable=True),
         sa.Column("message_id", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["case_id"], ["cases.id"], name="fk_automation_sent_case_id_cases",
+            ["case_id"],
+            ["cases.id"],
+            name="fk_automation_sent_case_id_cases",
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
