@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test venv lint bench clean
+.PHONY: run test venv lint bench bench-cases clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: venv
 bench: venv
 	bash scripts/install-test-deps.sh
 	$(BIN)/python bench/inbound.py
+
+## make bench-cases: Email-to-Case emails -> cases per second at 10k and 1M existing cases
+bench-cases: venv
+	$(BIN)/python bench/cases.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
@@ -50,6 +51,7 @@ __all__ = ["CaseDestination", "Prepared", "dedupe_key"]
 log = logging.getLogger(__name__)
 
 _AUTOMATION = "mailcase.features.cases.automation"
+_PREPARE_THREADS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,9 @@ class CaseDestination:
         self.resolver = resolver or Resolver(settings.dns.nameservers, timeout=settings.dns.timeout)
         self._secret = secret
         self._prepared: dict[int, Prepared] = {}
+        # Per batch (deliver_many): what is already stored, read in one query each.
+        self._stored_pks: set[int] | None = None
+        self._dedupe: dict[str, int] | None = None
 
     # -- hooks -------------------------------------------------------------------------
     @staticmethod
@@ -146,8 +151,17 @@ class CaseDestination:
             routing = store.routing_map(conn)
             wanted = [m for m in batch if routing_targets(m.rcpt_to, routing)]
             contents = {m.id: messages.load_content(conn, m.id) for m in wanted}
-        for m in wanted:
-            self._prepared[m.id] = self._prepare_one(m, contents[m.id])
+        if len(wanted) <= 1 or not self.settings.cases.authenticate:
+            for m in wanted:
+                self._prepared[m.id] = self._prepare_one(m, contents[m.id])
+            return
+        # Authentication mostly waits on DNS: overlap those waits (parsing still takes turns
+        # on the GIL, so a few threads are enough).
+        workers = min(_PREPARE_THREADS, len(wanted))
+        with ThreadPoolExecutor(workers, thread_name_prefix="cases-prepare") as pool:
+            done = pool.map(lambda m: self._prepare_one(m, contents[m.id]), wanted)
+            for m, prepared in zip(wanted, done, strict=True):
+                self._prepared[m.id] = prepared
 
     def _prepare_one(self, m: messages.ClaimedMessage, raw: bytes) -> Prepared:
         authserv = self.settings.server.hostname
@@ -187,10 +201,17 @@ class CaseDestination:
 
     def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
         routing = store.routing_map(conn)
-        for m in batch:
-            targets = routing_targets(m.rcpt_to, routing)
-            if targets:
-                self._handle(conn, m, targets[0], routing)
+        work = [(m, t[0]) for m in batch if (t := routing_targets(m.rcpt_to, routing))]
+        if not work:
+            return
+        self._stored_pks = store.stored_message_pks(conn, [m.id for m, _ in work])
+        keys = [self._get_prepared(conn, m).dedupe_key for m, _ in work]
+        self._dedupe = store.dedupe_numbers(conn, keys)
+        try:
+            for m, target in work:
+                self._handle(conn, m, target, routing)
+        finally:
+            self._stored_pks = self._dedupe = None
 
     # -- the work ----------------------------------------------------------------------
     def _log(
@@ -311,13 +332,20 @@ class CaseDestination:
         r: RoutingInfo,
         routing: dict[str, RoutingInfo],
     ) -> None:
-        if store.stored_for_message(conn, m.id):
-            return  # exactly-once: already on a case
+        if self._stored_pks is not None:
+            if m.id in self._stored_pks:
+                return  # exactly-once: already on a case
+        elif store.stored_for_message(conn, m.id):
+            return
         p = self._get_prepared(conn, m)
         email = p.email
-        duplicate = store.existing_by_dedupe(conn, p.dedupe_key)
-        if duplicate is not None:
-            number = store.format_number(duplicate[1])
+        if self._dedupe is not None:
+            dup_number = self._dedupe.get(p.dedupe_key)
+        else:
+            found = store.existing_by_dedupe(conn, p.dedupe_key)
+            dup_number = None if found is None else found[1]
+        if dup_number is not None:
+            number = store.format_number(dup_number)
             self._log(
                 conn, m, "processed",
                 f"duplicate of a message already on case {number}: not stored again",
@@ -395,7 +423,7 @@ class CaseDestination:
         email = p.email
         is_new = decision.action == "new_case"
         if is_new:
-            case_id, number = store.create_case(
+            case_id, number_i = store.create_case(
                 conn,
                 subject=strip_tokens(email.subject) or "(no subject)",
                 description=email.text_body,
@@ -414,11 +442,13 @@ class CaseDestination:
             case_id = decision.case_id
             if decision.reopen:
                 store.set_status(conn, case_id, "Working")
+            number_i = 0
         auth = p.auth
         headers = [[k, v] for k, v in email.headers] if r.save_headers else None
         email_id = store.add_email(
             conn,
             case_id,
+            touch=not is_new and not decision.reopen,
             direction="inbound",
             from_address=email.from_address or m.mail_from,
             from_name=email.from_name,
@@ -451,8 +481,16 @@ class CaseDestination:
         if email.message_id:
             store.index_message_ids(conn, case_id, email_id, [email.message_id])
         store.store_attachments(conn, email_id, email.attachments)
-        number_i, subject, status, owner, queue = store.case_brief(conn, case_id)
+        if is_new:
+            subject, status = strip_tokens(email.subject) or "(no subject)", "New"
+            owner, queue = r.owner, r.queue
+        else:
+            number_i, subject, status, owner, queue = store.case_brief(conn, case_id)
         number_s = store.format_number(number_i)
+        if self._stored_pks is not None:
+            self._stored_pks.add(m.id)
+        if self._dedupe is not None:
+            self._dedupe[p.dedupe_key] = number_i
         if is_new:
             parent = "" if decision.parent_case_id is None else " (linked to a closed case)"
             text = f"case {number_s} created{parent}"

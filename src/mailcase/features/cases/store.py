@@ -68,6 +68,7 @@ __all__ = [
     "case_by_number",
     "case_ids_for_message_ids",
     "create_case",
+    "dedupe_numbers",
     "delete_routing",
     "existing_by_dedupe",
     "find_contact",
@@ -87,6 +88,7 @@ __all__ = [
     "set_status",
     "store_attachments",
     "stored_for_message",
+    "stored_message_pks",
     "thread_case",
     "update_case",
     "update_routing",
@@ -466,25 +468,24 @@ def create_case(
     number = next_number(conn)
     now = utcnow()
     case_id = conn.execute(
-        insert(_c)
-        .values(
-            number=number,
-            subject=clean_text(subject),
-            description=clean_text(description),
-            status=status,
-            priority=priority,
-            origin=origin,
-            contact_id=contact_id,
-            supplied_name=clean_text(supplied_name),
-            supplied_email=clean_text(supplied_email),
-            owner=owner,
-            queue=queue,
-            routing_address_id=routing_address_id,
-            parent_case_id=parent_case_id,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(_c.c.id)
+        insert(_c).returning(_c.c.id),
+        {
+            "number": number,
+            "subject": clean_text(subject),
+            "description": clean_text(description),
+            "status": status,
+            "priority": priority,
+            "origin": origin,
+            "contact_id": contact_id,
+            "supplied_name": clean_text(supplied_name),
+            "supplied_email": clean_text(supplied_email),
+            "owner": owner,
+            "queue": queue,
+            "routing_address_id": routing_address_id,
+            "parent_case_id": parent_case_id,
+            "created_at": now,
+            "updated_at": now,
+        },
     ).scalar_one()
     return int(case_id), number
 
@@ -499,8 +500,9 @@ def _clean_json(value: Any) -> Any:
     return value
 
 
-def add_email(conn: Connection, case_id: int, **row: Any) -> int:
-    """Insert a case email in `conn`'s transaction and touch the case; returns its id.
+def add_email(conn: Connection, case_id: int, *, touch: bool = True, **row: Any) -> int:
+    """Insert a case email in `conn`'s transaction and (`touch`) bump the case's
+    `updated_at`; returns its id.
 
     Text values are cleaned (no NUL, no lone surrogate) so PostgreSQL never refuses the row.
     """
@@ -509,10 +511,13 @@ def add_email(conn: Connection, case_id: int, **row: Any) -> int:
     values.setdefault("reference_ids", [])
     values.setdefault("to_addresses", [])
     values.setdefault("cc_addresses", [])
-    email_id = conn.execute(
-        insert(_e).values(case_id=case_id, **values).returning(_e.c.id)
-    ).scalar_one()
-    conn.execute(update(_c).where(_c.c.id == case_id).values(updated_at=values["created_at"]))
+    values["case_id"] = case_id
+    # Parameters apart from the statement: its compiled form is cached (hot path).
+    email_id = conn.execute(insert(_e).returning(_e.c.id), values).scalar_one()
+    if touch:
+        conn.execute(
+            update(_c).where(_c.c.id == case_id).values(updated_at=values["created_at"])
+        )
     return int(email_id)
 
 
@@ -552,6 +557,28 @@ def existing_by_dedupe(conn: Connection, dedupe_key: str) -> tuple[int, int] | N
         .where(_e.c.dedupe_key == dedupe_key)
     ).first()
     return None if row is None else (int(row[0]), int(row[1]))
+
+
+def stored_message_pks(conn: Connection, message_pks: Sequence[int]) -> set[int]:
+    """Which of these inbound messages are already on a case (one query for a batch)."""
+    if not message_pks:
+        return set()
+    rows = conn.execute(
+        select(_e.c.inbound_message_pk).where(_e.c.inbound_message_pk.in_(list(message_pks)))
+    ).scalars()
+    return {int(r) for r in rows}
+
+
+def dedupe_numbers(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+    """Dedupe key → case number, for the keys already stored (one query for a batch)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(_e.c.dedupe_key, _c.c.number)
+        .select_from(_e.join(_c, _c.c.id == _e.c.case_id))
+        .where(_e.c.dedupe_key.in_(list(keys)))
+    ).all()
+    return {str(k): int(n) for k, n in rows}
 
 
 def stored_for_message(conn: Connection, message_pk: int) -> bool:
