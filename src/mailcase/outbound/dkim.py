@@ -403,7 +403,7 @@ def check_domain(
         for r, c in zip(rows, results, strict=True):
             if c.temporary:
                 continue
-            _record_cache[(d, r.id, r.public_key)] = (now_m + ttl, c.found)
+            _record_cache[(d, r.id, r.public_key)] = (now_m + ttl, c.found, now)
     return results
 
 
@@ -438,11 +438,13 @@ class _Candidate:
     public_key: str
     private_blob: bytes
     state: str
+    checked_at: dt.datetime | None
 
 
 _lock = threading.Lock()
 _keys_cache: dict[tuple[str, str], tuple[float, list[_Candidate]]] = {}
-_record_cache: dict[tuple[str, int, str], tuple[float, bool]] = {}
+#: (domain, key id, public key) -> (expires, usable, when it was learnt)
+_record_cache: dict[tuple[str, int, str], tuple[float, bool, dt.datetime]] = {}
 _KEYS_TTL = 30.0  # seconds the key list of a domain is reused (a CLI change shows up after it)
 _maintained: dict[tuple[str, str], float] = {}
 
@@ -468,32 +470,40 @@ def _candidates(engine: Engine, domain: str) -> list[_Candidate]:
         rows = conn.execute(
             select(dkim_keys.c.id, dkim_keys.c.domain, dkim_keys.c.selector,
                    dkim_keys.c.algorithm, dkim_keys.c.public_key, dkim_keys.c.private_key,
-                   dkim_keys.c.state)
+                   dkim_keys.c.state, dkim_keys.c.checked_at)
             .where(dkim_keys.c.domain == domain, dkim_keys.c.state != "retired")
             .order_by(dkim_keys.c.id.desc())
         ).all()
     found = [_Candidate(r.id, r.domain, r.selector, r.algorithm, r.public_key,
-                        bytes(r.private_key), r.state) for r in rows]
+                        bytes(r.private_key), r.state, r.checked_at) for r in rows]
     with _lock:
         _keys_cache[key] = (now + _KEYS_TTL, found)
     return found
 
 
 def _usable(settings: Settings, c: _Candidate) -> bool:
-    """Is the key's record published and matching (cached for `check_interval` minutes)?"""
+    """Is the key's record published and matching (cached for `check_interval` minutes)?
+
+    A check recorded in the database after our own lookup (`dkim check` in another process)
+    wins at once: publishing a record and checking it takes effect without waiting."""
     key = (c.domain, c.id, c.public_key)
     now = time.monotonic()
     with _lock:
         hit = _record_cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+    if hit is not None and c.checked_at is not None and c.checked_at > hit[2]:
+        ok = c.state == "active"
+        with _lock:
+            _record_cache[key] = (now + settings.dkim.check_interval * 60.0, ok, c.checked_at)
+        return ok
+    if hit is not None and hit[0] > now:
+        return hit[1]
     result = check_record(_resolver(settings), c.domain, c.selector, c.algorithm, c.public_key)
     if result.temporary:
         ok, ttl = c.state == "active", _TEMP_RETRY  # last known state until DNS answers
     else:
         ok, ttl = result.found, settings.dkim.check_interval * 60.0
     with _lock:
-        _record_cache[key] = (now + ttl, ok)
+        _record_cache[key] = (now + ttl, ok, utcnow())
     if not ok:
         log.info("DKIM key %s of %s not used: %s", c.selector, c.domain, result.detail)
     return ok

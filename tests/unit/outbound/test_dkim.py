@@ -270,3 +270,22 @@ def test_zone_line_splits_long_records_into_255_octet_strings() -> None:
     chunks = re.findall(r'"([^"]*)"', line)
     assert len(chunks) == 2 and all(len(c) <= 255 for c in chunks)
     assert "".join(chunks) == record
+
+
+def test_a_check_recorded_by_another_process_takes_effect_without_waiting(
+    db_engine: Engine, settings: Settings, dns: DNSServer
+) -> None:
+    import datetime as dt
+
+    info = dkim.create_key(db_engine, settings, "example.test", algorithm="ed25519")
+    # This process looks first: nothing published, remembered for check_interval minutes.
+    assert dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE) == MESSAGE
+    _publish(dns, info)
+    assert dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE) == MESSAGE
+    # `mailcase dkim check` in another process records the match in the database ...
+    with db_engine.begin() as conn:
+        conn.execute(dkim_keys.update().values(
+            state="active", checked_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)))
+    dkim._keys_cache.clear()  # ... and our 30-second copy of the key list runs out
+    signed = dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE)
+    assert signed != MESSAGE and _verify(dns, signed)
