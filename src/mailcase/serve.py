@@ -29,6 +29,7 @@ from mailcase.pipeline.worker import Pipeline
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
 from mailcase.storage.spool import Spool
+from mailcase.storage.spoolfiles import SpoolMover, spool_dir
 from mailcase.tls import ServerTLS, ensure_certificate
 from mailcase.web.app import create_app
 
@@ -38,6 +39,7 @@ log = logging.getLogger("mailcase")
 
 _SHUTDOWN_GRACE = 10.0
 _SWITCH_INTERVAL = 0.0005
+_SPOOL_POLL = 1.0
 
 
 def _tls_files(settings: Settings) -> ServerTLS:
@@ -81,7 +83,33 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     # pipeline and the HTTP API, so that no acceptor carries more work than the others.
     smtp_server = await start_listener(gateway) if processes == 1 else None
     n_children = 0 if processes == 1 else processes
-    pool = AcceptorPool(settings, tls.cert_file, tls.key_file, n_children, on_wake=pipeline.wake)
+    # SQLite: acceptor children commit to spool files of their own; moved in here (also what
+    # an earlier run left behind, whatever its number of processes).
+    mover = None
+    if engine.dialect.name == "sqlite":
+        mover = SpoolMover(engine, spool_dir(settings.data_dir))
+    moved = asyncio.Event()
+
+    async def move_spooled() -> None:
+        assert mover is not None
+        while True:
+            try:
+                await asyncio.wait_for(moved.wait(), _SPOOL_POLL)
+            except TimeoutError:
+                pass
+            moved.clear()
+            try:
+                if await asyncio.to_thread(mover.move_all):
+                    pipeline.wake()
+            except Exception as e:  # noqa: BLE001 - the database may be briefly unavailable
+                log.error("moving spooled messages failed, will retry: %s", e)
+
+    if mover is not None:
+        await asyncio.to_thread(mover.move_all)
+    pool = AcceptorPool(
+        settings, tls.cert_file, tls.key_file, n_children,
+        on_wake=moved.set if mover is not None else pipeline.wake,
+    )
 
     def addresses_changed() -> None:
         book.reload()
@@ -127,6 +155,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
 
     background = [
         asyncio.create_task(pipeline.run(), name="pipeline"),
+        *([asyncio.create_task(move_spooled(), name="spool-mover")] if mover else []),
         asyncio.create_task(delivery.run(), name="delivery"),
     ]
     if smtp_server is not None:  # the children follow the addresses themselves
@@ -176,6 +205,10 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             await asyncio.wait_for(web_task, timeout=5)
         await stopping_children
         await asyncio.to_thread(spool.close)
+        if mover is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(mover.move_all)
+            await asyncio.to_thread(mover.close)
         engine.dispose()
 
 

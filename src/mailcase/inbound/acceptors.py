@@ -3,8 +3,9 @@
 One Python process runs on one core; the accept path (parsing, TLS, the spool's commits) is
 CPU-bound, so `mailcase serve` starts `inbound.processes - 1` more processes that each accept
 connections on the same port with their own event loop and their own group-commit writer
-(DESIGN.md: several acceptors, no shared write lock inside one process; on SQLite they take
-turns on the database's write lock, see `storage.db.write_lock`).
+(DESIGN.md: several acceptors, no shared write lock). On SQLite each commits to a spool file
+of its own, which the parent moves into the database (`storage.spoolfiles`); on PostgreSQL
+they commit to the database directly.
 
 The parent keeps the pipeline, the HTTP API and its own acceptor. Children talk to it over a
 pipe: "ready", "wake" (something was stored: process it now) and a metrics snapshot every
@@ -194,14 +195,22 @@ async def _child(
     from mailcase.metrics import Metrics
     from mailcase.storage.db import make_engine
     from mailcase.storage.spool import Spool
+    from mailcase.storage.spoolfiles import open_spool_file, spool_file
     from mailcase.tls import ServerTLS
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     engine = make_engine(settings.database_url)
+    # SQLite: this acceptor commits to a spool file of its own, so that its group commits
+    # never wait for another process's write lock; the parent moves them into the database.
+    spool_engine = engine
+    if engine.dialect.name == "sqlite":
+        spool_engine = await asyncio.to_thread(
+            open_spool_file, spool_file(settings.data_dir, index)
+        )
     tls = ServerTLS(cert, key, settings.tls.min_version)
     metrics = Metrics()
-    spool = Spool(engine, on_commit=metrics.on_commit)
+    spool = Spool(spool_engine, on_commit=metrics.on_commit)
     spool.start()
     book = AddressBook(engine)
     await asyncio.to_thread(book.reload)
@@ -264,4 +273,8 @@ async def _child(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(spool.close)
+        with contextlib.suppress(OSError):
+            conn.send(("wake",))  # what the last commits stored: move it now
         engine.dispose()
+        if spool_engine is not engine:
+            spool_engine.dispose()

@@ -54,6 +54,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "ReceivingAddress",
     "SettingsGeneration",
+    "SpoolTransfer",
     "UTCDateTime",
     "api_tokens",
     "email_log",
@@ -62,6 +63,7 @@ __all__ = [
     "metadata",
     "receiving_addresses",
     "settings_generation",
+    "spool_transfers",
     "utcnow",
 ]
 
@@ -237,6 +239,20 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None]
 
 
+class SpoolTransfer(Base):
+    """How far the rows of one acceptor's spool file were moved into this database.
+
+    `spool` is the file name plus the file's identity (see `storage.spoolfiles`); the ids are
+    the last spool-file ids moved, committed in the same transaction as the moved rows.
+    """
+
+    __tablename__ = "spool_transfers"
+
+    spool: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_message_id: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    last_log_id: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
 class SettingsGeneration(Base):
     """A single row (id 1) whose counter is bumped whenever receiving addresses change."""
 
@@ -254,3 +270,4 @@ inbound_contents = cast(Table, InboundContent.__table__)
 email_log = cast(Table, EmailLog.__table__)
 api_tokens = cast(Table, ApiToken.__table__)
 settings_generation = cast(Table, SettingsGeneration.__table__)
+spool_transfers = cast(Table, SpoolTransfer.__table__)
