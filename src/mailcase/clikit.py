@@ -41,7 +41,24 @@ class Ctx:
             settings = self.settings()
             self._engine = make_engine(settings.database_url)
             upgrade(self._engine)
+            _move_spooled(self._engine, settings)
         return self._engine
+
+
+def _move_spooled(engine: Engine, settings: Settings) -> None:
+    """Bring in what acceptor processes committed to their spool files (SQLite), so that a
+    command sees every accepted message, also when the server is stopped after a crash."""
+    if engine.dialect.name != "sqlite":
+        return
+    from mailcase.storage.spoolfiles import SpoolMover, spool_dir
+
+    mover = SpoolMover(engine, spool_dir(settings.data_dir))
+    try:
+        mover.move_all()
+    except Exception as e:  # noqa: BLE001 - the command still works on what is there
+        click.echo(f"mailcase: warning: could not move spooled messages: {e}", err=True)
+    finally:
+        mover.close()
 
 
 def cell(value: Any) -> str:

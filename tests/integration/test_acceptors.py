@@ -3,6 +3,8 @@ gone with their parent."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -81,3 +83,29 @@ def test_a_dead_acceptor_is_replaced_and_a_dead_parent_takes_its_children(tmp_pa
                     break
                 assert time.monotonic() < deadline, "acceptor outlived its parent"
                 time.sleep(0.1)
+
+
+def test_acceptors_spool_files_reach_the_database_also_after_a_kill(tmp_path: Path) -> None:
+    """SQLite: each acceptor commits to a spool file of its own. What they acknowledged is
+    moved into the database while the server runs, and after a SIGKILL the next command (or
+    start) moves what is left: a 250 is never a message the CLI cannot see."""
+    with running_platform(tmp_path, env={"MAILCASE_INBOUND__PROCESSES": "2"}) as p:
+        p.cli("address", "add", "multi@example.test")
+        assert sorted(f.name for f in (p.data_dir / "spool").glob("acceptor-*.db")) == [
+            "acceptor-1.db", "acceptor-2.db"]
+        _send(p, 20)
+        deadline = time.monotonic() + 10
+        while len(json.loads(p.cli("messages", "list", "--json").stdout)) < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert p.proc is not None
+        os.kill(p.proc.pid, signal.SIGSTOP)  # the parent (the mover) stands still ...
+        _send(p, 20)  # ... while the children accept and commit to their spool files
+        p.kill()  # then it dies, and its children with it (PR_SET_PDEATHSIG)
+        with httpx.Client() as c, contextlib.suppress(httpx.HTTPError):
+            c.get(p.http_base + "/healthz", timeout=0.5)
+            raise AssertionError("the server should be gone")
+        listed = json.loads(p.cli("messages", "list", "--json", "--limit", "1000").stdout)
+        assert len(listed) == 40 and len({m["queue_id"] for m in listed}) == 40
+        log = json.loads(p.cli("log", "--json", "--limit", "1000").stdout)
+        assert sum(1 for e in log if e["outcome"] == "accepted") == 40
