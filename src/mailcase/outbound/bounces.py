@@ -446,7 +446,22 @@ def on_permanent_failure(
     conn: Connection, settings: Settings, message_row: Any, recipients: Sequence[Any], reply: Any
 ) -> None:
     """Tell the sender (RFC 3464 DSN, category "system", empty return path) and record the
-    bounces. No DSN to the null sender, to one of our bounce addresses, or about a DSN."""
+    bounces. No DSN to the null sender, to one of our bounce addresses, or about a DSN.
+
+    Never raises: it runs in the transaction that records the delivery results, which must
+    commit whatever happens here (a savepoint undoes a half-done DSN; the failure is logged)."""
+    try:
+        with conn.begin_nested():
+            _on_permanent_failure(conn, settings, message_row, recipients, reply)
+    except Exception as e:  # noqa: BLE001 - the delivery results must still be recorded
+        queue_id = str(_get(message_row, "queue_id", "") or "") or None
+        log.warning("bounce handling of %s failed: %s: %s", queue_id, type(e).__name__, e)
+        maillog.event("bounce", queue_id, dsn="failed", error=f"{type(e).__name__}: {e}")
+
+
+def _on_permanent_failure(
+    conn: Connection, settings: Settings, message_row: Any, recipients: Sequence[Any], reply: Any
+) -> None:
     queue_id = str(_get(message_row, "queue_id", "") or "")
     mail_from = str(_get(message_row, "mail_from", "") or "").strip()
     message_pk = _get(message_row, "id")
@@ -500,18 +515,24 @@ def on_permanent_failure(
         maillog.event("bounce", queue_id or None, dsn="not sent",
                       reason="null sender" if null_sender else "message is itself a bounce")
         return
-    dsn = build_dsn(
-        reporting_mta=settings.server.hostname,
-        original_sender=mail_from,
-        failures=failures,
-        original=content,
-        queue_id=queue_id or None,
-        arrival_date=_get(message_row, "created_at"),
-    )
-    dsn_id = outbound_queue.enqueue(
-        conn, mail_from="", rcpt_to=[mail_from], content=dsn, category="system",
-        source=f"dsn:{queue_id}" if queue_id else "dsn",
-    )
+    try:
+        with conn.begin_nested():  # a DSN that cannot be queued must not undo the bounces
+            dsn = build_dsn(
+                reporting_mta=settings.server.hostname,
+                original_sender=mail_from,
+                failures=failures,
+                original=content,
+                queue_id=queue_id or None,
+                arrival_date=_get(message_row, "created_at"),
+            )
+            dsn_id = outbound_queue.enqueue(
+                conn, mail_from="", rcpt_to=[mail_from], content=dsn, category="system",
+                source=f"dsn:{queue_id}" if queue_id else "dsn",
+            )
+    except outbound_queue.EnqueueError as e:
+        maillog.event("bounce", queue_id or None, dsn="not sent", to=f"<{mail_from}>",
+                      reason=str(e))
+        return
     maillog.event("bounce", queue_id or None, dsn=dsn_id, to=f"<{mail_from}>")
 
 

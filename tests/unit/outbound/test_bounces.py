@@ -369,3 +369,22 @@ def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed
                                      "5.1.1 unknown")
     [(_, _, content, _)] = _dsns(db_engine)
     assert b"archive" not in content.split(b"Content-Type: text/rfc822-headers")[0]
+
+
+def test_a_failing_dsn_never_breaks_the_callers_transaction(
+    db_engine: Engine, settings: Settings
+) -> None:
+    with begin_write(db_engine) as conn:
+        qid = enqueue(conn, mail_from="support@example.test",
+                      rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
+    row = _message_row(db_engine, qid)
+    row["mail_from"] = "not an address"  # enqueue of the DSN refuses it
+    with begin_write(db_engine) as conn:
+        bounces.on_permanent_failure(conn, settings, row, [
+            {"address": "kunde@nirgendwo.example", "code": 550, "reply": "5.1.1 unknown"}],
+            "5.1.1 unknown")
+        bounces.suppress(conn, "after@example.test", status="5.1.1", reason="still usable")
+    assert _dsns(db_engine) == []
+    # The bounce is still recorded; only the DSN was given up; the transaction committed.
+    assert sorted(b.address for b in bounces.list_bounces(db_engine)) == [
+        "after@example.test", "kunde@nirgendwo.example"]
