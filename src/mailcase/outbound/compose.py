@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as _policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import MIMEPart
 from email.policy import Policy
@@ -131,12 +132,12 @@ def compose(email: OutgoingEmail) -> bytes:
 
     # MIMEPart, not EmailMessage: its sub-parts then carry no MIME-Version of their own.
     msg = MIMEPart(policy=pol)
-    msg["From"] = from_addr
+    msg["From"] = _MailboxHeader("From", [from_addr])
     if to:
-        msg["To"] = to
+        msg["To"] = _MailboxHeader("To", to)
     if cc:
-        msg["Cc"] = cc
-    msg["Subject"] = _one_line(email.subject).strip()
+        msg["Cc"] = _MailboxHeader("Cc", cc)
+    msg["Subject"] = _TextHeader("Subject", _one_line(email.subject).strip())
     msg["Date"] = format_datetime(datetime.now(UTC))
     message_id = _msgid(email.message_id) if email.message_id else None
     if email.message_id and message_id is None:
@@ -151,12 +152,12 @@ def compose(email: OutgoingEmail) -> bytes:
     if refs:
         msg["References"] = _IdsHeader("References", refs[-_MAX_REFERENCES:])
     if email.auto_submitted:
-        msg["Auto-Submitted"] = _one_line(email.auto_submitted).strip()
+        msg["Auto-Submitted"] = _TextHeader("Auto-Submitted", _one_line(email.auto_submitted))
     for name, value in email.extra_headers:
         name = name.strip()
         if not _FIELD_NAME.fullmatch(name) or name.lower() in _RESERVED:
             raise ValueError(f"header {name!r} cannot be set as an extra header")
-        msg[name] = _one_line(value).strip()
+        msg[name] = _TextHeader(name, _one_line(value).strip())
 
     msg["MIME-Version"] = "1.0"
     text = _body_text(email.text)
@@ -252,6 +253,92 @@ class _IdsHeader(str):
             if len(lines[-1]) + 1 + len(mid) > limit and lines[-1] != f"{self.name}:":
                 lines.append("")
             lines[-1] += " " + mid
+        return policy.linesep.join(lines) + policy.linesep
+
+
+def _encoded_words(name: str, value: str, policy: Policy) -> str:
+    """`value` as RFC 2047 encoded words (UTF-8), folded between words."""
+    header = Header(value, charset="utf-8", header_name=name)
+    return header.encode(linesep=policy.linesep, maxlinelen=policy.max_line_length or 78)
+
+
+def _needs_encoding(value: str) -> bool:
+    """Non-ASCII, or text a reader would decode ("=?…?="), or a word too long to fold."""
+    return not value.isascii() or "=?" in value or any(len(w) > 900 for w in value.split(" "))
+
+
+def _fold_at_spaces(first: str, value: str, limit: int, linesep: str) -> str:
+    """``first`` + value, folded at spaces (unfolding gives back exactly `value`)."""
+    lines = [first]
+    for i, word in enumerate(value.split(" ")):
+        piece = word if i == 0 else " " + word
+        if i and len(lines[-1]) + len(piece) > limit and lines[-1].strip():
+            lines.append(piece)
+        else:
+            lines[-1] += piece
+    return linesep.join(lines)
+
+
+class _TextHeader(str):
+    """An unstructured header written by us, never parsed by the stdlib.
+
+    Why: the stdlib's header parser DECODES RFC 2047 encoded words found in a value it is
+    given, so a subject such as ``=?utf-8?q?=0D=0ABcc:_x@y?=`` would come out as a real CRLF
+    and a Bcc header (header injection through encoded words). Here, text that looks like an
+    encoded word is itself encoded, so readers show it literally.
+    """
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _TextHeader:
+        self = super().__new__(cls, value)
+        self.name = name
+        return self
+
+    def fold(self, *, policy: Policy) -> str:
+        value = str(self)
+        limit = policy.max_line_length or 78
+        if not value:
+            return f"{self.name}:{policy.linesep}"
+        if _needs_encoding(value):
+            body = _encoded_words(self.name, value, policy)
+            return f"{self.name}: {body}{policy.linesep}"
+        return _fold_at_spaces(f"{self.name}: ", value, limit, policy.linesep) + policy.linesep
+
+
+class _MailboxHeader(str):
+    """From/To/Cc written by us: display names quoted or encoded, never parsed again."""
+
+    name: str
+    mailboxes: tuple[Address, ...]
+
+    def __new__(cls, name: str, mailboxes: list[Address]) -> _MailboxHeader:
+        self = super().__new__(cls, ", ".join(str(m) for m in mailboxes))
+        self.name = name
+        self.mailboxes = tuple(mailboxes)
+        return self
+
+    def fold(self, *, policy: Policy) -> str:
+        limit = policy.max_line_length or 78
+        parts: list[str] = []
+        for m in self.mailboxes:
+            display = m.display_name
+            if not display:
+                parts.append(m.addr_spec)
+                continue
+            if _needs_encoding(display) or not display.isprintable():
+                phrase = _encoded_words(self.name, display, policy)
+            else:  # RFC 5322 §3.2.4 quoted-string
+                phrase = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            parts.append(f"{phrase} <{m.addr_spec}>")
+        lines = [f"{self.name}:"]
+        for i, part in enumerate(parts):
+            piece = (" " if i == 0 else ", ") + part
+            if i and len(lines[-1]) + len(piece) > limit:
+                lines[-1] += ","
+                lines.append(" " + part)
+            else:
+                lines[-1] += piece
         return policy.linesep.join(lines) + policy.linesep
 
 

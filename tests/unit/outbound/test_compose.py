@@ -7,6 +7,8 @@ import email.policy
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailcase.mime import Attachment, AutoReason, parse_message
 from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
@@ -224,3 +226,72 @@ def test_internationalised_address_uses_smtputf8() -> None:
     parsed = parse_message(raw)
     assert [a.address for a in parsed.to] == ["jürgen@müller.test"]
     assert parsed.subject == "Grüße"
+
+
+_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=120
+) | st.sampled_from(
+    ["\r\nBcc: v@evil.test", "\n\nbody", "x\rTo: v@evil.test", "=?utf-8?q?=0D=0A?="]
+)
+
+
+@given(subject=_TEXT, name=_TEXT, header=_TEXT, text=_TEXT)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_no_field_content_adds_a_header_or_recipient(
+    subject: str, name: str, header: str, text: str
+) -> None:
+    raw = compose(
+        _basic(subject=subject, from_name=name, text=text, extra_headers=(("X-Note", header),))
+    )
+    assert re.search(rb"(?<!\r)\n|\r(?!\n)", raw) is None
+    names = _names(raw)
+    assert sorted(names) == sorted(
+        [
+            "from",
+            "to",
+            "subject",
+            "date",
+            "message-id",
+            "x-note",
+            "mime-version",
+            "content-type",
+            "content-transfer-encoding",
+        ]
+    )
+    parsed = parse_message(raw)
+    assert [a.address for a in parsed.to] == ["customer@client.test"]
+    assert parsed.from_address == "support@example.test"
+    assert parsed.cc == () and parsed.bcc == ()
+
+
+EW_INJECT = "=?utf-8?q?x=0D=0ABcc:_victim@evil.test?="
+
+
+@pytest.mark.parametrize("field", ["subject", "from_name", "text_header", "filename"])
+def test_encoded_words_in_input_stay_literal(field: str) -> None:
+    # The stdlib decodes encoded words in values it is given: that must not become a CRLF.
+    kw: dict[str, object] = {}
+    if field == "text_header":
+        kw["extra_headers"] = (("X-Case", EW_INJECT),)
+    elif field == "filename":
+        kw["attachments"] = (
+            Attachment(filename=EW_INJECT, content_type="text/plain", size=1, sha256="", data=b"x"),
+        )
+    else:
+        kw[field] = EW_INJECT
+    raw = compose(_basic(**kw))
+    assert "bcc" not in _names(raw)
+    assert re.search(rb"(?<!\r)\n|\r(?!\n)", raw) is None
+    parsed = parse_message(raw)
+    assert parsed.bcc == ()
+    if field == "subject":
+        assert parsed.subject == EW_INJECT
+    if field == "from_name":
+        assert parsed.from_name == EW_INJECT
+
+
+def test_display_names_are_quoted() -> None:
+    raw = compose(_basic(from_name='A "quoted" \\ name, Jr. <x@evil.test>'))
+    parsed = parse_message(raw)
+    assert parsed.from_name == 'A "quoted" \\ name, Jr. <x@evil.test>'
+    assert parsed.from_address == "support@example.test"
