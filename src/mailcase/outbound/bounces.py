@@ -48,9 +48,11 @@ __all__ = [
     "BounceDestination",
     "BounceInfo",
     "BounceRecord",
+    "bounce_domain",
     "clear",
     "compliance_recipients",
     "configure",
+    "count_suppressed",
     "enqueue_hook",
     "ensure_verp_key",
     "is_suppressed",
@@ -61,6 +63,7 @@ __all__ = [
     "record_bounce",
     "return_path_for",
     "suppress",
+    "suppressed_among",
 ]
 
 log = logging.getLogger(__name__)
