@@ -25,7 +25,7 @@ import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -43,6 +43,9 @@ from mailcase.storage import messages
 from mailcase.storage.db import begin_write, make_engine
 from mailcase.storage.models import utcnow
 from mailcase.storage.spool import LogEntry
+
+if TYPE_CHECKING:
+    from mailcase.mime.model import DeliveryReport
 
 __all__ = [
     "BounceDestination",
@@ -558,6 +561,12 @@ def _find_outbound(conn: Connection, qid: str | None, message_id: str | None) ->
     return None
 
 
+def _report(raw: bytes) -> DeliveryReport | None:
+    from mailcase.mime import parse_message  # heavy; only the pipeline needs it
+
+    return parse_message(raw).delivery_report
+
+
 class BounceDestination:
     """Pipeline destination for mail to our VERP bounce addresses (other addresses: no-op)."""
 
@@ -567,6 +576,17 @@ class BounceDestination:
         if settings is not None:
             configure(settings)
         self._key: bytes | None = None
+        self._prepared: dict[int, DeliveryReport | None] = {}
+
+    def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
+        """Parse the batch's DSNs before the write transaction (SQLite: outside its lock)."""
+        self._prepared = {}
+        wanted = [m for m in batch if any(a.lower().startswith(VERP_PREFIX) for a in m.rcpt_to)]
+        if not wanted:
+            return
+        with engine.connect() as conn:
+            for m in wanted:
+                self._prepared[m.id] = _report(messages.load_content(conn, m.id))
 
     def _verp_key(self, conn: Connection) -> bytes | None:
         if self._key is None:
@@ -588,10 +608,10 @@ class BounceDestination:
                 self.deliver(conn, m, address)
 
     def _process(self, conn: Connection, message: messages.ClaimedMessage, qid: str) -> None:
-        from mailcase.mime import parse_message  # heavy; only the pipeline needs it
-
-        parsed = parse_message(messages.load_content(conn, message.id))
-        report = parsed.delivery_report
+        if message.id in self._prepared:
+            report = self._prepared[message.id]
+        else:
+            report = _report(messages.load_content(conn, message.id))
         source = f"dsn:{message.queue_id}"
         if report is None or not report.recipients:
             maillog.event("bounce", message.queue_id, verp=qid, status="ignored",
