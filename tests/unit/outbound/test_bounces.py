@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -388,3 +391,26 @@ def test_a_failing_dsn_never_breaks_the_callers_transaction(
     # The bounce is still recorded; only the DSN was given up; the transaction committed.
     assert sorted(b.address for b in bounces.list_bounces(db_engine)) == [
         "after@example.test", "kunde@nirgendwo.example"]
+
+
+@given(st.text(max_size=200))
+@hsettings(max_examples=300, deadline=None)
+def test_verp_check_never_raises_and_never_accepts_noise(text: str) -> None:
+    assert verp_queue_id(KEY, text) is None
+    assert verp_queue_id(KEY, "bounce+" + text) is None
+    rules = AddressRules({}, KEY)
+    assert rules.get(text.lower()) is None and ("bounce+" + text).lower() not in rules
+
+
+def test_verp_key_is_made_once_when_missing(db_engine: Engine) -> None:
+    from mailcase.outbound.extras_models import verp_keys
+
+    with begin_write(db_engine) as conn:
+        made_by_migration = bounces.load_verp_key(conn)
+        assert made_by_migration is not None and len(made_by_migration) == 32
+        conn.execute(verp_keys.delete())
+    assert bounces.load_verp_key(db_engine) is None
+    with begin_write(db_engine) as conn:
+        first = bounces.ensure_verp_key(conn)
+    with begin_write(db_engine) as conn:
+        assert bounces.ensure_verp_key(conn) == first != made_by_migration

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcase.mime import parse_message
 from mailcase.mime.model import AutoReason
@@ -105,3 +107,17 @@ def test_returned_headers_are_capped() -> None:
 def test_a_dsn_needs_a_recipient() -> None:
     with pytest.raises(ValueError):
         _dsn(failures=[])
+
+
+@given(diagnostic=st.text(max_size=300), recipient=st.text(min_size=1, max_size=80),
+       mta=st.text(max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_any_remote_text_still_gives_one_failed_recipient(
+    diagnostic: str, recipient: str, mta: str
+) -> None:
+    raw = _dsn(failures=[DsnFailure(recipient, "5.1.1", diagnostic, remote_mta=mta)])
+    report = parse_message(raw).delivery_report
+    assert report is not None
+    assert [(r.action, r.status) for r in report.recipients] in ([("failed", "5.1.1")], [])
+    # Whatever the text, no line can start a new field or break the MIME structure.
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
