@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from sqlalchemy import Connection, Engine
 from mailcase import maillog
 from mailcase.authcheck import AuthResults, authenticate, is_authenticated, remove_own_results
 from mailcase.config import Settings
-from mailcase.dns import Resolver
+from mailcase.dns import NoSuchRecord, Resolver
 from mailcase.features.cases import store
 from mailcase.features.cases.decide import Decision, ThreadCase, decide, is_internal
 from mailcase.features.cases.events import Admission, CaseEmailEvent, RoutingInfo
@@ -62,6 +63,39 @@ class Prepared:
     auth: AuthResults | None
     auth_error: str | None  # authentication itself failed (a bug or hostile input)
     dedupe_key: str
+
+
+class _BatchResolver(Resolver):
+    """mailcase's resolver, remembering answers (and permanent failures) while it lives.
+
+    One is made per pipeline batch: messages of a batch often come from the same domains
+    (the same SPF and DMARC records), and a batch takes well under a second, far less than
+    any sane TTL. Temporary failures are never remembered: each message asks again.
+    """
+
+    def __init__(self, nameservers: Sequence[str] = (), *, timeout: float = 5.0) -> None:
+        super().__init__(nameservers, timeout=timeout)
+        self._memo: dict[tuple[str, str], Any] = {}
+        self._memo_lock = threading.Lock()
+
+    def _query_sync(self, name: str, rdtype: str) -> Any:
+        key = (name.lower().rstrip("."), rdtype)
+        with self._memo_lock:
+            hit = self._memo.get(key)
+        if isinstance(hit, NoSuchRecord):
+            # a fresh exception per raise: threads share the memo, not tracebacks
+            raise type(hit)(hit.name, hit.rdtype, hit.detail, authenticated=hit.authenticated)
+        if hit is not None:
+            return hit
+        try:
+            answer = super()._query_sync(name, rdtype)
+        except NoSuchRecord as e:
+            with self._memo_lock:
+                self._memo[key] = e
+            raise
+        with self._memo_lock:
+            self._memo[key] = answer
+        return answer
 
 
 def dedupe_key(raw: bytes, email: InboundEmail) -> str:
@@ -115,7 +149,8 @@ class CaseDestination:
         secret: bytes | None = None,
     ) -> None:
         self.settings = settings
-        self.resolver = resolver or Resolver(settings.dns.nameservers, timeout=settings.dns.timeout)
+        self._fixed_resolver = resolver
+        self.resolver = resolver or self._new_resolver()
         self._secret = secret
         self._prepared: dict[int, Prepared] = {}
         # Per batch (deliver_many): what is already stored, read in one query each.
@@ -144,6 +179,10 @@ class CaseDestination:
         return self._secret
 
     # -- preparation (no write lock held) -------------------------------------------------
+    def _new_resolver(self) -> Resolver:
+        dns = self.settings.dns
+        return _BatchResolver(dns.nameservers, timeout=dns.timeout)
+
     def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
         """Parse and authenticate the batch's messages to routing addresses."""
         self._prepared = {}
@@ -151,6 +190,8 @@ class CaseDestination:
             routing = store.routing_map(conn)
             wanted = [m for m in batch if routing_targets(m.rcpt_to, routing)]
             contents = {m.id: messages.load_content(conn, m.id) for m in wanted}
+        if wanted and self._fixed_resolver is None:
+            self.resolver = self._new_resolver()  # answers shared within this batch only
         if len(wanted) <= 1 or not self.settings.cases.authenticate:
             for m in wanted:
                 self._prepared[m.id] = self._prepare_one(m, contents[m.id])
