@@ -60,7 +60,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     metrics.watch_queue_depths(lambda: messages.count_by_state(engine))
     spool = Spool(engine, on_commit=metrics.on_commit)
     spool.start()
-    book = AddressBook(engine)
+    book = AddressBook(engine, settings.automation)
     await asyncio.to_thread(book.reload)
     delivery = DeliveryEngine(settings, engine, metrics)
     pipeline = Pipeline(

@@ -212,7 +212,7 @@ async def _child(
     metrics = Metrics()
     spool = Spool(spool_engine, on_commit=metrics.on_commit)
     spool.start()
-    book = AddressBook(engine)
+    book = AddressBook(engine, settings.automation)
     await asyncio.to_thread(book.reload)
     stored = False
 

@@ -17,8 +17,10 @@ import time
 
 from sqlalchemy.engine import Engine
 
+from mailcase.config import AutomationSettings
 from mailcase.policy import AddressRule
 from mailcase.policy.recipients import AddressRules
+from mailcase.smtp.replies import Reply
 from mailcase.storage import addresses
 
 __all__ = ["AddressBook"]
@@ -31,8 +33,11 @@ _MISS_RELOAD_INTERVAL = 0.2
 class AddressBook:
     """Snapshot of receiving addresses: `rules` by lowercased address, `local_domains`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, automation: AutomationSettings | None = None) -> None:
         self._engine = engine
+        self._automation = automation
+        #: Reply for routing addresses while the daily case limit is reached, else None.
+        self.routing_refusal: Reply | None = None
         self.rules: AddressRules = AddressRules()
         self.local_domains: frozenset[str] = frozenset()
         self._generation = -1
@@ -42,10 +47,14 @@ class AddressBook:
         """Read every address (small table) and the generation it belongs to."""
         gen = addresses.generation(self._engine)
         rows = addresses.list_addresses(self._engine)
+        routing = _routing_addresses(self._engine)
         rules = {
-            r.address.lower(): AddressRule(r.address.lower(), r.require_tls, r.enabled)
+            r.address.lower(): AddressRule(
+                r.address.lower(), r.require_tls, r.enabled, r.address.lower() in routing
+            )
             for r in rows
         }
+        self._refresh_limit()
         self.rules = AddressRules(rules, _verp_key(self._engine))
         self.local_domains = frozenset(rule.domain for rule in rules.values())
         self._generation = gen
@@ -62,16 +71,42 @@ class AddressBook:
             return False
         return True
 
+    def _refresh_limit(self) -> None:
+        """Today's case count against the daily limit (one primary-key read)."""
+        cfg = self._automation
+        if cfg is None or not cfg.daily_case_limit:
+            self.routing_refusal = None
+            return
+        from mailcase.features.cases.limits import cases_today, rcpt_reply
+
+        self.routing_refusal = rcpt_reply(cfg, cases_today(self._engine))
+
     async def follow(self, interval: float = 1.0) -> None:
-        """Background task: reload whenever the database generation changes."""
+        """Background task: reload whenever the database generation changes, and follow the
+        daily case count when a limit is set."""
         while True:
             await asyncio.sleep(interval)
             try:
                 gen = await asyncio.to_thread(addresses.generation, self._engine)
                 if gen != self._generation:
                     await asyncio.to_thread(self.reload)
+                elif self._automation is not None and self._automation.daily_case_limit:
+                    await asyncio.to_thread(self._refresh_limit)
             except Exception as e:  # noqa: BLE001 - retry on the next tick
                 log.warning("address refresh failed: %s", e)
+
+
+def _routing_addresses(engine: Engine) -> frozenset[str]:
+    """Enabled Email-to-Case routing addresses (imported late: a feature table)."""
+    from sqlalchemy import select
+
+    from mailcase.features.cases.models import routing_addresses
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(routing_addresses.c.address).where(routing_addresses.c.enabled)
+        ).scalars()
+        return frozenset(a.lower() for a in rows)
 
 
 def _verp_key(engine: Engine) -> bytes | None:

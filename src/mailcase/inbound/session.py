@@ -256,11 +256,15 @@ class SMTPSession(asyncio.Protocol):
         book = self.gw.addressbook
         tls_active = self.conn.session.tls is not None
         rcpt = ev.recipient.address
-        verdict = decide_recipient(rcpt, book.rules, book.local_domains, tls_active=tls_active)
+        verdict = decide_recipient(
+            rcpt, book.rules, book.local_domains, tls_active=tls_active,
+            routing_refusal=book.routing_refusal,
+        )
         if not isinstance(verdict, Accept) and rcpt.lower() not in book.rules:
             if book.reload_on_miss():
                 verdict = decide_recipient(
-                    rcpt, book.rules, book.local_domains, tls_active=tls_active
+                    rcpt, book.rules, book.local_domains, tls_active=tls_active,
+                    routing_refusal=book.routing_refusal,
                 )
         if isinstance(verdict, Accept):
             self.conn.accept_rcpt()

@@ -50,6 +50,7 @@ class AddressRule:
     address: str
     require_tls: bool = False
     enabled: bool = True
+    routing: bool = False  # an Email-to-Case routing address (the daily case limit applies)
 
     @property
     def domain(self) -> str:
@@ -73,8 +74,14 @@ def decide_recipient(
     local_domains: frozenset[str],
     *,
     tls_active: bool,
+    routing_refusal: R.Reply | None = None,
 ) -> Accept | Reject:
-    """Decide one RCPT. `recipient` is local@domain as received; matching is case-insensitive."""
+    """Decide one RCPT. `recipient` is local@domain as received; matching is case-insensitive.
+
+    `routing_refusal`: the reply for routing addresses while the daily case limit is reached
+    (451 to requeue, 550 to bounce; see `features.cases.limits`): refusing at RCPT time costs
+    the sender's MTA a retry or its own bounce, and sends no backscatter from us.
+    """
     key = recipient.lower()
     rule = rules.get(key)
     if rule is None:
@@ -88,6 +95,8 @@ def decide_recipient(
         return Reject(R.MAILBOX_DISABLED, "address disabled")
     if rule.require_tls and not tls_active:
         return Reject(R.MUST_STARTTLS, "TLS required for this address")
+    if rule.routing and routing_refusal is not None:
+        return Reject(routing_refusal, "daily case limit reached")
     return Accept(rule)
 
 

@@ -48,3 +48,23 @@ def test_postmaster_of_our_domains_accepted_without_configuration() -> None:
     # ... but not postmaster of a domain we do not serve: that would be relaying.
     v = decide("postmaster@elsewhere.test")
     assert isinstance(v, Reject) and v.reply.enhanced == "5.7.1"
+
+
+def test_routing_addresses_refused_while_the_daily_case_limit_is_reached() -> None:
+    from mailcase.smtp.replies import Reply
+
+    rules = {
+        "cases@example.test": AddressRule("cases@example.test", routing=True),
+        "plain@example.test": AddressRule("plain@example.test"),
+    }
+    full = Reply(451, "4.7.1", "Daily case limit reached; try again later")
+    v = decide_recipient("cases@example.test", rules, frozenset({"example.test"}),
+                         tls_active=False, routing_refusal=full)
+    assert isinstance(v, Reject) and v.reply is full
+    # plain receiving addresses are not cases: the limit does not apply to them
+    v = decide_recipient("plain@example.test", rules, frozenset({"example.test"}),
+                         tls_active=False, routing_refusal=full)
+    assert isinstance(v, Accept)
+    v = decide_recipient("cases@example.test", rules, frozenset({"example.test"}),
+                         tls_active=False)
+    assert isinstance(v, Accept)
