@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test venv lint bench bench-cases clean
+.PHONY: run test venv lint bench bench-cases bench-outbound clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: venv
 ## make bench-cases: Email-to-Case emails -> cases per second at 10k and 1M existing cases
 bench-cases: venv
 	$(BIN)/python bench/cases.py
+
+## make bench-outbound: delivery to smtp-sink (plain) and a TLS receiver, beside Postfix
+bench-outbound: venv
+	bash scripts/install-test-deps.sh
+	$(BIN)/python bench/outbound.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -565,8 +565,23 @@ def record(
                 .where(r.c.message_pk.in_([f.pk for f in finals]))
             ):
                 states.setdefault(row.message_pk, []).append(row)
+            later: list[dict[str, Any]] = []
+            ended: list[dict[str, Any]] = []
             for msg in finals:
-                _finish(conn, msg, states.get(msg.pk, []), now, schedule, bounces, logs, done)
+                _finish(conn, msg, states.get(msg.pk, []), now, schedule, bounces, logs, done,
+                        later, ended)
+            if later:
+                conn.execute(
+                    update(m).where(m.c.id == bindparam("b_id"))
+                    .values(next_attempt_at=bindparam("b_when")),
+                    later,
+                )
+            if ended:
+                conn.execute(
+                    update(m).where(m.c.id == bindparam("b_id"))
+                    .values(state=bindparam("b_state"), finished_at=now),
+                    ended,
+                )
         if logs:
             conn.execute(insert(email_log), [log_row(e) for e in logs])
         if on_bounce is not None:
@@ -590,14 +605,15 @@ def _finish(
     bounces: dict[int, list[RecipientResult]],
     logs: list[LogEntry],
     done: list[Recorded],
+    later: list[dict[str, Any]],
+    ended: list[dict[str, Any]],
 ) -> None:
-    m, r = outbound_messages, outbound_recipients
+    r = outbound_recipients
     pending = [x for x in rows if x.state in ("queued", "deferred")]
-    values: dict[str, Any]
     if pending:
         when = schedule(msg.created_at, now, msg.attempt)
         if when is not None:
-            conn.execute(update(m).where(m.c.id == msg.pk).values(next_attempt_at=when))
+            later.append({"b_id": msg.pk, "b_when": when})
             return
         # Queue time is up: the pending recipients bounce with their last reply.
         delay = (now - msg.created_at).total_seconds()
@@ -619,8 +635,7 @@ def _finish(
         delivered_all = False
     else:
         delivered_all = all(x.state == "delivered" for x in rows)
-    values = {"state": "delivered" if delivered_all else "bounced", "finished_at": now}
-    conn.execute(update(m).where(m.c.id == msg.pk).values(**values))
+    ended.append({"b_id": msg.pk, "b_state": "delivered" if delivered_all else "bounced"})
 
 
 def retry_now(engine: Engine, queue_id: str, *, now: datetime | None = None) -> bool:
