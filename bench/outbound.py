@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import smtplib
+import statistics
 import sys
 import tempfile
 import time
@@ -221,9 +222,8 @@ def main() -> int:
     print(f"{'load':10} {'mailcase msg/s':>15} {'Postfix msg/s':>14} {'ratio':>7} "
           f"{'target':>7}")
     for load in args.loads.split(","):
-        mc = sorted(f.rate for f in figures if f.load == load and f.who == "mailcase")
-        pf = sorted(f.rate for f in figures if f.load == load and f.who == "Postfix")
-        m, p = mc[len(mc) // 2], pf[len(pf) // 2]
+        m = statistics.median(f.rate for f in figures if f.load == load and f.who == "mailcase")
+        p = statistics.median(f.rate for f in figures if f.load == load and f.who == "Postfix")
         ratio = m / p if p else float("inf")
         flag = "" if ratio >= 1.0 else "MISS"
         print(f"{load:10} {m:15.1f} {p:14.1f} {ratio:6.2f}× {'≥1.0×':>7} {flag}")

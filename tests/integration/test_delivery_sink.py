@@ -134,3 +134,53 @@ async def test_rejected_recipient_bounces_and_the_other_is_delivered(
     assert m["state"] == "bounced"
     r = m["recipients"][0]
     assert r["state"] == "bounced" and r["last_stage"] == "rcpt" and r["last_reply_code"] >= 500
+
+
+async def test_a_permanent_failure_goes_through_the_bounce_hook(
+    tmp_path: Path, dns: DNSServer, db: Engine, sink: SmtpSink
+) -> None:
+    """The engine hands permanent failures to mailcase.outbound.bounces.on_permanent_failure
+    (the outbound extras), which queues a DSN to the sender in the same transaction."""
+    from mailcase.outbound import queue
+
+    settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
+    eng = DeliveryEngine(settings, db)
+    if eng._on_failure is None:
+        pytest.skip("mailcase.outbound.bounces.on_permanent_failure is not there")
+    (qid,) = enqueue_many(db, 1, mail_from="someone@example.net", rcpt_to=["x@nullmx.test"])
+    await run_until_settled(eng)
+    dsns = [m for m in queue.list_messages(db) if m["queue_id"] != qid]
+    assert len(dsns) == 1, dsns
+    (dsn,) = dsns
+    assert dsn["mail_from"] == "" and dsn["category"] == "system"
+    assert dsn["recipients"] == [{"address": "someone@example.net", "state": "delivered"}]
+    (tx,) = sink.transactions()
+    assert b"multipart/report" in tx and b"x@nullmx.test" in tx
+
+
+async def test_retries_follow_the_schedule_then_bounce_with_an_injected_clock(
+    tmp_path: Path, dns: DNSServer, db: Engine
+) -> None:
+    closed = SmtpSink()  # a port nobody listens on
+    settings = delivery_settings(tmp_path, dns.address, mx_port=closed.port, retry_jitter=0.0,
+                                 max_queue_time=3600)
+    (qid,) = enqueue_many(db, 1, rcpt_to=["x@dead.test"])
+    now = [datetime.now(UTC)]
+    eng = DeliveryEngine(settings, db, clock=lambda: now[0])
+    expected_waits = [300, 600, 1200]  # 5, 10, 20 minutes
+    for wait in expected_waits:
+        await run_until_settled(eng)
+        m = show(db, qid)
+        assert m["state"] == "queued"
+        assert m["next_attempt_at"] - now[0] == timedelta(seconds=wait)
+        now[0] = m["next_attempt_at"]  # time passes until the retry is due
+    await run_until_settled(eng)  # 4th attempt at +35 min; the next would be +75 > 60 min
+    m = show(db, qid)
+    assert m["next_attempt_at"] == m["created_at"] + timedelta(seconds=3600)  # the deadline
+    now[0] = m["next_attempt_at"]
+    await run_until_settled(eng)
+    m = show(db, qid)
+    assert m["state"] == "bounced" and len(m["attempts"]) == 5
+    assert m["recipients"][0]["last_reply"].startswith("5.4.7 gave up after 1.0 h")
+    outcomes = [r["outcome"] for r in emaillog.query(db, queue_id=qid)]
+    assert outcomes.count("deferred") == 5 and outcomes.count("bounced") == 1

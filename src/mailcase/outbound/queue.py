@@ -589,7 +589,7 @@ def record(
                 row = conn.execute(select(m).where(m.c.id == pk)).one()
                 rcpts = [
                     {"address": i.recipient.address, "stage": i.stage, "code": i.code,
-                     "reply": i.text}
+                     "reply": i.text, "remote_host": i.remote_host}
                     for i in items
                 ]
                 on_bounce(conn, dict(row._mapping), rcpts, items[-1].text)

@@ -80,7 +80,7 @@ def test_delivered_and_bounced_results(db_engine: Engine) -> None:
         ("b@example.net", "delivered"), ("c@example.org", "bounced")]
     assert bounced and bounced[0][0]["queue_id"] == qid
     assert bounced[0][1] == [{"address": "c@example.org", "stage": "rcpt", "code": 550,
-                              "reply": "5.1.1 no such user"}]
+                              "reply": "5.1.1 no such user", "remote_host": None}]
     a = {x["recipient"]: x for x in m["attempts"]}
     assert a["b@example.net"]["tls_verified"] and a["b@example.net"]["verified_by"] == "CA"
     log = {r["rcpt_to"][0]: r for r in emaillog.query(db_engine, queue_id=qid)}
