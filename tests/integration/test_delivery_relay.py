@@ -28,6 +28,7 @@ from mailcase.storage.db import begin_write, make_engine, upgrade
 from tests.support.delivery import delivery_settings, run_until_settled, show
 from tests.support.dnsserver import DNSServer
 from tests.support.dovecot_auth import DovecotAuth
+from tests.support.implicit_tls import ImplicitTLSFrontend
 from tests.support.postfix import PostfixInstance, postfix_available
 from tests.support.smtpsink import SmtpSink
 
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.skipif(postfix_available() is not None,
 
 ZONE = {
     "relay.test": {"A": ["127.0.0.1"]},
+    "implicit.relay.test": {"A": ["127.0.0.2"]},
     "relays.test": {"MX": [(10, "relay.test")]},
     "other.test": {"MX": [(10, "mx.other.test")]},
     "mx.other.test": {"A": ["127.0.0.1"]},
@@ -214,3 +216,34 @@ async def test_inactive_filter_and_relay_are_skipped(
     (a,) = show(db, qid)["attempts"]
     assert a["relay"] is None and a["result"] == "delivered"
     assert sink.message_ids() == {mid: 1}
+
+
+async def test_port_465_relay_speaks_implicit_tls(
+    ca: trustme.CA, plain_smarthost: PostfixInstance, dns: DNSServer, db: Engine,
+    workdir: Path, tmp_path: Path,
+) -> None:
+    leaf = ca.issue_cert("implicit.relay.test")
+    cert, key = workdir / "implicit-cert.pem", workdir / "implicit-key.pem"
+    cert.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    try:
+        front = ImplicitTLSFrontend(plain_smarthost.smtpd_port, cert, key)
+        await front.__aenter__()
+    except OSError as e:
+        pytest.skip(f"cannot listen on 127.0.0.2:465 here: {e}")
+    try:
+        relays.add_relay(db, name="smtps", host="implicit.relay.test", port=465,
+                         tls_mode="required_verify")
+        relays.add_filter(db, relay="smtps")
+        settings = delivery_settings(tmp_path, dns.address, mx_port=1,
+                                     ca_file=workdir / "ca.pem")
+        qid, mid = _enqueue(db, "x@other.test")
+        await run_until_settled(DeliveryEngine(settings, db))
+    finally:
+        await front.__aexit__(None, None, None)
+    (a,) = show(db, qid)["attempts"]
+    assert a["result"] == "delivered", a
+    assert a["remote_ip"] == "127.0.0.2" and a["remote_port"] == 465
+    assert a["tls_version"] in ("TLSv1.2", "TLSv1.3") and a["verified_by"] == "CA"
+    assert front.connections == 1 and front.versions[0] == a["tls_version"]
+    plain_smarthost.wait_for_log(re.escape(f"message-id={mid}"), timeout=10)
