@@ -86,6 +86,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds an idle open connection waits for more mail to the same destination.
 _LINGER = 0.5
+#: Consecutive failed writes of the same results before they are left to the claim lease.
+_MAX_WRITE_FAILURES = 5
 
 
 def _hook(module: str, name: str) -> Callable[..., Any] | None:
@@ -293,7 +295,11 @@ class DeliveryEngine:
                     self._connections.release()
                     session = None
                 if session is None:
-                    opened = await self._open(dest)
+                    try:
+                        opened = await self._open(dest)
+                    except Exception as e:  # a bug or an unclassified lookup error
+                        log.exception("delivery: opening a session to %s failed", dest.key)
+                        opened = RouteFailure(False, None, f"4.3.0 internal error: {e}")
                     if not isinstance(opened, Session):
                         # The destination cannot be reached now: fail this job and every one
                         # waiting for it with the same reason (Postfix's "dead destination").
@@ -302,9 +308,15 @@ class DeliveryEngine:
                             self._fail_job(dest.jobs.get_nowait(), opened)
                         return
                     session = opened
-                results = await session.send(
-                    job.mail_from, [r.address for r in job.recipients], job.content
-                )
+                try:
+                    results = await session.send(
+                        job.mail_from, [r.address for r in job.recipients], job.content
+                    )
+                except Exception as e:  # never leave a claimed job without a result
+                    log.exception("delivery: sending %s failed", job.message.queue_id)
+                    session.alive = False
+                    self._fail_job(job, RouteFailure(False, None, f"4.3.0 internal error: {e}"))
+                    continue
                 self._finish_job(job, results)
         finally:
             dest.workers -= 1
@@ -389,6 +401,7 @@ class DeliveryEngine:
     # -- recording --------------------------------------------------------------------------
 
     async def _writer(self) -> None:
+        failures = 0
         while True:
             await self._results_ready.wait()
             self._results_ready.clear()
@@ -398,10 +411,20 @@ class DeliveryEngine:
             self._writing = True
             try:
                 await asyncio.to_thread(self._write, batch)
+                failures = 0
             except Exception:
-                # Keep them and try again: a result must not be lost to a storage hiccup.
-                log.exception("delivery: recording %d result(s) failed; retrying", len(batch))
-                self._results[:0] = batch
+                failures += 1
+                if failures >= _MAX_WRITE_FAILURES:
+                    # Give these up: their attempts stay "inflight" and the claim lease makes
+                    # them due again (at-least-once), rather than blocking every later result.
+                    log.exception("delivery: recording %d result(s) failed %d times; they will "
+                                  "be retried when their lease ends", len(batch), failures)
+                    failures = 0
+                else:
+                    # Keep them and try again: a storage hiccup must not lose a result.
+                    log.exception("delivery: recording %d result(s) failed; retrying",
+                                  len(batch))
+                    self._results[:0] = batch
                 await asyncio.sleep(1.0)
                 self._results_ready.set()
             else:
