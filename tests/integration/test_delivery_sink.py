@@ -184,3 +184,20 @@ async def test_retries_follow_the_schedule_then_bounce_with_an_injected_clock(
     assert m["recipients"][0]["last_reply"].startswith("5.4.7 gave up after 1.0 h")
     outcomes = [r["outcome"] for r in emaillog.query(db, queue_id=qid)]
     assert outcomes.count("deferred") == 5 and outcomes.count("bounced") == 1
+
+
+async def test_two_engines_on_one_database_deliver_each_message_once(
+    tmp_path: Path, dns: DNSServer, db_engine: Engine, sink: SmtpSink
+) -> None:
+    """Two nodes sharing one database (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write
+    lock): every message is claimed by one of them only."""
+    import asyncio
+
+    settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port, batch_size=20)
+    enqueue_many(db_engine, 200)
+    a, b = DeliveryEngine(settings, db_engine), DeliveryEngine(settings, db_engine)
+    await asyncio.gather(run_until_settled(a), run_until_settled(b))
+    counts = sink.message_ids()
+    assert len(counts) == 200 and set(counts.values()) == {1}
+    assert a.delivered + b.delivered == 200
+    assert a.delivered > 0 and b.delivered > 0, (a.delivered, b.delivered)
