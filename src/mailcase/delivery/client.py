@@ -224,8 +224,11 @@ class Session:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (t.ip, t.port)), self.connect_timeout)
-        except (OSError, TimeoutError) as e:
+        except BaseException as e:
             sock.close()
+            self._sock = None
+            if not isinstance(e, OSError | TimeoutError):
+                raise
             why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
             raise SessionFailure(self._fail("connect", None, f"connect to {t.ip}:{t.port}: {why}")
                                  ) from None
@@ -242,8 +245,7 @@ class Session:
             await self.close()
             raise
         except BaseException:
-            smtp.close()
-            sock.close()
+            self.abort()
             raise
         self.alive = True
 
@@ -376,9 +378,7 @@ class Session:
             self.sent += 1
             return results
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
-            self.alive = False
-            with contextlib.suppress(Exception):
-                smtp.close()
+            self.abort()
             r = self._fail(stage, None, f"connection lost: {_verify_error(e)}")
             for rcpt in rcpt_to:
                 results.setdefault(rcpt, r)
@@ -389,19 +389,36 @@ class Session:
         try:
             await self.smtp.rset()
         except (aiosmtplib.SMTPException, OSError):
-            self.alive = False
-            with contextlib.suppress(Exception):
-                self.smtp.close()
+            self.abort()
 
     async def close(self) -> None:
         """QUIT (politely, briefly), then close."""
         smtp, self.smtp, self.alive = self.smtp, None, False
         sock, self._sock = self._sock, None
+        transport = smtp.transport if smtp is not None else None
         if smtp is not None:
             if smtp.is_connected:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(smtp.quit(), 5)
             with contextlib.suppress(Exception):
                 smtp.close()
-        if sock is not None:
-            sock.close()  # also when the handshake failed before aiosmtplib owned it
+        self._drop(transport, sock)
+
+    def abort(self) -> None:
+        """Close now, without QUIT (cancellation, errors)."""
+        smtp, self.smtp, self.alive = self.smtp, None, False
+        sock, self._sock = self._sock, None
+        transport = smtp.transport if smtp is not None else None
+        if smtp is not None:
+            with contextlib.suppress(Exception):
+                smtp.close()
+        self._drop(transport, sock)
+
+    @staticmethod
+    def _drop(transport: asyncio.BaseTransport | None, sock: socket.socket | None) -> None:
+        if isinstance(transport, asyncio.WriteTransport):
+            # Ends a TLS session at once too: no waiting up to 30 s for the peer's
+            # close_notify after QUIT (asyncio's default), which also left the socket open.
+            transport.abort()
+        elif sock is not None:
+            sock.close()  # the greeting or handshake failed before a transport kept it
