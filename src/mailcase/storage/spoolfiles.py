@@ -89,6 +89,8 @@ class SpoolMover:
         self.main, self.directory = main, directory
         self._engines: dict[Path, Engine] = {}
         self._trimmed: dict[Path, tuple[float, int]] = {}
+        # The watermark this mover last wrote for each file: (file identity, message id, log id).
+        self._marks: dict[Path, tuple[int, int, int]] = {}
         self._msg_cols = [c.name for c in inbound_messages.columns if c.name != "id"]
         self._log_cols = [c.name for c in email_log.columns if c.name != "id"]
 
@@ -109,7 +111,7 @@ class SpoolMover:
 
     def close(self) -> None:
         """Trim what was moved and release the spool files' connections."""
-        for path in list(self._engines):
+        for path in list(self._marks):
             try:
                 self._trim(path, force=True)
             except Exception as e:  # noqa: BLE001 - trimming is housekeeping
@@ -185,24 +187,24 @@ class SpoolMover:
             "ORDER BY s.id",
             (last_msg, max_msg),
         )
-        # Contents: small ones in SQL, big ones streamed (never whole in memory).
-        pairs = db.execute(
-            "SELECT m.id, c.rowid, length(c.content) FROM sp.inbound_contents c "
-            "JOIN sp.inbound_messages s ON s.id = c.message_pk "
+        # Contents: the small ones in one statement, big ones streamed (never whole in memory).
+        matched = (
+            "FROM sp.inbound_contents c JOIN sp.inbound_messages s ON s.id = c.message_pk "
             "JOIN main.inbound_messages m ON m.queue_id = s.queue_id "
             "WHERE s.id > ? AND s.id <= ? AND NOT EXISTS "
-            "(SELECT 1 FROM main.inbound_contents x WHERE x.message_pk = m.id) ORDER BY s.id",
+            "(SELECT 1 FROM main.inbound_contents x WHERE x.message_pk = m.id) "
+        )
+        db.execute(
+            "INSERT INTO main.inbound_contents (message_pk, content) SELECT m.id, c.content "  # noqa: S608 - constant text
+            + matched + "AND length(c.content) < ? ORDER BY s.id",
+            (last_msg, max_msg, _STREAM_MIN_BYTES),
+        )
+        big = db.execute(
+            "SELECT m.id, c.rowid, length(c.content) " + matched + "ORDER BY s.id",  # noqa: S608
             (last_msg, max_msg),
         ).fetchall()
-        for main_pk, sp_rowid, size in pairs:
-            if size < _STREAM_MIN_BYTES:
-                db.execute(
-                    "INSERT INTO main.inbound_contents (message_pk, content) "
-                    "SELECT ?, content FROM sp.inbound_contents WHERE rowid = ?",
-                    (main_pk, sp_rowid),
-                )
-            else:
-                self._stream(db, main_pk, sp_rowid, size)
+        for main_pk, sp_rowid, size in big:
+            self._stream(db, main_pk, sp_rowid, size)
         if max_log > last_log:
             lcols = ", ".join(self._log_cols)
             db.execute(
@@ -216,6 +218,7 @@ class SpoolMover:
             "last_message_id = excluded.last_message_id, last_log_id = excluded.last_log_id",
             (key, max_msg, max(max_log, last_log)),
         )
+        self._marks[path] = (identity, max_msg, max(max_log, last_log))
         return len(msg_ids), more
 
     @staticmethod
@@ -236,25 +239,18 @@ class SpoolMover:
 
     def _trim(self, path: Path, *, force: bool) -> None:
         """Delete moved rows from the spool file, keeping the newest (ids must keep growing)."""
+        mark = self._marks.get(path)
+        if mark is None:
+            return  # nothing moved by this mover
+        identity, last_msg, last_log = mark
         now = time.monotonic()
         last_time, last_count = self._trimmed.get(path, (now, 0))
-        with self.main.connect() as conn:
-            raw: Any = conn.connection.driver_connection
-            row = raw.execute(
-                "SELECT spool, last_message_id, last_log_id FROM spool_transfers "
-                "WHERE spool LIKE ?",
-                (f"{path.name}#%",),
-            ).fetchall()
-        engine = self._engine(path)
-        with engine.connect() as conn:
-            identity = conn.exec_driver_sql("PRAGMA user_version").scalar()
-        marks = {r[0]: (int(r[1]), int(r[2])) for r in row}
-        mark = marks.get(f"{path.name}#{identity}")
-        if mark is None:
-            return
-        last_msg, last_log = mark
         if not force and last_msg - last_count < _TRIM_ROWS and now - last_time < _TRIM_SECONDS:
             return
+        engine = self._engine(path)
+        with engine.connect() as conn:
+            if conn.exec_driver_sql("PRAGMA user_version").scalar() != identity:
+                return  # the file was made again since: its rows are not these
         with write_lock(engine):
             raw_conn: Any = engine.raw_connection()
             try:
