@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailcase.errors import ConfigError
 
@@ -45,6 +45,18 @@ def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str,
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, data: Any) -> Any:
+        """`key = ""` for an option whose default is None means "not set" (as `config show`
+        prints it), never an empty path or name."""
+        if isinstance(data, dict):
+            for key, value in list(data.items()):
+                field = cls.model_fields.get(key)
+                if value == "" and field is not None and field.default is None:
+                    data[key] = None
+        return data
 
     @field_validator("listen", mode="after", check_fields=False)
     @classmethod
