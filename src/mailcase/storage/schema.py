@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mailcase.features.cases.automation_models
 import mailcase.features.cases.models
+import mailcase.features.tasks.models
 import mailcase.outbound.extras_models
 import mailcase.outbound.models  # noqa: F401 - imported for their tables
 from mailcase.storage.models import metadata

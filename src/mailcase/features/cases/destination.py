@@ -40,6 +40,7 @@ from mailcase.features.cases.decide import Decision, ThreadCase, decide, is_inte
 from mailcase.features.cases.events import Admission, CaseEmailEvent, RoutingInfo
 from mailcase.features.cases.routing import routing_targets, sender_accepted
 from mailcase.features.cases.threadtoken import find_case_ids, make_token, strip_tokens
+from mailcase.features.tasks.service import create_task, task_subject
 from mailcase.mime import InboundEmail, header_block, parse_message
 from mailcase.pipeline.worker import DeferMessage
 from mailcase.secrets import server_secret
@@ -478,6 +479,16 @@ class CaseDestination:
                 routing_address_id=r.id,
                 parent_case_id=decision.parent_case_id,
             )
+            if r.task_status:  # "create a task with status X": same transaction as the case
+                create_task(
+                    conn,
+                    subject=task_subject(strip_tokens(email.subject) or "(no subject)"),
+                    status=r.task_status,
+                    priority=r.priority,
+                    owner=r.owner or r.queue,
+                    case_id=case_id,
+                    description=email.text_body,
+                )
         else:
             assert decision.case_id is not None
             case_id = decision.case_id
