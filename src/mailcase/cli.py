@@ -377,6 +377,7 @@ COMMAND_MODULES = (
     "mailcase.features.cases.automation_commands",
     "mailcase.outbound.commands",
     "mailcase.outbound.extras_commands",
+    "mailcase.features.tasks.commands",
 )
 _register_feature_commands()
 

@@ -26,6 +26,7 @@ ROUTER_MODULES = (
     "mailcase.web.api.automation",
     "mailcase.web.api.outbound",
     "mailcase.web.api.outbound_extras",
+    "mailcase.web.api.tasks",
 )
 
 

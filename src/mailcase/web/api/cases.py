@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from mailcase.features.cases import store
+from mailcase.features.tasks.service import list_tasks
 from mailcase.plain import to_plain
 from mailcase.web.api import ApiContext
 
@@ -193,7 +194,9 @@ def router(ctx: ApiContext) -> APIRouter:
         row = await ctx.db(store.get_case, _number(number))
         if row is None:
             raise HTTPException(404, f"no case {number!r}")
-        return to_plain(row)  # type: ignore[no-any-return]
+        out: dict[str, Any] = to_plain(row)
+        out["tasks"] = [t.as_dict() for t in await ctx.db(list_tasks, case_id=row.id)]
+        return out
 
     @r.patch("/api/v1/cases/{number}", dependencies=ctx.auth, tags=tags)
     async def patch_case(number: str, body: CasePatch) -> dict[str, Any]:
