@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from mailcase.delivery.engine import _MAX_UNRECORDED
 from mailcase.outbound.models import outbound_attempts, outbound_messages
 from mailcase.storage.db import make_engine, upgrade
 from tests.support.delivery import enqueue_many
@@ -106,4 +107,5 @@ def test_kill_9_during_delivery_loses_nothing(tmp_path: Path, dns: DNSServer) ->
     # Only messages whose 250 came in before the kill but whose result was not committed can
     # arrive twice: at most what was in flight (a connection each) plus one unwritten batch.
     assert duplicates <= at_kill - recorded_at_kill
+    assert duplicates <= _MAX_UNRECORDED + PER_DESTINATION  # the engine's bound
     assert elapsed < 90

@@ -22,7 +22,9 @@ One round:
 Delivery is **at least once**. A crash between the remote server's 250 and the commit of that
 result leaves the attempt "inflight"; it is retried after a restart (SQLite: at once;
 PostgreSQL: when the claim lease ends), which sends that message again. That window is the only
-source of duplicates: results are written right after each reply, never at the end of a batch.
+source of duplicates: results are written right after each reply, never at the end of a batch,
+and senders pause while more than `_MAX_UNRECORDED` results wait to be written, which bounds
+the duplicates a crash can cause (to that many plus one message per open connection).
 Nothing is ever lost: a message leaves the queue only when every recipient is final.
 
 Hooks into the outbound extras (looked up when the engine starts; absent modules are fine):
@@ -88,6 +90,9 @@ log = logging.getLogger(__name__)
 _LINGER = 0.5
 #: Consecutive failed writes of the same results before they are left to the claim lease.
 _MAX_WRITE_FAILURES = 5
+#: Results waiting to be written before senders pause: a crash can only duplicate messages
+#: whose 250 came in but whose result was not committed, so this bounds the duplicates.
+_MAX_UNRECORDED = 64
 
 
 def _hook(module: str, name: str) -> Callable[..., Any] | None:
@@ -140,6 +145,8 @@ class DeliveryEngine:
         self._results_ready = asyncio.Event()
         self._claiming = False
         self._writing = False
+        self._in_write = 0  # results in the write that is running
+        self._written = asyncio.Event()  # set after every write
         self._connections = asyncio.Semaphore(self.d.max_connections)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sign = _hook("mailcase.outbound.dkim", "sign_for_delivery")
@@ -308,6 +315,9 @@ class DeliveryEngine:
                             self._fail_job(dest.jobs.get_nowait(), opened)
                         return
                     session = opened
+                while len(self._results) + self._in_write >= _MAX_UNRECORDED:
+                    self._written.clear()
+                    await self._written.wait()
                 try:
                     results = await session.send(
                         job.mail_from, [r.address for r in job.recipients], job.content
@@ -409,6 +419,7 @@ class DeliveryEngine:
             if not batch:
                 continue
             self._writing = True
+            self._in_write = len(batch)
             try:
                 await asyncio.to_thread(self._write, batch)
                 failures = 0
@@ -433,6 +444,8 @@ class DeliveryEngine:
                 self._wake.set()  # capacity was freed
             finally:
                 self._writing = False
+                self._in_write = 0
+                self._written.set()
 
     def _schedule(self, created_at: datetime, now: datetime, attempts: int) -> datetime | None:
         d = self.d
