@@ -204,6 +204,8 @@ def cases_list(ctx: Ctx, status: tuple[str, ...], limit: int, as_json: bool) -> 
 def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
     """Show a case and its emails."""
     from mailcase.features.cases import store
+    from mailcase.features.cases.delivery_status import case_delivery, format_delivery
+    from mailcase.plain import to_plain
 
     try:
         case = store.get_case(ctx.engine(), number)
@@ -213,8 +215,15 @@ def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
         _fail(f"no case {number} (see `mailcase cases list`)")
         return
     emails = store.list_emails(ctx.engine(), number) or []
+    deliveries = case_delivery(ctx.engine(), number) or {}
     if as_json:
-        echo_json({"case": case, "emails": emails})
+        plain = []
+        for em in emails:
+            item = to_plain(em)
+            if em.direction == "outbound":
+                item["delivery"] = deliveries.get(em.id)
+            plain.append(item)
+        echo_json({"case": case, "emails": plain})
         return
     contact = case.contact_email or f"{case.supplied_name} <{case.supplied_email}>"
     for label, value in [
@@ -248,6 +257,10 @@ def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
             + (f" [{', '.join(flags)}]" if flags else "")
         )
         click.echo(f"Subject: {em.subject}")
+        if em.direction == "outbound":
+            d = deliveries.get(em.id)
+            for line in format_delivery(d) if d else ["Delivery: unknown (not in the queue)"]:
+                click.echo(line)
         if em.authentication_results:
             click.echo(f"Authentication-Results: {em.authentication_results}")
         for a in em.attachments:

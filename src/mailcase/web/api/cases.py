@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from mailcase.features.cases import store
+from mailcase.features.cases.delivery_status import case_delivery
 from mailcase.features.tasks.service import list_tasks
 from mailcase.plain import to_plain
 from mailcase.web.api import ApiContext
@@ -221,9 +222,13 @@ def router(ctx: ApiContext) -> APIRouter:
         rows = await ctx.db(store.list_emails, n)
         if rows is None:
             raise HTTPException(404, f"no case {number!r}")
+        deliveries = await ctx.db(case_delivery, n) or {}
         out = []
         for e in rows:
             item: dict[str, Any] = to_plain(e)
+            if e.direction == "outbound":
+                d = deliveries.get(e.id)
+                item["delivery"] = None if d is None else to_plain(d)
             item["html_body"] = _link_cids(e.html_body, n, e.attachments)
             for a in item["attachments"]:
                 a["url"] = f"/api/v1/cases/{n}/attachments/{a['id']}"
