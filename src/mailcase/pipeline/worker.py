@@ -26,7 +26,6 @@ the SMTP acceptors' commits never wait behind it; on PostgreSQL right after clai
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -121,24 +120,7 @@ class AddressInbox:
 
 
 def _log_entry(m: messages.ClaimedMessage, outcome: str, reason: str | None) -> LogEntry:
-    return LogEntry(
-        time=dt.datetime.now(dt.UTC),
-        direction="inbound",
-        queue_id=m.queue_id,
-        client_ip=m.client_ip,
-        helo=m.helo,
-        mail_from=m.mail_from,
-        rcpt_to=tuple(m.rcpt_to),
-        tls_version=m.tls_version,
-        tls_cipher=m.tls_cipher,
-        requiretls=m.requiretls,
-        size=m.size,
-        message_id=m.message_id,
-        outcome=outcome,
-        reply_code=None,
-        reply_text=None,
-        reason=reason,
-    )
+    return messages.log_entry(m, outcome, reason)
 
 
 class _BatchFailed(Exception):

@@ -72,6 +72,7 @@ __all__ = [
     "count_by_state",
     "get_message",
     "insert_log",
+    "log_entry",
     "list_messages",
     "list_quarantined",
     "mark_processed",
@@ -355,6 +356,27 @@ def record_failure(target: Engine | Executor, message: int | str, error: str) ->
         if not n:
             return 0
         return int(conn.execute(select(_m.c.attempts).where(_which(message))).scalar_one())
+
+
+def log_entry(message: MessageSummary, outcome: str, reason: str | None = None) -> LogEntry:
+    """An inbound email-log entry about a stored message (processed, case created, …),
+    carrying the message's envelope and session facts."""
+    return LogEntry(
+        time=utcnow(),
+        direction="inbound",
+        queue_id=message.queue_id,
+        client_ip=message.client_ip,
+        helo=message.helo,
+        mail_from=message.mail_from,
+        rcpt_to=tuple(message.rcpt_to),
+        tls_version=message.tls_version,
+        tls_cipher=message.tls_cipher,
+        requiretls=message.requiretls,
+        size=message.size,
+        message_id=message.message_id,
+        outcome=outcome,
+        reason=reason[:2000] if reason is not None else None,
+    )
 
 
 def insert_log(conn: Executor, entry: LogEntry) -> None:

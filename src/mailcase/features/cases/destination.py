@@ -45,8 +45,6 @@ from mailcase.mime import InboundEmail, header_block, parse_message
 from mailcase.pipeline.worker import DeferMessage
 from mailcase.secrets import server_secret
 from mailcase.storage import messages
-from mailcase.storage.models import utcnow
-from mailcase.storage.spool import LogEntry
 
 __all__ = ["CaseDestination", "Prepared", "dedupe_key"]
 
@@ -267,25 +265,7 @@ class CaseDestination:
         case: str | None,
         routing: str,
     ) -> None:
-        messages.insert_log(
-            conn,
-            LogEntry(
-                time=utcnow(),
-                direction="inbound",
-                queue_id=m.queue_id,
-                client_ip=m.client_ip,
-                helo=m.helo,
-                mail_from=m.mail_from,
-                rcpt_to=tuple(m.rcpt_to),
-                tls_version=m.tls_version,
-                tls_cipher=m.tls_cipher,
-                requiretls=m.requiretls,
-                size=m.size,
-                message_id=m.message_id,
-                outcome=outcome,
-                reason=reason[:2000],
-            ),
-        )
+        messages.insert_log(conn, messages.log_entry(m, outcome, reason))
         maillog.case_event(m.queue_id, action=action, case=case, routing=routing, detail=reason)
 
     def _event(
