@@ -1,13 +1,13 @@
 """Extra SMTP acceptor processes that share the listening port (SO_REUSEPORT).
 
 One Python process runs on one core; the accept path (parsing, TLS, the spool's commits) is
-CPU-bound, so `mailcase serve` starts `inbound.processes - 1` more processes that each accept
-connections on the same port with their own event loop and their own group-commit writer
+CPU-bound, so with `inbound.processes` > 1 `mailcase serve` starts that many processes that
+each accept connections on the same port with their own event loop and their own group-commit writer
 (DESIGN.md: several acceptors, no shared write lock). On SQLite each commits to a spool file
 of its own, which the parent moves into the database (`storage.spoolfiles`); on PostgreSQL
 they commit to the database directly.
 
-The parent keeps the pipeline, the HTTP API and its own acceptor. Children talk to it over a
+The parent keeps the pipeline, delivery and the HTTP API. Children talk to it over a
 pipe: "ready", "wake" (something was stored: process it now) and a metrics snapshot every
 second; the parent sends "reload_tls" (SIGHUP), "reload_addresses" and "stop". A child dies
 with its parent (PR_SET_PDEATHSIG), so a crashed parent never leaves an orphan holding the port.
