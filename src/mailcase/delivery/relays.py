@@ -37,6 +37,7 @@ __all__ = [
     "add_filter",
     "add_relay",
     "get_relay",
+    "is_ip",
     "list_filters",
     "list_relays",
     "load_table",
@@ -118,14 +119,15 @@ def _check_host(host: str) -> tuple[str, str]:
         kind, host = "mx", host[3:].strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not host or any(c.isspace() or c in "/@:" for c in host if not _is_ip(host)):
+    if not host or any(c.isspace() or c in "/@:" for c in host if not is_ip(host)):
         raise RelayError(f"relay host {host!r}: use a host name, an IP address or mx:DOMAIN")
-    if kind == "mx" and _is_ip(host):
+    if kind == "mx" and is_ip(host):
         raise RelayError("mx: needs a domain name, not an IP address")
     return host.lower().rstrip("."), kind
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """True for an IPv4 or IPv6 address literal (a host that needs no DNS)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -13,13 +13,12 @@ looked up with the system resolver too (relays often live in /etc/hosts).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
 import socket
 from dataclasses import dataclass
 
 from mailcase.delivery.client import Credentials, Target
-from mailcase.delivery.relays import RelayInfo
+from mailcase.delivery.relays import RelayInfo, is_ip
 from mailcase.dns import Resolver
 from mailcase.dns.resolver import NoData, NoSuchRecord, NXDomain, TemporaryDNSError
 
@@ -37,17 +36,9 @@ class RouteFailure:
     text: str
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 async def _addresses(resolver: Resolver, host: str, *, system_fallback: bool) -> list[str]:
     """A then AAAA addresses of `host`; raises TemporaryDNSError if both failed that way."""
-    if _is_ip(host):
+    if is_ip(host):
         return [host]
     out: list[str] = []
     temp: TemporaryDNSError | None = None
