@@ -164,10 +164,16 @@ def test_moving_while_acceptors_commit_loses_and_doubles_nothing(
 
 
 def test_a_file_still_being_created_is_skipped(main: Engine, tmp_path: Path) -> None:
-    """An acceptor starting up: the file exists but has no identity yet."""
+    """An acceptor starting up: the file exists but has no identity yet, so its rows could
+    not be told apart from those of a file made again later: they wait."""
     path = spool_file(tmp_path, 1)
     path.parent.mkdir(parents=True)
     engine = db.make_engine(f"sqlite:///{path}")
     db.upgrade(engine)  # schema there, identity not yet set
+    early = make_message()
+    _store(engine, [early])
     assert SpoolMover(main, spool_dir(tmp_path)).move_all() == 0
     engine.dispose()
+    open_spool_file(path).dispose()  # gives it its identity
+    assert SpoolMover(main, spool_dir(tmp_path)).move_all() == 1
+    assert _queue_ids(main) == [early.queue_id]
