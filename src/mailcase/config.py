@@ -67,6 +67,7 @@ class _Section(BaseModel):
 
 class ServerSettings(_Section):
     hostname: str = Field("mailcase.localhost", description="Name used in the SMTP greeting, Received headers and the generated certificate.")
+    event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="Event loop of the server processes: 'uvloop' (libuv, less CPU per message) or Python's standard 'asyncio' loop.")
     secret_file: Path | None = Field(None, description="File with the server secret that signs thread tokens (32 random bytes); empty: data_dir/secret.key, created on first use (mode 0600). Nodes sharing a database must share it.")
 
     @field_validator("secret_file", mode="before")

@@ -16,7 +16,7 @@ import sys
 
 import uvicorn
 
-from mailcase import maillog
+from mailcase import eventloop, maillog
 from mailcase.config import Settings, parse_hostport
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.errors import TLSSetupError
@@ -178,11 +178,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         web_task.result()
         raise SystemExit(f"HTTP listener on {settings.http.listen} did not start")
     log.warning(
-        "mailcase ready: SMTP %s (%d acceptor process%s), HTTP http://%s:%d (data in %s, "
-        "database %s)",
+        "mailcase ready: SMTP %s (%d acceptor process%s, %s loop), HTTP http://%s:%d (data in "
+        "%s, database %s)",
         settings.inbound.listen,
         processes,
         "" if processes == 1 else "es",
+        eventloop.name(asyncio.get_running_loop()),
         http_host,
         http_port,
         settings.data_dir,
@@ -224,4 +225,4 @@ def run(settings: Settings) -> None:
     # with the default 5 ms switch interval a busy event loop made each group commit wait
     # several intervals (the "convoy" effect), which capped the accept rate.
     sys.setswitchinterval(_SWITCH_INTERVAL)
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings), settings.server.event_loop)

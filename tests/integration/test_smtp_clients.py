@@ -299,6 +299,7 @@ def test_smuggling_endings_never_end_data(platform: Platform, ending: bytes) -> 
 
 # ------------------------------------------------------------------ STARTTLS injection
 def test_starttls_command_injection_is_discarded(platform: Platform, client_tls: ssl.SSLContext) -> None:
+    assert "uvloop loop" in platform.log_text()  # the default loop is the one tested here
     c = RawClient(platform)
     try:
         c.reply()
@@ -356,3 +357,37 @@ def test_received_header_records_tls_facts_like_postfix(platform: Platform, clie
         assert r.status_code == 200 and r.headers["content-type"] == "message/rfc822"
         assert r.content.decode().replace("\r\n", "\n") == raw
         assert r.content.startswith(b"Received: from rcvd.sender.test ([127.0.0.1])\r\n\tby ")
+
+
+# ------------------------------------------------------------------ the standard asyncio loop
+def test_standard_asyncio_loop_serves_starttls_and_drops_injection(
+    tmp_path_factory: pytest.TempPathFactory, client_tls: ssl.SSLContext
+) -> None:
+    """`server.event_loop = "asyncio"` (the fallback to uvloop, the default) runs the same
+    STARTTLS path: delivery over TLS works and pipelined plaintext is still dropped."""
+    from tests.support.platform import running_platform
+
+    tmp = tmp_path_factory.mktemp("asyncio-loop")
+    config = '[server]\nevent_loop = "asyncio"\n[inbound]\nprocesses = 2\n'
+    with running_platform(tmp, config=config) as p:
+        p.cli("address", "add", "secure@example.test", "--require-tls")
+        assert "2 acceptor processes, asyncio loop" in p.log_text()
+        c = RawClient(p)
+        try:
+            c.reply()
+            c.cmd("EHLO inject.test")
+            c.send(b"STARTTLS\r\nRSET\r\n")
+            assert c.reply().startswith("220")
+            tls = client_tls.wrap_socket(c.sock, server_hostname="mailcase.localhost")
+            tls.settimeout(1.0)
+            with pytest.raises(TimeoutError):
+                tls.recv(1024)
+            tls.close()
+        finally:
+            c.close()
+        m = _msg(to="secure@example.test")
+        with smtplib.SMTP(*p.smtp, timeout=10) as s:
+            s.starttls(context=client_tls)
+            assert s.send_message(m, from_addr="alice@sender.test",
+                                  to_addrs=["secure@example.test"]) == {}
+        assert _find(p, m["Message-ID"])["tls_version"] in ("TLSv1.2", "TLSv1.3")

@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from mailcase import maillog
+from mailcase import eventloop, maillog
 from mailcase.config import Settings
 from mailcase.inbound.limits import BUCKETS, SharedCounts
 
@@ -183,7 +183,8 @@ def child_main(
     maillog.configure(settings.log.maillog)
     sys.setswitchinterval(0.0005)
     shared = SharedCounts(counts, len(counts) // (BUCKETS + 1))
-    asyncio.run(_child(settings, Path(cert), Path(key), conn, index, shared))
+    eventloop.run(_child(settings, Path(cert), Path(key), conn, index, shared),
+                  settings.server.event_loop)
 
 
 async def _child(

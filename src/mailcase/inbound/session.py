@@ -14,7 +14,7 @@ import random
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mailcase import maillog
 from mailcase.inbound.received import received_header
@@ -85,8 +85,8 @@ class SMTPSession(asyncio.Protocol):
 
     # ----------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.client_ip, self.client_port = str(peer[0]), int(peer[1])
         gw = self.gw
