@@ -51,6 +51,22 @@ def test_idle_client_gets_421_after_command_timeout(strict) -> None:
         assert 0.8 < time.monotonic() - start < 5
 
 
+def test_a_client_that_keeps_talking_is_not_timed_out(strict) -> None:
+    """The idle deadline moves with every command: NOOPs every 0.3 s for three command
+    timeouts keep the session open (the timer re-arms lazily, so this is what can break)."""
+    with socket.create_connection(strict.smtp, timeout=10) as s:
+        assert s.recv(1024).startswith(b"220")
+        s.sendall(b"EHLO busy.test\r\n")
+        assert s.recv(4096).startswith(b"250")
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            s.sendall(b"NOOP\r\n")
+            assert s.recv(4096).startswith(b"250"), "cut off while active"
+        data = _recv_until_closed(s, 10)  # then idle: cut off after one timeout
+        assert data.startswith(b"421 4.4.2"), data
+
+
 def test_client_below_minimum_data_rate_is_cut_off(strict) -> None:
     with socket.create_connection(strict.smtp, timeout=10) as s:
         s.recv(1024)

@@ -25,6 +25,22 @@ def _safe(text: str | None, limit: int = 255) -> str:
     return _UNSAFE.sub("?", text)[:limit]
 
 
+_last_date: tuple[int, str] = (-1, "")
+
+
+def _date(when: dt.datetime) -> str:
+    """RFC 5322 date of `when` in UTC, formatted once per second (a cost on every message)."""
+    global _last_date  # noqa: PLW0603 - a one-entry cache
+    utc = when.astimezone(dt.UTC)
+    second = int(utc.timestamp())
+    cached = _last_date
+    if cached[0] == second:
+        return cached[1]
+    text = email.utils.format_datetime(utc.replace(microsecond=0))
+    _last_date = (second, text)
+    return text
+
+
 def protocol_keyword(*, esmtp: bool, tls: bool, smtputf8: bool) -> str:
     """`with` keyword (RFC 3848, RFC 6531 §4.3): SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS."""
     if smtputf8:
@@ -58,7 +74,7 @@ def received_header(
             f"\t(using {_safe(tls.version)} with cipher {_safe(tls.cipher)} "
             f"({tls.bits}/{tls.bits} bits))"
         )
-    date = email.utils.format_datetime(when.astimezone(dt.UTC))
+    date = _date(when)
     if recipient is not None:
         lines.append(f"\tfor <{recipient}>; {date}")
     else:

@@ -74,6 +74,7 @@ class SMTPSession(asyncio.Protocol):
         self._busy = False  # waiting for the spool or a TLS handshake
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._greet_handle: asyncio.TimerHandle | None = None
         self._data = _DataClock()
         self._counted = False
@@ -178,12 +179,30 @@ class SMTPSession(asyncio.Protocol):
         )
 
     def _arm_timer(self) -> None:
-        self._cancel_timer()
+        """Move the idle deadline forward. The timer itself is re-armed lazily: re-creating
+        a TimerHandle after every command was a measurable share of the accept path's CPU, so
+        a timer that fires early just sleeps again until the current deadline."""
         if self._closed or self._busy or self.conn is None:
             return
         inbound = self.gw.settings.inbound
         timeout = inbound.data_timeout if self.conn.in_data else inbound.command_timeout
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, "timeout")
+        loop = asyncio.get_running_loop()
+        self._deadline = deadline = loop.time() + timeout
+        if self._timer is not None:
+            if self._timer.when() <= deadline:
+                return  # fires before the deadline and sleeps again then
+            self._timer.cancel()  # a shorter timeout than the pending timer's
+        self._timer = loop.call_at(deadline, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._timer = None
+        if self._closed or self._busy or self.conn is None:
+            return  # busy: _end_io arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._deadline_reached)
+            return
+        self._on_timeout("timeout")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -234,8 +253,7 @@ class SMTPSession(asyncio.Protocol):
         self._arm_timer()
 
     def _start_io(self, coro: object) -> None:
-        self._busy = True
-        self._cancel_timer()
+        self._busy = True  # the idle timer ignores a busy session (_end_io re-arms it)
         if self.transport is not None:
             self.transport.pause_reading()
         self._task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
