@@ -217,9 +217,18 @@ async def test_locked_database_fails_within_busy_timeout_and_recovers(tmp_path: 
 
 
 async def test_missing_table_fails_every_message_at_once(
-    spool: Spool, db_engine: Engine
+    spool: Spool, db_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database-wide error fails the whole batch instead of retrying each message."""
+    """A database-wide error fails the whole batch instead of retrying each message (also
+    when the raw SQLite path raises sqlite3's own, unwrapped error)."""
+    one_by_one: list[int] = []
+    original = Spool._commit_one_by_one
+
+    def spy(self: Spool, pending: list, logs: list) -> None:
+        one_by_one.append(len(pending))
+        original(self, pending, logs)
+
+    monkeypatch.setattr(Spool, "_commit_one_by_one", spy)
     with db.begin_write(db_engine) as conn:
         # Renamed rather than dropped: feature tables reference it.
         conn.execute(text("ALTER TABLE inbound_messages RENAME TO inbound_messages_gone"))
@@ -230,6 +239,7 @@ async def test_missing_table_fails_every_message_at_once(
         30,
     )
     assert all(isinstance(r, SpoolCommitError) for r in results)
+    assert one_by_one == []
 
 
 @pytest.fixture
