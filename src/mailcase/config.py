@@ -124,7 +124,7 @@ class HTTPSettings(_Section):
 
 class PipelineSettings(_Section):
     poll_interval: float = Field(0.5, gt=0, description="Seconds between looks for newly accepted messages when idle.")
-    batch_size: int = Field(50, ge=1, description="Messages processed per transaction (on SQLite the accept path waits while one runs: keep it small).")
+    batch_size: int = Field(0, ge=0, description="Messages processed per transaction; 0 = automatic: 50 when this process also accepts SMTP on SQLite (its commits wait while a batch runs), else 500.")
 
 
 class DNSSettings(_Section):

@@ -40,6 +40,7 @@ log = logging.getLogger("mailcase")
 _SHUTDOWN_GRACE = 10.0
 _SWITCH_INTERVAL = 0.0005
 _SPOOL_POLL = 1.0
+_MOVE_GATHER = 0.1
 
 
 def _tls_files(settings: Settings) -> ServerTLS:
@@ -48,6 +49,15 @@ def _tls_files(settings: Settings) -> ServerTLS:
     else:
         cert, key = ensure_certificate(settings.tls_dir, settings.server.hostname)
     return ServerTLS(cert.resolve(), key.resolve(), settings.tls.min_version)
+
+
+def _pipeline_batch(settings: Settings, processes: int, dialect: str) -> int:
+    """`pipeline.batch_size`, or the automatic size: small when the SMTP acceptor in this
+    process commits to the same SQLite database (it waits for the write lock while a batch
+    runs), large otherwise, where per-batch costs (queries, a commit) dominate."""
+    if settings.pipeline.batch_size:
+        return settings.pipeline.batch_size
+    return 50 if processes == 1 and dialect == "sqlite" else 500
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
@@ -63,11 +73,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     book = AddressBook(engine, settings.automation)
     await asyncio.to_thread(book.reload)
     delivery = DeliveryEngine(settings, engine, metrics)
+    processes = acceptor_processes(settings)
     pipeline = Pipeline(
         engine,
         metrics,
         build_destinations(settings, engine),
-        batch_size=settings.pipeline.batch_size,
+        batch_size=_pipeline_batch(settings, processes, engine.dialect.name),
         poll_interval=settings.pipeline.poll_interval,
     )
     gateway = Gateway(
@@ -78,7 +89,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         metrics=metrics,
         on_stored=pipeline.wake,
     )
-    processes = acceptor_processes(settings)
     # One acceptor: this process. Several: all in child processes, and this one keeps the
     # pipeline and the HTTP API, so that no acceptor carries more work than the others.
     smtp_server = await start_listener(gateway) if processes == 1 else None
@@ -103,6 +113,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                     pipeline.wake()
             except Exception as e:  # noqa: BLE001 - the database may be briefly unavailable
                 log.error("moving spooled messages failed, will retry: %s", e)
+            # Under load the acceptors wake us every few ms: let their commits gather into
+            # one move (each is a transaction and an fsync on the main database).
+            await asyncio.sleep(_MOVE_GATHER)
 
     if mover is not None:
         await asyncio.to_thread(mover.move_all)
