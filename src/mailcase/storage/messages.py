@@ -58,6 +58,7 @@ from mailcase.storage.models import (
     inbound_messages,
     utcnow,
 )
+from mailcase.storage.rawinsert import raw_insert
 
 __all__ = [
     "ClaimedMessage",
@@ -129,10 +130,14 @@ _SUMMARY_COLUMNS = tuple(_m.c[name] for name in MessageSummary.__dataclass_field
 _FULL_COLUMNS = (*_SUMMARY_COLUMNS, _c.c.content)
 
 
+_RCPT_INDEX = list(MessageSummary.__dataclass_fields__).index("rcpt_to")
+
+
 def _summary(row: Row[*tuple[Any, ...]]) -> MessageSummary:
-    values = row._asdict()
-    values["rcpt_to"] = tuple(values["rcpt_to"])
-    return MessageSummary(**values)
+    # Positional: the columns are selected in field order (a dict per row cost more).
+    values = list(row)
+    values[_RCPT_INDEX] = tuple(values[_RCPT_INDEX])
+    return MessageSummary(*values)
 
 
 def _stored(row: Row[*tuple[Any, ...]]) -> StoredMessage:
@@ -280,6 +285,10 @@ def mark_processed(conn: Executor, message_pk: int, addresses: Iterable[str] = (
         raise StorageError(f"message {message_pk} is not in state 'received'")
 
 
+_DELIVERY_COLUMNS = ("message_pk", "address", "delivered_at")
+_LOG_COLUMNS = tuple(c.name for c in email_log.columns if c.name != "id")
+
+
 def record_deliveries(conn: Executor, pairs: Iterable[tuple[int, str]]) -> None:
     """Bulk `record_delivery` for (message_pk, address) pairs: one statement for a batch.
 
@@ -288,6 +297,9 @@ def record_deliveries(conn: Executor, pairs: Iterable[tuple[int, str]]) -> None:
     now = utcnow()
     rows = [{"message_pk": pk, "address": a, "delivered_at": now} for pk, a in pairs]
     if not rows:
+        return
+    if _dialect(conn) == "sqlite" and isinstance(conn, Connection):
+        raw_insert(_d, _DELIVERY_COLUMNS, conn.dialect, skip_conflicts=True).executemany(conn, rows)
         return
     if _dialect(conn) == "postgresql":
         stmt: Any = pg_insert(_d).on_conflict_do_nothing()
@@ -315,7 +327,11 @@ def mark_processed_many(conn: Executor, message_pks: Sequence[int]) -> None:
 def insert_logs(conn: Executor, entries: Iterable[LogEntry]) -> None:
     """Bulk `insert_log`."""
     rows = [log_row(e) for e in entries]
-    if rows:
+    if not rows:
+        return
+    if _dialect(conn) == "sqlite" and isinstance(conn, Connection):
+        raw_insert(email_log, _LOG_COLUMNS, conn.dialect).executemany(conn, rows)
+    else:
         conn.execute(insert(email_log), rows)
 
 

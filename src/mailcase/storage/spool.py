@@ -41,6 +41,7 @@ from mailcase.errors import SpoolCommitError, StorageError
 from mailcase.storage._records import LogEntry, SpooledMessage, log_row, message_row
 from mailcase.storage.db import WRITE_OPTION, write_lock
 from mailcase.storage.models import email_log, inbound_contents, inbound_messages
+from mailcase.storage.rawinsert import RawInsert
 
 __all__ = ["LogEntry", "Spool", "SpooledMessage"]
 
@@ -113,40 +114,18 @@ def _resolve(
 
 
 class _RawSQLiteInserts:
-    """The spool's inserts on SQLite through the sqlite3 cursor, without SQLAlchemy's
-    per-statement machinery.
-
-    On the accept path SQLAlchemy's compile-and-bind work cost more CPU than SQLite itself
-    (about 70 µs a message) and runs under the GIL beside the SMTP sessions. The values go
-    through the columns' own bind processors, so rows are stored exactly as SQLAlchemy would
-    store them and read back the same. PostgreSQL keeps the SQLAlchemy path (executemany with
-    insertmanyvalues is already one round trip).
-    """
+    """The spool's transaction on SQLite through the sqlite3 connection (`RawInsert`: on the
+    accept path SQLAlchemy's per-row work cost more CPU than SQLite itself, about 70 µs a
+    message, under the GIL beside the SMTP sessions). PostgreSQL keeps the SQLAlchemy path."""
 
     def __init__(self, engine: Engine) -> None:
         dialect = engine.dialect
-        self._msg_cols = [c.name for c in _messages.columns if c.name != "id"]
-        self._log_cols = [c.name for c in _email_log.columns if c.name != "id"]
-        self._msg_sql = self._sql(_messages.name, self._msg_cols)
-        self._log_sql = self._sql(_email_log.name, self._log_cols)
-        self._content_sql = f"INSERT INTO {_contents.name} (message_pk, content) VALUES (?, ?)"  # noqa: S608 - names from our metadata
-        self._msg_procs = [_messages.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-                           for c in self._msg_cols]
-        self._log_procs = [_email_log.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-                           for c in self._log_cols]
         # message_row/log_row give every column that has a server default; the rest is NULL.
-
-    @staticmethod
-    def _sql(table: str, cols: list[str]) -> str:
-        return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"  # noqa: S608 - names from our metadata
-
-    @staticmethod
-    def _params(row: dict[str, Any], cols: list[str], procs: list[Any]) -> tuple[Any, ...]:
-        out = []
-        for col, proc in zip(cols, procs, strict=True):
-            value = row.get(col)
-            out.append(proc(value) if proc is not None and value is not None else value)
-        return tuple(out)
+        self._msg = RawInsert(_messages, [c.name for c in _messages.columns if c.name != "id"],
+                              dialect)
+        self._log = RawInsert(_email_log, [c.name for c in _email_log.columns if c.name != "id"],
+                              dialect)
+        self._content_sql = f"INSERT INTO {_contents.name} (message_pk, content) VALUES (?, ?)"  # noqa: S608 - names from our metadata
 
     def transaction(
         self,
@@ -179,21 +158,14 @@ class _RawSQLiteInserts:
         cur = raw.cursor()
         try:
             for p, row in zip(pending, msg_rows, strict=True):
-                cur.execute(
-                    self._msg_sql,
-                    self._params(row, self._msg_cols, self._msg_procs),
-                )
-                pk = cur.lastrowid
+                pk = self._msg.execute(cur, row)
                 content = p.msg.content
                 if len(content) < _STREAM_MIN_BYTES:
                     cur.execute(self._content_sql, (pk, content))
                 else:
                     Spool._stream_sqlite(conn, pk, content)
             if log_rows:
-                cur.executemany(
-                    self._log_sql,
-                    [self._params(r, self._log_cols, self._log_procs) for r in log_rows],
-                )
+                cur.executemany(self._log.sql, [self._log.params(r) for r in log_rows])
         finally:
             cur.close()
 
