@@ -18,7 +18,18 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import forkserver
+
 MAILCASE = [sys.executable, "-m", "mailcase"]
+
+# How long a running server may take to see a receiving address another process changed
+# (src/mailcase/inbound/addressbook.py): a new address is loaded at the first RCPT that misses
+# it, unless the last load is under 0.2 s old; any other change (remove, set, disable) waits
+# for the background poll of the settings generation, once a second.
+_ADDRESS_ADDED_SETTLE = 0.3
+_ADDRESS_CHANGED_SETTLE = 1.5
+_ADDRESS_GROUPS = ("address", "routing")
+_READ_ONLY = ("list", "show", "--help")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,7 +38,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(host: str, port: int, timeout: float = 30.0,
+              proc: subprocess.Popen[bytes] | forkserver.ForkedProcess | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -48,7 +60,7 @@ class Platform:
     env: dict[str, str]
     log_path: Path
     config_path: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | forkserver.ForkedProcess | None = None
     token: str | None = None
     extra_args: list[str] = field(default_factory=list)
 
@@ -61,17 +73,23 @@ class Platform:
         return f"http://127.0.0.1:{self.http_port}"
 
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = [*MAILCASE]
+        cmd: list[str] = []
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         cmd += ["--data-dir", str(self.data_dir), *args]
-        res = subprocess.run(cmd, env=self.env, capture_output=True, text=True, input=input, timeout=120)
+        res = forkserver.run(cmd, env=self.env, input=input, timeout=120)
         if check and res.returncode != 0:
             raise AssertionError(f"mailcase {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        if (self.proc is not None and res.returncode == 0 and len(args) >= 2
+                and args[0] in _ADDRESS_GROUPS and args[1] not in _READ_ONLY):
+            # The CLI used to take longer than these intervals to start, which hid them; a
+            # test that sends right after changing an address relies on the server having
+            # seen the change, as a user who waits a moment would.
+            time.sleep(_ADDRESS_ADDED_SETTLE if args[1] == "add" else _ADDRESS_CHANGED_SETTLE)
         return res
 
     def start(self, timeout: float = 60.0) -> None:
-        cmd = [*MAILCASE]
+        cmd: list[str] = []
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         cmd += [
@@ -79,9 +97,7 @@ class Platform:
             "--smtp-listen", f"127.0.0.1:{self.smtp_port}",
             "--http-listen", f"127.0.0.1:{self.http_port}", *self.extra_args,
         ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self.proc = forkserver.popen(cmd, env=self.env, stdout_path=self.log_path)
         wait_port("127.0.0.1", self.smtp_port, timeout, self.proc)
         wait_port("127.0.0.1", self.http_port, timeout, self.proc)
 
