@@ -164,11 +164,15 @@ class PostgresServer:
     def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.url(), autocommit=True, connect_timeout=10)
 
-    def create_database(self, name: str | None = None) -> str:
-        """Create an empty database (a unique name if none is given); return its name."""
+    def create_database(self, name: str | None = None, *, template: str | None = None) -> str:
+        """Create a database (a unique name if none is given), empty or a copy of `template`
+        (which must have no connections); return its name."""
         name = name or f"t_{uuid.uuid4().hex[:16]}"
+        sql = f'CREATE DATABASE "{name}"'
+        if template is not None:
+            sql += f' TEMPLATE "{template}"'
         with self._admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+            conn.execute(sql.encode())
         return name
 
     def drop_database(self, name: str) -> None:
