@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.platform import MAILCASE, Platform, free_port, running_platform
+from tests.support import forkserver
+from tests.support.platform import Platform, free_port, running_platform
 
 
 def test_api_requires_token_and_health_and_metrics_do_not(platform: Platform) -> None:
@@ -104,24 +105,24 @@ def test_token_is_shown_once_and_stored_hashed(platform: Platform) -> None:
 
 def test_config_show_and_bad_config_fail_clearly(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "MAILCASE_INBOUND__TLS": "required", "HOME": str(tmp_path)}
-    out = subprocess.run([*MAILCASE, "--data-dir", str(tmp_path), "config", "show"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    # A fresh interpreter, as a user starts it (the other commands come from the fork server,
+    # which imports the modules beforehand; test_make_run_style_start_... does the same for serve).
+    out = subprocess.run([sys.executable, "-m", "mailcase", "--data-dir", str(tmp_path), "config", "show"],
+                         env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert 'tls = "required"' in out.stdout
     assert "max_message_size = 36700160" in out.stdout
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[inbound]\nmax_mesage_size = 10\n')
-    bad = subprocess.run([*MAILCASE, "serve", "--config", str(cfg), "--data-dir", str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = forkserver.run(["serve", "--config", str(cfg), "--data-dir", str(tmp_path)], env=env, timeout=60)
     assert bad.returncode == 2
     assert "inbound.max_mesage_size" in bad.stderr and "unknown key" in bad.stderr
     cfg.write_text('[inbound]\ntls = "sometimes"\n')
     plain_env = {k: v for k, v in env.items() if not k.startswith("MAILCASE_")}
-    bad = subprocess.run([*MAILCASE, "--config", str(cfg), "config", "show"], env=plain_env,
-                         capture_output=True, text=True, timeout=60)
+    bad = forkserver.run(["--config", str(cfg), "config", "show"], env=plain_env, timeout=60)
     assert bad.returncode == 2 and "inbound.tls" in bad.stderr
-    bad = subprocess.run([*MAILCASE, "serve", "--data-dir", str(tmp_path), "--smtp-listen", "localhost:notaport"],
-                         env=env, capture_output=True, text=True, timeout=60)
+    bad = forkserver.run(["serve", "--data-dir", str(tmp_path), "--smtp-listen", "localhost:notaport"],
+                         env=env, timeout=60)
     assert bad.returncode == 2 and "inbound.listen" in bad.stderr
 
 
@@ -299,16 +300,13 @@ def test_quarantine_list_and_retry_from_the_cli(tmp_path: Path) -> None:
     assert messages.mark_quarantined(engine, "QTEST0001", "ValueError: cannot route")
     engine.dispose()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    listed = subprocess.run([*MAILCASE, "--data-dir", str(data), "quarantine", "list", "--json"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    listed = forkserver.run(["--data-dir", str(data), "quarantine", "list", "--json"], env=env, timeout=60)
     rows = json.loads(listed.stdout)
     assert [(r["queue_id"], r["error"]) for r in rows] == [("QTEST0001", "ValueError: cannot route")]
-    none = subprocess.run([*MAILCASE, "--data-dir", str(data), "quarantine", "retry", "NOPE"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    none = forkserver.run(["--data-dir", str(data), "quarantine", "retry", "NOPE"], env=env, timeout=60)
     assert none.returncode == 1 and "no quarantined message" in none.stderr
-    retried = subprocess.run([*MAILCASE, "--data-dir", str(data), "quarantine", "retry", "QTEST0001"], env=env,
-                             capture_output=True, text=True, timeout=60)
+    retried = forkserver.run(["--data-dir", str(data), "quarantine", "retry", "QTEST0001"], env=env, timeout=60)
     assert retried.returncode == 0 and "1 message" in retried.stdout
-    state = json.loads(subprocess.run([*MAILCASE, "--data-dir", str(data), "messages", "list", "--json"], env=env,
-                                      capture_output=True, text=True, timeout=60).stdout)[0]["state"]
+    state = json.loads(forkserver.run(["--data-dir", str(data), "messages", "list", "--json"], env=env,
+                                      timeout=60).stdout)[0]["state"]
     assert state == "received"

@@ -149,6 +149,8 @@ nameservers = ["{dns.address}"]
 timeout = 2.0
 [pipeline]
 poll_interval = 0.05
+[inbound]
+processes = 1
 [delivery]
 mx_port = {peer_port}
 poll_interval = 0.05

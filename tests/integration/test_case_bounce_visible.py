@@ -52,6 +52,7 @@ def test_reply_to_null_mx_shows_bounced_on_the_case(tmp_path: Path, dns: DNSServ
         f'[dns]\nnameservers = ["{dns.address}"]\ntimeout = 2.0\n'
         "[pipeline]\npoll_interval = 0.05\n"
         f"[delivery]\nmx_port = {free_port()}\npoll_interval = 0.05\nconnect_timeout = 3.0\n"
+        "[inbound]\nprocesses = 1\n"  # the case's delivery status, not the acceptors
     )
     with running_platform(tmp_path, config=config) as p, p.api() as api:
         p.cli("routing", "add", "support@example.test", "--name", "Support")

@@ -47,6 +47,7 @@ def mc(tmp_path_factory: pytest.TempPathFactory, dns: DNSServer) -> Iterator[Pla
         '[server]\nhostname = "mx.mailcase.test"\n'
         f'[dns]\nnameservers = ["{dns.address}"]\ntimeout = 2.0\n'
         "[pipeline]\npoll_interval = 0.2\n"
+        "[inbound]\nprocesses = 1\n"  # the cases, not the acceptors (test_acceptors.py)
     )
     with running_platform(tmp, config=config) as p:
         p.cli("routing", "add", "support@example.test", "--name", "Support", "--save-headers")

@@ -30,7 +30,8 @@ def _wait_cases(p: object, n: int) -> list[dict[str, object]]:
 
 
 def test_cases_on_postgresql(tmp_path: Path, pg_fresh_url: str) -> None:
-    env = {"MAILCASE_DATABASE__URL": pg_fresh_url, "MAILCASE_CASES__AUTHENTICATE": "false"}
+    env = {"MAILCASE_DATABASE__URL": pg_fresh_url, "MAILCASE_CASES__AUTHENTICATE": "false",
+           "MAILCASE_INBOUND__PROCESSES": "1"}  # the cases, not the acceptors
     with running_platform(tmp_path, env=env) as p:
         p.cli("routing", "add", "support@example.test")
         p.cli("routing", "add", "help@example.test")

@@ -66,6 +66,7 @@ def mc(tmp_path_factory: pytest.TempPathFactory, dns: DNSServer) -> Iterator[Pla
             f'[dns]\nnameservers = ["{dns.address}"]\ntimeout = 3.0\n'
             f"[delivery]\nmx_port = {p.smtp_port}\npoll_interval = 0.2\n"
             '[dkim]\ncompliance_bcc = ["archive@example.test"]\n'
+            "[inbound]\nprocesses = 1\n"  # outbound extras, not the acceptors
         )
         p.start()
         for a in ("support@example.test", "info@example.test", "archive@example.test"):
@@ -78,13 +79,13 @@ def _inbound(p: Platform) -> list[dict[str, Any]]:
 
 
 def _raw(p: Platform, queue_id: str) -> bytes:
-    import subprocess
+    from tests.support import forkserver
 
-    from tests.support.platform import MAILCASE
-
-    cmd = [*MAILCASE, "--config", str(p.config_path), "--data-dir", str(p.data_dir),
+    cmd = ["--config", str(p.config_path), "--data-dir", str(p.data_dir),
            "messages", "show", "--raw", queue_id]
-    return subprocess.run(cmd, env=p.env, capture_output=True, check=True, timeout=60).stdout
+    res = forkserver.run_binary(cmd, env=p.env, timeout=60)
+    res.check_returncode()
+    return res.stdout
 
 
 def _send(p: Platform, *to: str, subject: str) -> str:

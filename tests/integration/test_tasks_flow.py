@@ -16,7 +16,8 @@ WAIT = 20.0  # seconds a message may take from 250 to its task (bounded polling)
 
 
 def test_routing_task_status_creates_one_task(tmp_path: Path) -> None:
-    config = "[pipeline]\npoll_interval = 0.2\n[cases]\nauthenticate = false\n"
+    config = ("[pipeline]\npoll_interval = 0.2\n[cases]\nauthenticate = false\n"
+              "[inbound]\nprocesses = 1\n")  # the tasks, not the acceptors
     with running_platform(tmp_path, config=config) as p:
         p.cli("routing", "add", "help@example.test", "--owner", "bob", "--priority", "High",
               "--task-status", "Not Started")

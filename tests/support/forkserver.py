@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ForkedProcess", "popen", "run"]
+__all__ = ["ForkedProcess", "popen", "run", "run_binary"]
 
 # Modules the zygote imports before forking: everything `mailcase serve` and the CLI commands
 # load. Importing them has no side effects beyond what a normal start does anyway.
@@ -264,15 +264,25 @@ def run(
     timeout: float = 120, cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Like ``subprocess.run([python, -m, mailcase, *args], capture_output=True, text=True)``."""
+    res = run_binary(args, env=env, input=None if input is None else input.encode(),
+                     timeout=timeout, cwd=cwd)
+    return subprocess.CompletedProcess(res.args, res.returncode, _decode(res.stdout),
+                                       _decode(res.stderr))
+
+
+def run_binary(
+    args: Sequence[str], *, env: Mapping[str, str], input: bytes | None = None,
+    timeout: float = 120, cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Like ``subprocess.run([python, -m, mailcase, *args], capture_output=True)``."""
     cmd = [sys.executable, "-m", "mailcase", *args]
     if _plain():
-        return subprocess.run(cmd, env=dict(env), capture_output=True, text=True, input=input,
+        return subprocess.run(cmd, env=dict(env), capture_output=True, input=input,
                               timeout=timeout, cwd=cwd)
     with tempfile.TemporaryDirectory(prefix="mailcase-cli-") as d:
         out, err, inp = Path(d) / "out", Path(d) / "err", Path(d) / "in"
         if input is not None:
-            with open(inp, "w") as f:  # text mode, as subprocess.run(text=True) writes it
-                f.write(input)
+            inp.write_bytes(input)
         zygote = _get_zygote()
         reply = zygote.request({
             "op": "spawn", "args": list(args), "env": dict(env),
@@ -288,5 +298,4 @@ def run(
             proc.kill()
             proc.wait()
             raise
-        return subprocess.CompletedProcess(cmd, rc, _decode(out.read_bytes()),
-                                           _decode(err.read_bytes()))
+        return subprocess.CompletedProcess(cmd, rc, out.read_bytes(), err.read_bytes())
