@@ -125,6 +125,7 @@ class HTTPSettings(_Section):
 class PipelineSettings(_Section):
     poll_interval: float = Field(0.5, gt=0, description="Seconds between looks for newly accepted messages when idle.")
     batch_size: int = Field(0, ge=0, description="Messages processed per transaction; 0 = automatic: 50 when this process also accepts SMTP on SQLite (its commits wait while a batch runs), else 500.")
+    nice: int = Field(10, ge=0, le=19, description="With SMTP acceptors in processes of their own: how many steps below normal CPU priority processing runs (Linux nice), so that under load accepting goes first and processing catches up after; 0 = same priority.")
 
 
 class DNSSettings(_Section):

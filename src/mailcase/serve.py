@@ -25,6 +25,7 @@ from mailcase.inbound.addressbook import AddressBook
 from mailcase.inbound.listener import Gateway, acceptor_processes, start_listener
 from mailcase.metrics import Metrics
 from mailcase.pipeline.destinations import build_destinations
+from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import Pipeline
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
@@ -74,12 +75,18 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     await asyncio.to_thread(book.reload)
     delivery = DeliveryEngine(settings, engine, metrics)
     processes = acceptor_processes(settings)
+    # Processing yields the CPU to the acceptors, when they run in processes of their own.
+    processing_pool = (
+        background_executor("mailcase-processing", settings.pipeline.nice, workers=2)
+        if processes > 1 else None
+    )
     pipeline = Pipeline(
         engine,
         metrics,
         build_destinations(settings, engine),
         batch_size=_pipeline_batch(settings, processes, engine.dialect.name),
         poll_interval=settings.pipeline.poll_interval,
+        executor=processing_pool,
     )
     gateway = Gateway(
         settings=settings,
@@ -102,6 +109,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
 
     async def move_spooled() -> None:
         assert mover is not None
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await asyncio.wait_for(moved.wait(), _SPOOL_POLL)
@@ -109,7 +117,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                 pass
             moved.clear()
             try:
-                if await asyncio.to_thread(mover.move_all):
+                if await loop.run_in_executor(processing_pool, mover.move_all):
                     pipeline.wake()
             except Exception as e:  # noqa: BLE001 - the database may be briefly unavailable
                 log.error("moving spooled messages failed, will retry: %s", e)
@@ -223,6 +231,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(mover.move_all)
             await asyncio.to_thread(mover.close)
+        if processing_pool is not None:  # a batch still running finishes first
+            await asyncio.to_thread(processing_pool.shutdown)
         engine.dispose()
 
 

@@ -26,9 +26,11 @@ the SMTP acceptors' commits never wait behind it; on PostgreSQL right after clai
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Protocol
 
 from sqlalchemy.engine import Connection, Engine
@@ -286,9 +288,12 @@ class Pipeline:
         batch_size: int = 200,
         poll_interval: float = 0.5,
         gather: float = 0.05,
+        executor: Executor | None = None,
     ) -> None:
+        """`executor` runs the batches (default: asyncio's default thread pool)."""
         self.engine, self.metrics, self.destinations = engine, metrics, destinations
         self.batch_size, self.poll_interval, self.gather = batch_size, poll_interval, gather
+        self.executor = executor
         self._wake = asyncio.Event()
         self._deferred: dict[int, float] = {}
 
@@ -300,13 +305,16 @@ class Pipeline:
         while True:
             self._wake.clear()
             try:
-                n = await asyncio.to_thread(
-                    process_batch,
-                    self.engine,
-                    self.destinations,
-                    batch_size=self.batch_size,
-                    metrics=self.metrics,
-                    deferred=self._deferred,
+                n = await asyncio.get_running_loop().run_in_executor(
+                    self.executor,
+                    functools.partial(
+                        process_batch,
+                        self.engine,
+                        self.destinations,
+                        batch_size=self.batch_size,
+                        metrics=self.metrics,
+                        deferred=self._deferred,
+                    ),
                 )
             except asyncio.CancelledError:
                 raise
