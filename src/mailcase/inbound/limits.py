@@ -6,6 +6,11 @@ IP hashed into `BUCKETS`; two addresses in one bucket count together, which can 
 limit stricter, and is rare with 4096 buckets) plus a column for the total. A process's row
 belongs to it alone; when a process dies its row is cleared before a replacement starts, so
 the connections it held are not counted for ever.
+
+Each process writes only its own row (from its one event-loop thread), so the counts are read
+and written without a lock: the lock cost more than the rest of the connection bookkeeping, and
+a row read while its owner changes it is at worst one connection stale, which can let a limit
+be passed by one connection per other process at the same instant, never more.
 """
 
 from __future__ import annotations
@@ -53,38 +58,27 @@ class ConnectionTracker:
     ) -> None:
         self.max_total, self.max_per_ip = max_total, max_per_ip
         self.shared, self.row = shared, row
-        if shared is None:
-            self._local: MutableSequence[int] = [0] * _ROW
+        self._rows = shared.rows if shared is not None else 1
+        self._base = row * _ROW if shared is not None else 0
+        self._data: MutableSequence[int] = (
+            shared.array.get_obj() if shared is not None else [0] * _ROW
+        )
 
-    def _sum(self, data: MutableSequence[int], column: int) -> int:
-        return sum(data[r * _ROW + column] for r in range(self.shared.rows if self.shared else 1))
+    def _sum(self, column: int) -> int:
+        data = self._data
+        return sum(data[r * _ROW + column] for r in range(self._rows))
 
     def admit(self, ip: str) -> tuple[str, Reply] | None:
         bucket = _bucket(ip)
-        if self.shared is None:
-            return self._admit(self._local, 0, bucket)
-        with self.shared.array.get_lock():
-            return self._admit(self.shared.array.get_obj(), self.row * _ROW, bucket)
-
-    def _admit(
-        self, data: MutableSequence[int], base: int, bucket: int
-    ) -> tuple[str, Reply] | None:
-        if self._sum(data, BUCKETS) >= self.max_total:
+        if self._sum(BUCKETS) >= self.max_total:
             return "too_many_connections", SERVICE_NOT_AVAILABLE_CONNECTIONS
-        if self._sum(data, bucket) >= self.max_per_ip:
+        if self._sum(bucket) >= self.max_per_ip:
             return "too_many_connections_per_ip", TOO_MANY_FROM_IP
-        data[base + BUCKETS] += 1
-        data[base + bucket] += 1
+        self._data[self._base + BUCKETS] += 1
+        self._data[self._base + bucket] += 1
         return None
 
     def release(self, ip: str) -> None:
         bucket = _bucket(ip)
-        if self.shared is None:
-            self._local[BUCKETS] -= 1
-            self._local[bucket] -= 1
-            return
-        base = self.row * _ROW
-        with self.shared.array.get_lock():
-            data = self.shared.array.get_obj()
-            data[base + BUCKETS] -= 1
-            data[base + bucket] -= 1
+        self._data[self._base + BUCKETS] -= 1
+        self._data[self._base + bucket] -= 1

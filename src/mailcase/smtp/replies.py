@@ -7,6 +7,7 @@ assembled at the call site, so that tests compare them and the wire format lives
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = [
@@ -104,15 +105,21 @@ class Reply:
 
     def to_bytes(self) -> bytes:
         """Wire form: `250-first` … `250 last`, each line ending in CRLF (RFC 5321 §4.2.1)."""
-        ls = self.lines()
-        out = []
-        for i, line in enumerate(ls):
-            sep = " " if i == len(ls) - 1 else "-"
-            out.append(f"{self.code}{sep}{line}\r\n")
-        return "".join(out).encode("utf-8")
+        return _wire(self)
 
     def __str__(self) -> str:
         return " ".join([str(self.code), *self.lines()[:1]])
+
+
+@functools.lru_cache(maxsize=1024)
+def _wire(reply: Reply) -> bytes:
+    # Cached: most replies are the same few values, sent several times per message.
+    ls = reply.lines()
+    out = []
+    for i, line in enumerate(ls):
+        sep = " " if i == len(ls) - 1 else "-"
+        out.append(f"{reply.code}{sep}{line}\r\n")
+    return "".join(out).encode("utf-8")
 
 
 # --- Named replies ------------------------------------------------------------------------------
