@@ -9,11 +9,12 @@ never pass through here: nothing that logs calls these with credentials.
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
+import atexit
+import os
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import TextIO
 
 __all__ = [
     "accepted",
@@ -28,32 +29,111 @@ __all__ = [
     "delivered",
     "disconnect",
     "event",
+    "flush",
     "processed",
     "quarantined",
     "rejected",
 ]
 
-_logger = logging.getLogger("mailcase.maillog")
-_logger.propagate = False
+class _Sink:
+    """Where the lines go: buffered, written whole by one `os.write` per flush.
+
+    Through `logging` a line cost about 70 µs (a record, a handler lock, a flush and a write
+    system call per line), a sixth of the CPU an accepted message costs with two lines each.
+    Here a line is appended to a list; a flusher thread writes what gathered every
+    `_FLUSH_SECONDS` (and at once past `_MAX_PENDING` lines, and at exit), like Postfix's
+    postlogd writing for its daemons. Whole lines in one write also keep the lines of several
+    processes appending to one file from interleaving. The maillog is for people reading it;
+    what must survive a crash is in the email log in the database.
+    """
+
+    def __init__(self, fd: int, owned: bool) -> None:
+        self.fd, self.owned = fd, owned
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid = -1
+        self._closed = False
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._pid != os.getpid():  # first line, or a forked process: start a flusher
+                if self._pid != -1:
+                    self._lines.clear()  # the parent's pending lines are the parent's to write
+                self._pid = os.getpid()
+                threading.Thread(target=self._flusher, name="mailcase-maillog",
+                                 daemon=True).start()
+            self._lines.append(line)
+            if len(self._lines) >= _MAX_PENDING:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._lines:
+            return
+        data = "".join(self._lines).encode("utf-8", "replace")
+        self._lines.clear()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError:
+            pass  # a full disk or a closed stderr must not stop the mail flowing
+
+    def _flusher(self) -> None:
+        pid = os.getpid()
+        while not self._closed and os.getpid() == pid:
+            self._wake.wait(_FLUSH_SECONDS)
+            self.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._flush_locked()
+            self._closed = True
+            self._wake.set()
+            if self.owned:
+                os.close(self.fd)
+
+
+_FLUSH_SECONDS = 0.2
+_MAX_PENDING = 512
+_sink: _Sink | None = None
+_stamp: tuple[int, str] = (-1, "")
+
+
+def _close_sink() -> None:
+    global _sink  # noqa: PLW0603 - the process's one maillog target
+    sink, _sink = _sink, None
+    if sink is not None:
+        sink.close()
+
+
+atexit.register(_close_sink)
 
 
 def configure(target: str) -> None:
     """`stderr`, `none` or a file path (appended to)."""
-    for h in list(_logger.handlers):
-        _logger.removeHandler(h)
-        h.close()
-    _logger.setLevel(logging.INFO)
+    global _sink  # noqa: PLW0603 - the process's one maillog target
+    _close_sink()
     if target == "none":
-        return  # no handler: `event` returns before formatting anything
-    stream: TextIO | None = None
+        return  # no sink: `event` returns before formatting anything
     if target == "stderr":
-        stream = sys.stderr
-        handler: logging.Handler = logging.StreamHandler(stream)
-    else:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(target, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    _logger.addHandler(handler)
+        _sink = _Sink(sys.stderr.fileno(), owned=False)
+        return
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    _sink = _Sink(fd, owned=True)
+
+
+def flush() -> None:
+    """Write out the lines gathered so far (tests, shutdown)."""
+    if _sink is not None:
+        _sink.flush()
 
 
 def _clean(value: object) -> str:
@@ -63,14 +143,24 @@ def _clean(value: object) -> str:
     return s
 
 
+def _now() -> str:
+    """UTC time with milliseconds; the part up to the second is formatted once a second."""
+    global _stamp  # noqa: PLW0603 - a one-entry cache
+    t = time.time()
+    second = int(t)
+    cached = _stamp
+    if cached[0] != second:
+        cached = _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((t - second) * 1000):03d}Z"
+
+
 def event(program: str, queue_id: str | None, **fields: object) -> None:
     """Write one line; `fields` keep their order, None values are left out."""
-    if not _logger.handlers:
+    sink = _sink
+    if sink is None:
         return
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     parts = ", ".join(f"{k}={_clean(v)}" for k, v in fields.items() if v is not None)
-    qid = queue_id or "NOQUEUE"
-    _logger.info("%s mailcase/%s: %s: %s", now, program, qid, parts)
+    sink.write(f"{_now()} mailcase/{program}: {queue_id or 'NOQUEUE'}: {parts}\n")
 
 
 def connect(client_ip: str, port: int) -> None:
