@@ -156,7 +156,8 @@ class Mailcase:
         self.http_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCASE_")}
-        self.env["MAILCASE_LOG__MAILLOG"] = "none"
+        # Both servers log every message to a file (Postfix through postlogd, see Postfix).
+        self.env["MAILCASE_LOG__MAILLOG"] = str(workdir / "mailcase-maillog.log")
         self.env["PYTHONUNBUFFERED"] = "1"
 
     def cli(self, *args: str, timeout: float = 300) -> str:
