@@ -42,6 +42,7 @@ LOOP_THRESHOLD = 4
 RESPONSE_LIMIT = 6
 MAX_REPLIES = 40
 DEADLINE = 150.0
+QUIET = 2.0  # seconds without peer activity before looking for messages still on their way
 ROUTING = "support@example.test"
 
 
@@ -175,7 +176,7 @@ def _cases_by_sender(p: Platform) -> dict[str, int]:
         return counts
 
 
-async def _run_loop(p: Platform, peer: Peer, peer_port: int) -> None:
+async def _run_loop(p: Platform, peer: Peer, peer_port: int, pf: PostfixInstance | None) -> None:
     server = await asyncio.start_server(peer.handle, "127.0.0.1", peer_port)
     try:
         async with server:
@@ -183,11 +184,12 @@ async def _run_loop(p: Platform, peer: Peer, peer_port: int) -> None:
             await peer.send("vary", 0)
             start = time.monotonic()
             while time.monotonic() - start < DEADLINE:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.25)
                 quiet = time.monotonic() - peer.last_activity
-                if quiet > 6 and not peer.tasks:
-                    queued = await asyncio.to_thread(_queued, p)
-                    if queued == 0 and quiet > 8:
+                if quiet > QUIET and not peer.tasks:
+                    seen = len(peer.received)
+                    settled = await asyncio.to_thread(_nothing_in_flight, p, pf)
+                    if settled and not peer.tasks and len(peer.received) == seen:
                         return
             pytest.fail(f"the loop did not settle in {DEADLINE}s: {peer.sent}")
     finally:
@@ -195,11 +197,20 @@ async def _run_loop(p: Platform, peer: Peer, peer_port: int) -> None:
             t.cancel()
 
 
-def _queued(p: Platform) -> int:
+def _nothing_in_flight(p: Platform, pf: PostfixInstance | None) -> bool:
+    """No message anywhere on its way: every received message processed (an acknowledgement
+    is queued in the same transaction), nothing queued for delivery (a message being sent
+    stays queued until its result is written), nothing in Postfix's queue. With the peer
+    idle, nothing can start the loop again."""
     with p.api() as api:
         res = api.get("/api/v1/outbound", params={"state": "queued", "limit": 1000})
         res.raise_for_status()
-        return len(res.json())
+        if res.json():
+            return False
+    inbound = json.loads(p.cli("messages", "list", "--json", "--limit", "100000").stdout)
+    if any(m["state"] == "received" for m in inbound):
+        return False
+    return pf is None or pf.queue_size() == 0
 
 
 @pytest.mark.parametrize("via", ["direct", "postfix"])
@@ -207,6 +218,7 @@ def test_mail_loop_is_stopped(tmp_path: Path, dns: DNSServer, via: str) -> None:
     peer_port = free_port()
     with contextlib.ExitStack() as stack:
         mx_port = peer_port
+        pf = None
         if via == "postfix":
             if (why := postfix_available()) is not None:
                 pytest.skip(why)
@@ -215,10 +227,10 @@ def test_mail_loop_is_stopped(tmp_path: Path, dns: DNSServer, via: str) -> None:
             )
             mx_port = pf.smtpd_port
         p = stack.enter_context(running_platform(tmp_path, config=_config(dns, mx_port)))
-        _loop(p, peer_port, via)
+        _loop(p, peer_port, via, pf)
 
 
-def _loop(p: Platform, peer_port: int, via: str) -> None:
+def _loop(p: Platform, peer_port: int, via: str, pf: PostfixInstance | None) -> None:
     p.cli("routing", "add", ROUTING, "--name", "Support")
     with p.api() as api:
         res = api.post(
@@ -238,7 +250,7 @@ def _loop(p: Platform, peer_port: int, via: str) -> None:
         assert [r["name"] for r in api.get("/api/v1/auto-response-rules").json()] == ["acknowledge"]
 
     peer = Peer(mailcase=p.smtp)
-    asyncio.run(_run_loop(p, peer, peer_port))
+    asyncio.run(_run_loop(p, peer, peer_port, pf))
 
     # What the peer received: only our acknowledgements, each marked as automatic,
     # from an empty return path (RFC 3834 §3.3), with the case number and thread token.
