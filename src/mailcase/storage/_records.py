@@ -87,6 +87,8 @@ class LogEntry:
 
 def clean_text(value: str) -> str:
     """`value` with NUL characters as U+FFFD and lone surrogates as "?"."""
+    if value.isascii():  # the usual case, without encoding a copy to look for surrogates
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
