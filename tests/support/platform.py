@@ -24,9 +24,8 @@ MAILCASE = [sys.executable, "-m", "mailcase"]
 
 # How long a running server may take to see a receiving address another process changed
 # (src/mailcase/inbound/addressbook.py): a new address is loaded at the first RCPT that misses
-# it, unless the last load is under 0.2 s old; any other change (remove, set, disable) waits
-# for the background poll of the settings generation, once a second.
-_ADDRESS_ADDED_SETTLE = 0.3
+# it (no wait); any other change (remove, set, disable) waits for the background poll of the
+# settings generation, once a second.
 _ADDRESS_CHANGED_SETTLE = 1.5
 _ADDRESS_GROUPS = ("address", "routing")
 _READ_ONLY = ("list", "show", "--help")
@@ -82,10 +81,12 @@ class Platform:
             raise AssertionError(f"mailcase {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
         if (self.proc is not None and res.returncode == 0 and len(args) >= 2
                 and args[0] in _ADDRESS_GROUPS and args[1] not in _READ_ONLY):
-            # The CLI used to take longer than these intervals to start, which hid them; a
+            # The CLI used to take longer than the poll interval to start, which hid it; a
             # test that sends right after changing an address relies on the server having
-            # seen the change, as a user who waits a moment would.
-            time.sleep(_ADDRESS_ADDED_SETTLE if args[1] == "add" else _ADDRESS_CHANGED_SETTLE)
+            # seen the change, as a user who waits a moment would. An added address needs no
+            # wait: the first RCPT that misses it loads it.
+            if args[1] != "add":
+                time.sleep(_ADDRESS_CHANGED_SETTLE)
         return res
 
     def start(self, timeout: float = 60.0) -> None:
