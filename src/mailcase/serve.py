@@ -22,7 +22,12 @@ from mailcase.delivery.engine import DeliveryEngine
 from mailcase.errors import TLSSetupError
 from mailcase.inbound.acceptors import AcceptorPool
 from mailcase.inbound.addressbook import AddressBook
-from mailcase.inbound.listener import Gateway, acceptor_processes, start_listener
+from mailcase.inbound.listener import (
+    Gateway,
+    acceptor_processes,
+    check_listen_address,
+    start_listener,
+)
 from mailcase.metrics import Metrics
 from mailcase.pipeline.destinations import build_destinations
 from mailcase.pipeline.priority import background_executor
@@ -64,6 +69,8 @@ def _pipeline_batch(settings: Settings, processes: int, dialect: str) -> int:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or until the task is cancelled)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_listen_address(settings.inbound.listen, "SMTP", "--smtp-listen or [inbound] listen")
+    check_listen_address(settings.http.listen, "HTTP", "--http-listen or [http] listen")
     engine = make_engine(settings.database_url)
     await asyncio.to_thread(upgrade, engine)
     tls = _tls_files(settings)

@@ -254,6 +254,25 @@ def test_make_run_style_start_uses_embedded_defaults(tmp_path: Path) -> None:
 
 
 
+def test_serve_on_a_port_in_use_fails_with_one_clear_line(tmp_path: Path) -> None:
+    """Also a port held by another mailcase: its acceptors' SO_REUSEPORT must not let a second
+    instance start and split the connections."""
+    with running_platform(tmp_path / "first") as first:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mailcase", "--data-dir", str(tmp_path / "second"), "serve",
+             "--smtp-listen", f"127.0.0.1:{first.smtp[1]}",
+             "--http-listen", f"127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines() == [
+            f"mailcase: cannot listen for SMTP on 127.0.0.1:{first.smtp[1]}: Address already in "
+            "use; stop what is using it, or choose another address with --smtp-listen or "
+            "[inbound] listen."
+        ]
+        assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_maillog_lines_to_a_file_are_greppable_by_queue_id(tmp_path: Path) -> None:
     maillog = tmp_path / "mail.log"
     with running_platform(tmp_path, env={"MAILCASE_LOG__MAILLOG": str(maillog)}) as p:

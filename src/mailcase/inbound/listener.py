@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -18,7 +19,13 @@ from mailcase.smtp.server import ServerSettings
 from mailcase.storage.spool import Spool
 from mailcase.tls import ServerTLS
 
-__all__ = ["Gateway", "acceptor_processes", "server_settings_from", "start_listener"]
+__all__ = [
+    "Gateway",
+    "acceptor_processes",
+    "check_listen_address",
+    "server_settings_from",
+    "start_listener",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,28 @@ class Gateway:
             session.shutdown()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace)
+
+
+def check_listen_address(listen: str, what: str, option: str) -> None:
+    """Fail with one clear line unless we can listen on `listen`: a port in use, or an address
+    that is not this machine's. Checked before anything starts, and also because acceptors
+    share their port with SO_REUSEPORT, which would let a second mailcase on the same port
+    start and silently split the connections with the first."""
+    host, port = parse_hostport(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            advice = (
+                f"stop what is using it, or choose another address with {option}"
+                if e.errno == errno.EADDRINUSE
+                else f"choose an address of this machine with {option}"
+            )
+            raise SystemExit(
+                f"mailcase: cannot listen for {what} on {listen}: {e.strerror or e}; {advice}."
+            ) from None
 
 
 async def start_listener(gateway: Gateway, *, reuse_port: bool = False) -> asyncio.Server:
