@@ -201,3 +201,54 @@ async def test_two_engines_on_one_database_deliver_each_message_once(
     assert len(counts) == 200 and set(counts.values()) == {1}
     assert a.delivered + b.delivered == 200
     assert a.delivered > 0 and b.delivered > 0, (a.delivered, b.delivered)
+
+
+async def test_stopping_never_waits_on_a_peer_that_does_not_answer_quit(
+    tmp_path: Path, dns: DNSServer, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop closes kept-open connections at once, without QUIT: a peer that never answers
+    QUIT (smtp-sink cannot be told to) must not hold the stop up."""
+    import asyncio
+
+    import mailcase.delivery.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "_LINGER", 30.0)  # keep the connection open for more mail
+    commands: list[bytes] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 silent.test ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    writer.write(b"250 2.0.0 queued\r\n")
+                continue
+            verb = line.split()[0].upper() if line.split() else b""
+            commands.append(verb)
+            if verb == b"QUIT":
+                continue  # never answered
+            if verb == b"DATA":
+                in_data = True
+                writer.write(b"354 go ahead\r\n")
+            else:
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = delivery_settings(tmp_path, dns.address, mx_port=port)
+        (qid,) = enqueue_many(db, 1)
+        task = asyncio.create_task(DeliveryEngine(settings, db).run())
+        for _ in range(200):  # bounded: 10 s
+            if show(db, qid)["state"] == "delivered":
+                break
+            await asyncio.sleep(0.05)
+        assert show(db, qid)["state"] == "delivered"
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=3)  # a QUIT wait would take 5 s
+        assert done, "the stop waited on the peer"
+        assert b"QUIT" not in commands and b"DATA" in commands
+    finally:
+        server.close()

@@ -87,6 +87,7 @@ __all__ = ["DeliveryEngine"]
 log = logging.getLogger(__name__)
 
 #: Seconds an idle open connection waits for more mail to the same destination.
+_STOP_GRACE = 10.0
 _LINGER = 0.5
 #: Consecutive failed writes of the same results before they are left to the claim lease.
 _MAX_WRITE_FAILURES = 5
@@ -181,7 +182,11 @@ class DeliveryEngine:
             writer.cancel()
             for t in list(self._tasks):
                 t.cancel()
-            await asyncio.gather(writer, *self._tasks, return_exceptions=True)
+            # Bounded: a stop must never hang on a worker that does not finish.
+            _done, stuck = await asyncio.wait([writer, *self._tasks], timeout=_STOP_GRACE)
+            if stuck:
+                log.warning("delivery: %d task(s) did not stop within %.0f s", len(stuck),
+                            _STOP_GRACE)
             # Results that arrived but were not written: write them now (best effort), so a
             # clean stop leaves as little as possible "inflight".
             if self._results:
@@ -331,7 +336,13 @@ class DeliveryEngine:
         finally:
             dest.workers -= 1
             if session is not None:
-                await session.close()
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Stopping: close at once. A polite QUIT awaited here could outlive the
+                    # stop (a peer that does not answer, a cancellation swallowed below us).
+                    session.abort()
+                else:
+                    await session.close()
                 self._connections.release()
             if dest.workers == 0 and dest.jobs.empty():
                 self._destinations.pop(dest.key, None)
