@@ -125,7 +125,8 @@ class HTTPSettings(_Section):
 class PipelineSettings(_Section):
     poll_interval: float = Field(0.5, gt=0, description="Seconds between looks for newly accepted messages when idle.")
     batch_size: int = Field(0, ge=0, description="Messages processed per transaction; 0 = automatic: 50 when this process also accepts SMTP on SQLite (its commits wait while a batch runs), else 500.")
-    nice: int = Field(10, ge=0, le=19, description="With SMTP acceptors in processes of their own: how many steps below normal CPU priority processing runs (Linux nice), so that under load accepting goes first and processing catches up after; 0 = same priority.")
+    nice: int = Field(19, ge=0, le=19, description="With SMTP acceptors in processes of their own: how many steps below normal CPU priority processing runs (Linux nice), so that under load accepting goes first and processing catches up after; 0 = same priority.")
+    catch_up_after: float = Field(10.0, gt=0, description="Seconds processing may stay behind (full batches only) at its lower priority; then it runs at normal priority until it has caught up, so that a flood does not pile up unprocessed.")
 
 
 class DNSSettings(_Section):

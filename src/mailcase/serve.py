@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
@@ -83,10 +84,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     delivery = DeliveryEngine(settings, engine, metrics)
     processes = acceptor_processes(settings)
     # Processing yields the CPU to the acceptors, when they run in processes of their own.
-    processing_pool = (
-        background_executor("mailcase-processing", settings.pipeline.nice, workers=2)
-        if processes > 1 else None
-    )
+    processing_pool: ThreadPoolExecutor | None = None
+    catch_up_pool: ThreadPoolExecutor | None = None
+    if processes > 1:
+        processing_pool = background_executor(
+            "mailcase-processing", settings.pipeline.nice, workers=2
+        )
+        catch_up_pool = background_executor("mailcase-catch-up", 0, workers=2)
     pipeline = Pipeline(
         engine,
         metrics,
@@ -94,6 +98,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         batch_size=_pipeline_batch(settings, processes, engine.dialect.name),
         poll_interval=settings.pipeline.poll_interval,
         executor=processing_pool,
+        catch_up=catch_up_pool,
+        catch_up_after=settings.pipeline.catch_up_after,
     )
     gateway = Gateway(
         settings=settings,
@@ -124,7 +130,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                 pass
             moved.clear()
             try:
-                if await loop.run_in_executor(processing_pool, mover.move_all):
+                if await loop.run_in_executor(pipeline.current_executor, mover.move_all):
                     pipeline.wake()
             except Exception as e:  # noqa: BLE001 - the database may be briefly unavailable
                 log.error("moving spooled messages failed, will retry: %s", e)
@@ -238,8 +244,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(mover.move_all)
             await asyncio.to_thread(mover.close)
-        if processing_pool is not None:  # a batch still running finishes first
-            await asyncio.to_thread(processing_pool.shutdown)
+        for pool_ in (processing_pool, catch_up_pool):  # a batch still running finishes
+            if pool_ is not None:
+                await asyncio.to_thread(pool_.shutdown)
         engine.dispose()
 
 

@@ -5,7 +5,10 @@ storage, and nothing is lost by doing it a little later. So when the SMTP accept
 processes of their own, the parent's processing threads (the spool mover and the pipeline)
 run at a lower CPU priority: under a burst the acceptors get the cores and processing catches
 up when they are idle. This is Exim's `queue_only_load` idea (under load, queue now, process
-later) done by the scheduler. When the machine is not saturated it changes nothing.
+later) done by the scheduler. When the machine is not saturated it changes nothing. A flood
+must not pile up unprocessed for ever, though: once processing has been behind for
+`pipeline.catch_up_after` seconds, the pipeline runs at normal priority until it has caught up
+(`Pipeline.current_executor`), and accepting then shares the CPU with it.
 
 Linux keeps the nice value per thread, so only these threads are lowered (and the threads they
 start inherit it); the event loop thread of the parent, which starts the acceptors, keeps its

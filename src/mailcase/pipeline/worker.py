@@ -289,13 +289,30 @@ class Pipeline:
         poll_interval: float = 0.5,
         gather: float = 0.05,
         executor: Executor | None = None,
+        catch_up: Executor | None = None,
+        catch_up_after: float = 10.0,
     ) -> None:
-        """`executor` runs the batches (default: asyncio's default thread pool)."""
+        """`executor` runs the batches (default: asyncio's default thread pool). With a
+        low-priority `executor`, `catch_up` (normal priority) takes over once processing has
+        been behind (full batches only) for `catch_up_after` seconds: a burst is accepted
+        first, but a flood does not pile up unprocessed for ever."""
         self.engine, self.metrics, self.destinations = engine, metrics, destinations
         self.batch_size, self.poll_interval, self.gather = batch_size, poll_interval, gather
-        self.executor = executor
+        self.executor, self.catch_up, self.catch_up_after = executor, catch_up, catch_up_after
+        self._behind_since: float | None = None
         self._wake = asyncio.Event()
         self._deferred: dict[int, float] = {}
+
+    @property
+    def current_executor(self) -> Executor | None:
+        """Where processing runs now: `catch_up` while long behind, else `executor`."""
+        if (
+            self.catch_up is not None
+            and self._behind_since is not None
+            and time.monotonic() - self._behind_since >= self.catch_up_after
+        ):
+            return self.catch_up
+        return self.executor
 
     def wake(self) -> None:
         """Called on the event loop after each durable accept."""
@@ -306,7 +323,7 @@ class Pipeline:
             self._wake.clear()
             try:
                 n = await asyncio.get_running_loop().run_in_executor(
-                    self.executor,
+                    self.current_executor,
                     functools.partial(
                         process_batch,
                         self.engine,
@@ -321,6 +338,10 @@ class Pipeline:
             except Exception as e:  # noqa: BLE001 - the database may be briefly unavailable
                 log.error("pipeline pass failed, will retry: %s", e)
                 n = 0
+            if n < self.batch_size:
+                self._behind_since = None
+            elif self._behind_since is None:
+                self._behind_since = time.monotonic()
             if n >= self.batch_size:
                 await asyncio.sleep(self.gather)  # more is waiting: let the spool commit first
                 continue

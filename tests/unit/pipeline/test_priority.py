@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
+
+import pytest
 
 from mailcase.pipeline.priority import background_executor
 
@@ -38,3 +41,58 @@ def test_zero_changes_nothing() -> None:
         assert pool.submit(_nice).result(10) == mine
     finally:
         pool.shutdown()
+
+
+async def test_a_pipeline_long_behind_catches_up_at_normal_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full batches only, for longer than `catch_up_after`: the next batches run on the
+    normal-priority pool; once a batch is not full, back to the background pool."""
+    import asyncio
+
+    from mailcase.pipeline.worker import Pipeline
+    from mailcase.storage import messages
+    from mailcase.storage.db import make_engine, upgrade
+    from mailcase.storage.spool import Spool
+    from tests.unit.storage.helpers import accepted_entry, make_message
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    upgrade(engine)
+    spool = Spool(engine)
+    spool.start()
+    for _ in range(7):
+        m = make_message()
+        await spool.store(m, accepted_entry(m))
+    spool.close()
+    background = background_executor("test-low", 5)
+    catch_up = background_executor("test-normal", 0)
+    used: list[int] = []  # the nice value of the thread each batch ran on
+    import mailcase.pipeline.worker as worker
+
+    real = worker.process_batch
+
+    def spy(*args: object, **kw: object) -> int:
+        used.append(_nice())
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker, "process_batch", spy)
+    pipeline = Pipeline(engine, batch_size=2, gather=0.0, poll_interval=0.05,
+                        executor=background, catch_up=catch_up, catch_up_after=0.0)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        for _ in range(200):  # bounded: 10 s
+            if not messages.count_by_state(engine).get("received"):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # a few idle passes
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        background.shutdown()
+        catch_up.shutdown()
+        engine.dispose()
+    low, normal = min(19, _nice() + 5), _nice()
+    # 7 messages in batches of 2: full, full, full (behind: catch up), then 1, then idle passes.
+    assert used[0] == low
+    assert normal in used[1:4]
+    assert used[-1] == low  # caught up: back in the background
