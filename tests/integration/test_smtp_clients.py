@@ -298,20 +298,26 @@ def test_smuggling_endings_never_end_data(platform: Platform, ending: bytes) -> 
 
 
 # ------------------------------------------------------------------ STARTTLS injection
+def _inject_starttls(p: Platform, client_tls: ssl.SSLContext) -> tuple[RawClient, ssl.SSLSocket]:
+    """`STARTTLS\r\nRSET\r\n` in one segment: the 220 comes, then the handshake, and the
+    injected RSET is never answered over the encrypted channel."""
+    c = RawClient(p)
+    c.reply()
+    c.cmd("EHLO inject.test")
+    c.send(b"STARTTLS\r\nRSET\r\n")
+    assert c.reply().startswith("220")
+    assert c.buf == b""
+    tls = client_tls.wrap_socket(c.sock, server_hostname="mailcase.localhost")
+    tls.settimeout(1.0)
+    with pytest.raises(TimeoutError):
+        tls.recv(1024)
+    return c, tls
+
+
 def test_starttls_command_injection_is_discarded(platform: Platform, client_tls: ssl.SSLContext) -> None:
     assert "uvloop loop" in platform.log_text()  # the default loop is the one tested here
-    c = RawClient(platform)
+    c, tls = _inject_starttls(platform, client_tls)
     try:
-        c.reply()
-        c.cmd("EHLO inject.test")
-        c.send(b"STARTTLS\r\nRSET\r\n")
-        assert c.reply().startswith("220")
-        assert c.buf == b""
-        tls = client_tls.wrap_socket(c.sock, server_hostname="mailcase.localhost")
-        tls.settimeout(1.0)
-        # The injected RSET must never be answered over the encrypted channel.
-        with pytest.raises(TimeoutError):
-            tls.recv(1024)
         tls.settimeout(10)
         tls.sendall(b"EHLO inject.test\r\n")
         data = b""
@@ -372,19 +378,9 @@ def test_standard_asyncio_loop_serves_starttls_and_drops_injection(
     with running_platform(tmp, config=config) as p:
         p.cli("address", "add", "secure@example.test", "--require-tls")
         assert "2 acceptor processes, asyncio loop" in p.log_text()
-        c = RawClient(p)
-        try:
-            c.reply()
-            c.cmd("EHLO inject.test")
-            c.send(b"STARTTLS\r\nRSET\r\n")
-            assert c.reply().startswith("220")
-            tls = client_tls.wrap_socket(c.sock, server_hostname="mailcase.localhost")
-            tls.settimeout(1.0)
-            with pytest.raises(TimeoutError):
-                tls.recv(1024)
-            tls.close()
-        finally:
-            c.close()
+        c, tls = _inject_starttls(p, client_tls)
+        tls.close()
+        c.close()
         m = _msg(to="secure@example.test")
         with smtplib.SMTP(*p.smtp, timeout=10) as s:
             s.starttls(context=client_tls)
