@@ -134,27 +134,11 @@ class _RawSQLiteInserts:
         msg_rows: list[dict[str, Any]],
         log_rows: list[dict[str, Any]],
     ) -> None:
-        """`write` in one BEGIN IMMEDIATE … COMMIT on the driver connection (the caller holds
-        the write lock): SQLAlchemy's transaction bookkeeping and begin event cost about as
-        much as the inserts of a small batch."""
+        """The inserts in one BEGIN IMMEDIATE … COMMIT on the driver connection (the caller
+        holds the write lock): SQLAlchemy's transaction bookkeeping and begin event cost about
+        as much as the inserts of a small batch."""
         raw: Any = conn.connection.driver_connection
         raw.execute("BEGIN IMMEDIATE")
-        try:
-            self.write(conn, pending, msg_rows, log_rows)
-            raw.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
-            raise
-
-    def write(
-        self,
-        conn: Connection,
-        pending: list[_Pending],
-        msg_rows: list[dict[str, Any]],
-        log_rows: list[dict[str, Any]],
-    ) -> None:
-        raw: Any = conn.connection.driver_connection
         cur = raw.cursor()
         try:
             for p, row in zip(pending, msg_rows, strict=True):
@@ -166,6 +150,11 @@ class _RawSQLiteInserts:
                     Spool._stream_sqlite(conn, pk, content)
             if log_rows:
                 cur.executemany(self._log.sql, [self._log.params(r) for r in log_rows])
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
         finally:
             cur.close()
 
@@ -187,7 +176,6 @@ class Spool:
         self._closed = False
         self._conn: Connection | None = None
         self._inflight: list[_Pending] = []
-        self._is_pg = engine.dialect.name == "postgresql"
         self._raw = _RawSQLiteInserts(engine) if engine.dialect.name == "sqlite" else None
 
     # -- public API ------------------------------------------------------------------------
@@ -326,9 +314,8 @@ class Spool:
                 with write_lock(self._engine):
                     self._raw.transaction(conn, pending, msg_rows, log_rows)
                 return time.perf_counter() - started
-            with write_lock(self._engine), conn.begin():
-                if self._is_pg:
-                    conn.execute(text(f"SET LOCAL statement_timeout = {_PG_STATEMENT_TIMEOUT_MS}"))
+            with write_lock(self._engine), conn.begin():  # PostgreSQL
+                conn.execute(text(f"SET LOCAL statement_timeout = {_PG_STATEMENT_TIMEOUT_MS}"))
                 if pending:
                     self._insert_messages(conn, pending, msg_rows)
                 if log_rows:
@@ -342,12 +329,8 @@ class Spool:
     def _insert_messages(
         self, conn: Connection, pending: list[_Pending], rows: list[dict[str, Any]]
     ) -> None:
-        """Message rows (one executemany, ids returned in order), then their contents.
-
-        On SQLite, big contents are written with incremental blob I/O into a zero-filled blob:
-        binding them as a parameter would copy the message twice more in memory (the bound
-        value and the record SQLite assembles).
-        """
+        """PostgreSQL: message rows (one executemany, ids returned in order), then their
+        contents (SQLite goes through `_RawSQLiteInserts`)."""
         ids = (
             conn.execute(
                 insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True), rows
@@ -355,15 +338,11 @@ class Spool:
             .scalars()
             .all()
         )
-        small: list[dict[str, Any]] = []
-        for pk, p in zip(ids, pending, strict=True):
-            content = p.msg.content
-            if self._is_pg or len(content) < _STREAM_MIN_BYTES:
-                small.append({"message_pk": pk, "content": content})
-            else:
-                self._stream_sqlite(conn, pk, content)
-        if small:
-            conn.execute(insert(_contents), small)
+        conn.execute(
+            insert(_contents),
+            [{"message_pk": pk, "content": p.msg.content}
+             for pk, p in zip(ids, pending, strict=True)],
+        )
 
     @staticmethod
     def _stream_sqlite(conn: Connection, pk: int, content: bytes | bytearray | memoryview) -> None:
