@@ -500,8 +500,7 @@ def drive(server: Server, load: Load, n: int, args: argparse.Namespace) -> Resul
     # is timed from the end of the load and its CPU counted in: both run it in the background.
     drain = wait_processed(server, processed_before + out.sent, args.settle_timeout)
     server_cpu = server.cpu() - cpu0
-    server.settle(args.settle_timeout)
-    accepted = server.count() - before
+    accepted = server.count() - before  # everything is processed (and moved) by now
     res = Result(load, server.name, out, server_cpu, accepted, drain)
     extra = f", TLS {out.tls}" if out.tls else ""
     drained = "not all processed" if drain is None else f"all processed {drain:.2f}s after"

@@ -57,7 +57,6 @@ class ConnectionTracker:
         self, max_total: int, max_per_ip: int, shared: SharedCounts | None = None, row: int = 0
     ) -> None:
         self.max_total, self.max_per_ip = max_total, max_per_ip
-        self.shared, self.row = shared, row
         self._rows = shared.rows if shared is not None else 1
         self._base = row * _ROW if shared is not None else 0
         self._data: MutableSequence[int] = (
