@@ -91,7 +91,7 @@ class InboundSettings(_Section):
     tls_handshake_timeout: float = Field(30.0, gt=0, description="Seconds allowed for a STARTTLS handshake.")
     max_connections: int = Field(1000, ge=1, description="Concurrent SMTP connections per process; more get 421 4.7.0.")
     max_connections_per_ip: int = Field(50, ge=1, description="Concurrent SMTP connections per client IP (Postfix default 50); more get 421 4.7.0.")
-    processes: int = Field(0, ge=0, le=64, description="SMTP acceptor processes sharing the port (SO_REUSEPORT); 0 = one per CPU core. With several, the pipeline and HTTP API run in a parent process of their own.")
+    processes: int = Field(0, ge=0, le=64, description="SMTP acceptor processes sharing one listening socket; 0 = one per CPU core. With several, the pipeline and HTTP API run in a parent process of their own.")
     greeting_delay: float = Field(0.0, ge=0, description="Seconds to wait before the greeting; a client that talks first is refused (554 5.5.0).")
     smtputf8: bool = Field(True, description="Advertise SMTPUTF8 (RFC 6531).")
 

@@ -255,8 +255,8 @@ def test_make_run_style_start_uses_embedded_defaults(tmp_path: Path) -> None:
 
 
 def test_serve_on_a_port_in_use_fails_with_one_clear_line(tmp_path: Path) -> None:
-    """Also a port held by another mailcase: its acceptors' SO_REUSEPORT must not let a second
-    instance start and split the connections."""
+    """Also a port held by another mailcase: a second instance must not start and split the
+    connections with the first."""
     with running_platform(tmp_path / "first") as first:
         proc = subprocess.run(
             [sys.executable, "-m", "mailcase", "--data-dir", str(tmp_path / "second"), "serve",

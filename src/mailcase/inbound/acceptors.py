@@ -1,9 +1,12 @@
-"""Extra SMTP acceptor processes that share the listening port (SO_REUSEPORT).
+"""Extra SMTP acceptor processes that share one listening socket.
 
 One Python process runs on one core; the accept path (parsing, TLS, the spool's commits) is
 CPU-bound, so with `inbound.processes` > 1 `mailcase serve` starts that many processes that
-each accept connections on the same port with their own event loop and their own group-commit writer
-(DESIGN.md: several acceptors, no shared write lock). On SQLite each commits to a spool file
+each accept connections from the same socket with their own event loop and their own
+group-commit writer (DESIGN.md: several acceptors, no shared write lock). The parent binds the
+socket and hands each child a duplicate (`listener.listening_socket` says why one socket and
+not SO_REUSEPORT); it keeps its own copy open, so connections wait in the backlog while a
+crashed child is started again instead of being refused. On SQLite each commits to a spool file
 of its own, which the parent moves into the database (`storage.spoolfiles`); on PostgreSQL
 they commit to the database directly.
 
@@ -23,6 +26,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +37,7 @@ from typing import Any
 from mailcase import eventloop, maillog
 from mailcase.config import Settings
 from mailcase.inbound.limits import BUCKETS, SharedCounts
+from mailcase.inbound.listener import listening_socket
 
 __all__ = ["AcceptorPool"]
 
@@ -65,10 +70,15 @@ class AcceptorPool:
         self._ready: dict[int, asyncio.Event] = {}
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
 
     async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a startup budget
         """Start the children and wait until each listens."""
         self._loop = asyncio.get_running_loop()
+        if self.count:
+            self._sock = listening_socket(
+                self.settings.inbound.listen, "--smtp-listen or [inbound] listen"
+            )
         for index in range(1, self.count + 1):
             self._spawn(index)
         await asyncio.wait_for(
@@ -82,7 +92,7 @@ class AcceptorPool:
             target=child_main,
             args=(
                 self.settings.model_dump(mode="json"), str(self.cert), str(self.key),
-                child_end, index, os.getpid(), self.counts.array,
+                child_end, index, os.getpid(), self.counts.array, self._sock,
             ),
             name=f"mailcase-acceptor-{index}",
             daemon=False,
@@ -150,6 +160,9 @@ class AcceptorPool:
                     self._loop.remove_reader(conn.fileno())
             conn.close()
         self._children.clear()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 # ---------------------------------------------------------------------------------- the child
@@ -170,8 +183,10 @@ def child_main(
     index: int,
     parent_pid: int,
     counts: Any,
+    sock: socket.socket,
 ) -> None:
-    """Entry point of an acceptor process (spawned: imports everything afresh)."""
+    """Entry point of an acceptor process (spawned: imports everything afresh; `sock`, the
+    listening socket, arrives as a duplicated file descriptor)."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     settings = Settings.model_validate(settings_data)
@@ -183,13 +198,13 @@ def child_main(
     maillog.configure(settings.log.maillog)
     sys.setswitchinterval(0.0005)
     shared = SharedCounts(counts, len(counts) // (BUCKETS + 1))
-    eventloop.run(_child(settings, Path(cert), Path(key), conn, index, shared),
+    eventloop.run(_child(settings, Path(cert), Path(key), conn, index, shared, sock),
                   settings.server.event_loop)
 
 
 async def _child(
     settings: Settings, cert: Path, key: Path, conn: multiprocessing.connection.Connection,
-    index: int, shared: SharedCounts,
+    index: int, shared: SharedCounts, sock: socket.socket,
 ) -> None:
     from mailcase.inbound.addressbook import AddressBook
     from mailcase.inbound.listener import Gateway, start_listener
@@ -225,7 +240,7 @@ async def _child(
         settings=settings, spool=spool, tls=tls, addressbook=book, metrics=metrics,
         on_stored=on_stored, shared_counts=shared, counts_row=index,
     )
-    server = await start_listener(gateway, reuse_port=True)
+    server = await start_listener(gateway, sock)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
     def on_message() -> None:
