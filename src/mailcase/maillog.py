@@ -136,11 +136,14 @@ def flush() -> None:
         _sink.flush()
 
 
+_ESCAPES = str.maketrans({"\r": "\\r", "\n": "\\n", "\x00": "\\0"})
+
+
 def _clean(value: object) -> str:
-    s = str(value)
-    if any(c in s for c in "\r\n\x00"):
-        s = s.replace("\r", "\\r").replace("\n", "\\n").replace("\x00", "\\0")
-    return s
+    s = value if type(value) is str else str(value)
+    # isprintable() is one C scan that is True for almost every value (CR, LF and NUL are
+    # not printable); only then is the value escaped.
+    return s if s.isprintable() else s.translate(_ESCAPES)
 
 
 def _now() -> str:
@@ -159,7 +162,7 @@ def event(program: str, queue_id: str | None, **fields: object) -> None:
     sink = _sink
     if sink is None:
         return
-    parts = ", ".join(f"{k}={_clean(v)}" for k, v in fields.items() if v is not None)
+    parts = ", ".join([f"{k}={_clean(v)}" for k, v in fields.items() if v is not None])
     sink.write(f"{_now()} mailcase/{program}: {queue_id or 'NOQUEUE'}: {parts}\n")
 
 

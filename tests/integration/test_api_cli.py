@@ -302,7 +302,7 @@ def test_quarantine_list_and_retry_from_the_cli(tmp_path: Path) -> None:
 
     from mailcase.storage import messages
     from mailcase.storage.db import make_engine, upgrade
-    from mailcase.storage.spool import LogEntry, Spool, SpooledMessage
+    from mailcase.storage.spool import Spool, SpooledMessage
 
     data = tmp_path / "data"
     engine = make_engine(f"sqlite:///{data / 'mailcase.db'}")
@@ -318,7 +318,7 @@ def test_quarantine_list_and_retry_from_the_cli(tmp_path: Path) -> None:
         spool = Spool(engine)
         spool.start()
         try:
-            await spool.store(msg, LogEntry(time=now, queue_id="QTEST0001", outcome="accepted"))
+            await spool.store(msg, 250, "2.0.0 OK: queued as QTEST0001")
         finally:
             spool.close()
 

@@ -374,26 +374,8 @@ class SMTPSession(asyncio.Protocol):
             content=content,
         )
         ok = queued(queue_id)
-        entry = LogEntry(
-            time=now,
-            direction="inbound",
-            queue_id=queue_id,
-            client_ip=self.client_ip,
-            helo=s.helo,
-            mail_from=env.mail_from.address,
-            rcpt_to=rcpts,
-            tls_version=msg.tls_version,
-            tls_cipher=msg.tls_cipher,
-            requiretls=env.requiretls,
-            size=len(content),
-            message_id=msgid,
-            outcome="accepted",
-            reply_code=ok.code,
-            reply_text=" ".join(ok.lines()),
-            reason=None,
-        )
         try:
-            await gw.spool.store(msg, entry)
+            await gw.spool.store(msg, ok.code, " ".join(ok.lines()))
         except Exception as e:  # noqa: BLE001 - any storage failure is a 451, never a 250
             log.error("spool commit failed for %s: %s", queue_id, e)
             gw.metrics.rejections.labels(reason="storage_failure").inc()

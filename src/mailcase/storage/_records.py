@@ -21,7 +21,9 @@ __all__ = [
     "LogEntry",
     "MESSAGE_ID_MAX",
     "OUTCOMES",
+    "ACCEPTED_LOG_FROM_MESSAGE",
     "SpooledMessage",
+    "accepted_log_row",
     "clean_text",
     "log_row",
     "message_row",
@@ -151,3 +153,30 @@ def log_row(e: LogEntry) -> dict[str, Any]:
         "reply_text": _opt(e.reply_text),
         "reason": _opt(e.reason),
     }
+
+
+#: The email-log entry of an accepted message is its message row's facts (email_log column:
+#: inbound_messages column) plus the reply. One mapping for both writers: SQLite copies the
+#: columns in SQL from the row just inserted (no second row built and bound in Python on the
+#: accept path), PostgreSQL goes through `accepted_log_row`.
+ACCEPTED_LOG_FROM_MESSAGE = {
+    "time": "received_at",
+    "queue_id": "queue_id",
+    "client_ip": "client_ip",
+    "helo": "helo",
+    "mail_from": "mail_from",
+    "rcpt_to": "rcpt_to",
+    "tls_version": "tls_version",
+    "tls_cipher": "tls_cipher",
+    "requiretls": "requiretls",
+    "size": "size",
+    "message_id": "message_id",
+}
+
+
+def accepted_log_row(row: dict[str, Any], reply_code: int, reply_text: str) -> dict[str, Any]:
+    """The email_log row "accepted" for the inbound_messages `row` (from `message_row`)."""
+    entry = {log: row[msg] for log, msg in ACCEPTED_LOG_FROM_MESSAGE.items()}
+    entry.update(direction="inbound", outcome="accepted", reply_code=reply_code,
+                 reply_text=clean_text(reply_text))
+    return entry

@@ -38,7 +38,15 @@ from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from mailcase.errors import SpoolCommitError, StorageError
-from mailcase.storage._records import LogEntry, SpooledMessage, log_row, message_row
+from mailcase.storage._records import (
+    ACCEPTED_LOG_FROM_MESSAGE,
+    LogEntry,
+    SpooledMessage,
+    accepted_log_row,
+    clean_text,
+    log_row,
+    message_row,
+)
 from mailcase.storage.db import WRITE_OPTION, write_lock
 from mailcase.storage.models import email_log, inbound_contents, inbound_messages
 from mailcase.storage.rawinsert import RawInsert
@@ -68,7 +76,8 @@ _STREAM_CHUNK = 1024 * 1024
 @dataclass(slots=True)
 class _Pending:
     msg: SpooledMessage
-    log: LogEntry
+    reply_code: int
+    reply_text: str
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
 
@@ -126,6 +135,13 @@ class _RawSQLiteInserts:
         self._log = RawInsert(_email_log, [c.name for c in _email_log.columns if c.name != "id"],
                               dialect)
         self._content_sql = f"INSERT INTO {_contents.name} (message_pk, content) VALUES (?, ?)"  # noqa: S608 - names from our metadata
+        log_cols = ", ".join(ACCEPTED_LOG_FROM_MESSAGE)
+        msg_cols = ", ".join(ACCEPTED_LOG_FROM_MESSAGE.values())
+        self._accepted_sql = (
+            f"INSERT INTO {_email_log.name} ({log_cols}, direction, outcome, reply_code, "  # noqa: S608 - names from our metadata
+            f"reply_text) SELECT {msg_cols}, 'inbound', 'accepted', ?, ? "
+            f"FROM {_messages.name} WHERE id = ?"
+        )
 
     def transaction(
         self,
@@ -136,11 +152,13 @@ class _RawSQLiteInserts:
     ) -> None:
         """The inserts in one BEGIN IMMEDIATE … COMMIT on the driver connection (the caller
         holds the write lock): SQLAlchemy's transaction bookkeeping and begin event cost about
-        as much as the inserts of a small batch."""
+        as much as the inserts of a small batch. Each message's "accepted" log entry is copied
+        from its row in SQL."""
         raw: Any = conn.connection.driver_connection
         raw.execute("BEGIN IMMEDIATE")
         cur = raw.cursor()
         try:
+            accepted = []
             for p, row in zip(pending, msg_rows, strict=True):
                 pk = self._msg.execute(cur, row)
                 content = p.msg.content
@@ -148,6 +166,9 @@ class _RawSQLiteInserts:
                     cur.execute(self._content_sql, (pk, content))
                 else:
                     Spool._stream_sqlite(conn, pk, content)
+                accepted.append((p.reply_code, clean_text(p.reply_text), pk))
+            if accepted:
+                cur.executemany(self._accepted_sql, accepted)
             if log_rows:
                 cur.executemany(self._log.sql, [self._log.params(r) for r in log_rows])
             raw.execute("COMMIT")
@@ -191,8 +212,9 @@ class Spool:
             )
             self._thread.start()
 
-    async def store(self, msg: SpooledMessage, log: LogEntry) -> None:
-        """Return once `msg` and `log` are committed; raise SpoolCommitError if they are not.
+    async def store(self, msg: SpooledMessage, reply_code: int, reply_text: str) -> None:
+        """Return once `msg` and its email-log entry "accepted" with this reply (the one the
+        client gets next) are committed; raise SpoolCommitError if they are not.
 
         Cancelling the caller does not withdraw the message: it may still be committed.
         """
@@ -202,7 +224,7 @@ class Spool:
             thread = self._thread
             if self._closed or thread is None or not thread.is_alive():
                 raise SpoolCommitError("spool is not running")
-            self._queue.put(_Pending(msg, log, loop, future))
+            self._queue.put(_Pending(msg, reply_code, reply_text, loop, future))
         await future
 
     def log(self, entry: LogEntry) -> None:
@@ -306,14 +328,17 @@ class Spool:
         """
         started = time.perf_counter()
         msg_rows = [message_row(p.msg) for p in pending]
-        log_rows = [log_row(p.log) for p in pending]
-        log_rows.extend(log_row(e) for e in logs)
+        log_rows = [log_row(e) for e in logs]
         conn = self._connection()
         try:
             if self._raw is not None:
                 with write_lock(self._engine):
                     self._raw.transaction(conn, pending, msg_rows, log_rows)
                 return time.perf_counter() - started
+            log_rows[:0] = [
+                accepted_log_row(row, p.reply_code, p.reply_text)
+                for p, row in zip(pending, msg_rows, strict=True)
+            ]
             with write_lock(self._engine), conn.begin():  # PostgreSQL
                 conn.execute(text(f"SET LOCAL statement_timeout = {_PG_STATEMENT_TIMEOUT_MS}"))
                 if pending:

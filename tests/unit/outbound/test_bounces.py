@@ -26,7 +26,7 @@ from mailcase.policy.recipients import AddressRules, verp_address, verp_queue_id
 from mailcase.storage import emaillog
 from mailcase.storage.db import begin_write
 from mailcase.storage.spool import Spool
-from tests.unit.storage.helpers import accepted_entry, make_message
+from tests.unit.storage.helpers import accepted_reply, make_message
 
 KEY = b"k" * 32
 ORIGINAL = (
@@ -170,7 +170,7 @@ async def _spool(engine: Engine, *msgs: object) -> None:
     spool.start()
     try:
         for m in msgs:
-            await spool.store(m, accepted_entry(m))  # type: ignore[arg-type]
+            await spool.store(m, *accepted_reply(m))  # type: ignore[arg-type]
     finally:
         spool.close()
 

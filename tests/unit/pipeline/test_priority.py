@@ -54,7 +54,7 @@ async def test_a_pipeline_long_behind_catches_up_at_normal_priority(
     from mailcase.storage import messages
     from mailcase.storage.db import make_engine, upgrade
     from mailcase.storage.spool import Spool
-    from tests.unit.storage.helpers import accepted_entry, make_message
+    from tests.unit.storage.helpers import accepted_reply, make_message
 
     engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
     upgrade(engine)
@@ -62,7 +62,7 @@ async def test_a_pipeline_long_behind_catches_up_at_normal_priority(
     spool.start()
     for _ in range(7):
         m = make_message()
-        await spool.store(m, accepted_entry(m))
+        await spool.store(m, *accepted_reply(m))
     spool.close()
     background = background_executor("test-low", 5)
     catch_up = background_executor("test-normal", 0)

@@ -10,7 +10,7 @@ from mailcase.pipeline.worker import AddressInbox, process_pending
 from mailcase.storage import emaillog, messages
 from mailcase.storage.models import inbound_deliveries
 from mailcase.storage.spool import Spool
-from tests.unit.storage.helpers import accepted_entry, make_message
+from tests.unit.storage.helpers import accepted_reply, make_message
 
 
 async def _spool(engine: Engine, *msgs: object) -> None:
@@ -18,7 +18,7 @@ async def _spool(engine: Engine, *msgs: object) -> None:
     spool.start()
     try:
         for m in msgs:
-            await spool.store(m, accepted_entry(m))  # type: ignore[arg-type]
+            await spool.store(m, *accepted_reply(m))  # type: ignore[arg-type]
     finally:
         spool.close()
 

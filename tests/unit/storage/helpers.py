@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
-from mailcase.storage.spool import LogEntry, SpooledMessage
+from mailcase.storage.spool import SpooledMessage
 
 _seq = itertools.count()
 
@@ -48,20 +48,6 @@ def make_message(
     return SpooledMessage(**fields)  # type: ignore[arg-type]
 
 
-def accepted_entry(msg: SpooledMessage) -> LogEntry:
-    return LogEntry(
-        time=msg.received_at,
-        direction="inbound",
-        queue_id=msg.queue_id,
-        client_ip=msg.client_ip,
-        helo=msg.helo,
-        mail_from=msg.mail_from,
-        rcpt_to=msg.rcpt_to,
-        tls_version=msg.tls_version,
-        tls_cipher=msg.tls_cipher,
-        size=msg.size,
-        message_id=msg.message_id,
-        outcome="accepted",
-        reply_code=250,
-        reply_text=f"2.0.0 Ok: queued as {msg.queue_id}",
-    )
+def accepted_reply(msg: SpooledMessage) -> tuple[int, str]:
+    """The reply `Spool.store` logs with the message (what the session passes)."""
+    return 250, f"2.0.0 Ok: queued as {msg.queue_id}"

@@ -17,7 +17,7 @@ from mailcase.storage import db, messages
 from mailcase.storage.models import email_log, inbound_deliveries
 from mailcase.storage.spool import LogEntry, Spool, SpooledMessage
 
-from .helpers import accepted_entry, make_message
+from .helpers import accepted_reply, make_message
 
 
 def _spool_all(engine: Engine, msgs: Sequence[SpooledMessage]) -> None:
@@ -25,7 +25,7 @@ def _spool_all(engine: Engine, msgs: Sequence[SpooledMessage]) -> None:
     spool.start()
 
     async def run() -> None:
-        await asyncio.gather(*(spool.store(m, accepted_entry(m)) for m in msgs))
+        await asyncio.gather(*(spool.store(m, *accepted_reply(m)) for m in msgs))
 
     try:
         asyncio.run(run())

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from mailcase.errors import SpoolCommitError, StorageError
-from mailcase.storage import db, messages
+from mailcase.storage import db, emaillog, messages
 from mailcase.storage.models import email_log, inbound_messages
 from mailcase.storage.spool import LogEntry, Spool
 
-from .helpers import accepted_entry, make_message
+from .helpers import accepted_reply, make_message
 
 
 class Commits:
@@ -68,7 +68,7 @@ def _log_rows(engine: Engine) -> list[tuple[str | None, str]]:
 
 async def test_store_then_read_back(spool: Spool, db_engine: Engine, commits: Commits) -> None:
     msg = make_message(rcpt_to=("a@example.test", "b@example.test"), smtputf8=True)
-    await spool.store(msg, accepted_entry(msg))
+    await spool.store(msg, *accepted_reply(msg))
     # Durable on return: a fresh connection sees both rows.
     stored = messages.get_message(db_engine, msg.queue_id)
     assert stored is not None
@@ -84,6 +84,29 @@ async def test_store_then_read_back(spool: Spool, db_engine: Engine, commits: Co
     assert commits.sizes == [1]
 
 
+async def test_the_accepted_entry_carries_the_message_facts_and_the_reply(
+    spool: Spool, db_engine: Engine
+) -> None:
+    """SQLite copies the entry from the message row in SQL, PostgreSQL builds it in Python:
+    both give the same row, with the peer's text cleaned like the message's."""
+    msg = make_message(rcpt_to=("a@example.test", "b@example.test"), requiretls=True,
+                       helo="bad\x00helo", message_id="<" + "x" * 600 + ">")
+    await spool.store(msg, 250, "2.0.0 OK: queued as " + msg.queue_id)
+    (row,) = emaillog.query(db_engine, queue_id=msg.queue_id)
+    assert row["time"] == msg.received_at
+    assert (row["direction"], row["outcome"]) == ("inbound", "accepted")
+    assert (row["reply_code"], row["reply_text"], row["reason"]) == (
+        250, "2.0.0 OK: queued as " + msg.queue_id, None)
+    assert (row["client_ip"], row["helo"], row["mail_from"]) == (
+        msg.client_ip, "bad\ufffdhelo", msg.mail_from)
+    assert row["rcpt_to"] == ["a@example.test", "b@example.test"]
+    assert (row["tls_version"], row["tls_cipher"], row["requiretls"]) == (
+        "TLSv1.3", "TLS_AES_256_GCM_SHA384", True)
+    assert row["size"] == msg.size
+    assert row["message_id"] == "<" + "x" * 499  # the message row's cut (MESSAGE_ID_MAX)
+    assert emaillog.query(db_engine, address="b@example.test", outcome="accepted") == [row]
+
+
 async def test_log_is_written_with_the_next_commit_and_on_close(
     db_engine: Engine, commits: Commits
 ) -> None:
@@ -94,14 +117,14 @@ async def test_log_is_written_with_the_next_commit_and_on_close(
     s.start()
     msg = make_message()
     s.log(rejected)
-    await s.store(msg, accepted_entry(msg))
+    await s.store(msg, *accepted_reply(msg))
     s.log(rejected)
     s.close()
     s.close()  # idempotent
     outcomes = [o for _, o in _log_rows(db_engine)]
     assert sorted(outcomes) == ["accepted", "rejected", "rejected", "rejected"]
     with pytest.raises(SpoolCommitError):
-        await s.store(make_message(), accepted_entry(msg))
+        await s.store(make_message(), *accepted_reply(msg))
     s.log(rejected)  # after close: dropped with a warning, no exception
 
 
@@ -117,7 +140,7 @@ async def test_store_before_start_is_refused(db_engine: Engine) -> None:
     s = Spool(db_engine)
     msg = make_message()
     with pytest.raises(SpoolCommitError):
-        await s.store(msg, accepted_entry(msg))
+        await s.store(msg, *accepted_reply(msg))
     s.start()
     with pytest.raises(StorageError):
         s.start()
@@ -128,7 +151,7 @@ async def test_200_concurrent_stores_share_few_commits(
     spool: Spool, db_engine: Engine, commits: Commits
 ) -> None:
     msgs = [make_message() for _ in range(200)]
-    await asyncio.gather(*(spool.store(m, accepted_entry(m)) for m in msgs))
+    await asyncio.gather(*(spool.store(m, *accepted_reply(m)) for m in msgs))
     assert _count(db_engine) == 200
     assert _count(db_engine, email_log) == 200
     assert sum(commits.sizes) == 200
@@ -152,12 +175,12 @@ async def test_one_bad_message_fails_alone(
     s.start()
     try:
         first = make_message()
-        t_first = asyncio.create_task(s.store(first, accepted_entry(first)))
+        t_first = asyncio.create_task(s.store(first, *accepted_reply(first)))
         assert await asyncio.to_thread(in_first.wait, 10)
         good = [make_message() for _ in range(8)]
         dup = make_message(first.queue_id)
         batch = [*good[:4], dup, *good[4:]]
-        tasks = [asyncio.create_task(s.store(m, accepted_entry(m))) for m in batch]
+        tasks = [asyncio.create_task(s.store(m, *accepted_reply(m))) for m in batch]
         s.log(LogEntry(time=datetime.now(UTC), outcome="rejected", reply_code=550))
         await asyncio.sleep(0.05)  # every store() has queued its message
         gate.set()
@@ -181,12 +204,12 @@ async def test_bad_values(spool: Spool, db_engine: Engine, bad: str) -> None:
     if bad == "naive-time":
         msg = make_message(received_at=datetime(2026, 1, 1))  # noqa: DTZ001
         with pytest.raises(SpoolCommitError):
-            await spool.store(msg, accepted_entry(make_message()))
+            await spool.store(msg, *accepted_reply(make_message()))
         return
     # NUL and lone surrogates would make PostgreSQL refuse the row: they are replaced instead.
     msg = make_message(helo="bad\x00helo", mail_from="x\udcff@example.org",
                        message_id="<" + "x" * 5000 + ">")
-    await spool.store(msg, accepted_entry(msg))
+    await spool.store(msg, *accepted_reply(msg))
     stored = messages.get_message(db_engine, msg.queue_id)
     assert stored is not None
     assert stored.helo == "bad\ufffdhelo"
@@ -205,10 +228,10 @@ async def test_locked_database_fails_within_busy_timeout_and_recovers(tmp_path: 
             msg = make_message()
             started = time.monotonic()
             with pytest.raises(SpoolCommitError, match="locked"):
-                await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 10)
+                await asyncio.wait_for(s.store(msg, *accepted_reply(msg)), 10)
             assert time.monotonic() - started < 5
         msg = make_message()
-        await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 10)
+        await asyncio.wait_for(s.store(msg, *accepted_reply(msg)), 10)
         assert _count(engine) == 1
     finally:
         s.close()
@@ -234,7 +257,7 @@ async def test_missing_table_fails_every_message_at_once(
         conn.execute(text("ALTER TABLE inbound_messages RENAME TO inbound_messages_gone"))
     msgs = [make_message() for _ in range(20)]
     results = await asyncio.wait_for(
-        asyncio.gather(*(spool.store(m, accepted_entry(m)) for m in msgs),
+        asyncio.gather(*(spool.store(m, *accepted_reply(m)) for m in msgs),
                        return_exceptions=True),
         30,
     )
@@ -264,7 +287,7 @@ async def test_disk_full_fails_then_recovers(tiny_fs: Path) -> None:
         db.upgrade(engine)
         s.start()
         msg = make_message()
-        await s.store(msg, accepted_entry(msg))
+        await s.store(msg, *accepted_reply(msg))
         filler = tiny_fs / "filler"
         with filler.open("wb") as f:
             try:
@@ -275,9 +298,9 @@ async def test_disk_full_fails_then_recovers(tiny_fs: Path) -> None:
                 pass
         big = make_message(content=bytearray(os.urandom(512 * 1024)))
         with pytest.raises(SpoolCommitError):
-            await asyncio.wait_for(s.store(big, accepted_entry(big)), 30)
+            await asyncio.wait_for(s.store(big, *accepted_reply(big)), 30)
         filler.unlink()
-        await asyncio.wait_for(s.store(big, accepted_entry(big)), 30)
+        await asyncio.wait_for(s.store(big, *accepted_reply(big)), 30)
         assert _count(engine) == 2
     finally:
         s.close()
@@ -307,15 +330,15 @@ async def test_postgresql_read_only_then_writable(
             f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
     try:
         msg = make_message()
-        await s.store(msg, accepted_entry(msg))
+        await s.store(msg, *accepted_reply(msg))
         admin_sql(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
         admin_sql(kick)
         msg = make_message()
         with pytest.raises(SpoolCommitError, match="read-only"):
-            await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 30)
+            await asyncio.wait_for(s.store(msg, *accepted_reply(msg)), 30)
         admin_sql(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
         admin_sql(kick)
-        await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 30)
+        await asyncio.wait_for(s.store(msg, *accepted_reply(msg)), 30)
         assert _count(engine) == 2
     finally:
         s.close()
@@ -334,11 +357,11 @@ async def test_postgresql_database_gone_fails_fast(pg_server: object, pg_fresh_u
     s.start()
     try:
         msg = make_message()
-        await s.store(msg, accepted_entry(msg))
+        await s.store(msg, *accepted_reply(msg))
         pg_server.drop_database(pg_fresh_url.rsplit("/", 1)[1])
         msg = make_message()
         with pytest.raises(SpoolCommitError):
-            await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 30)
+            await asyncio.wait_for(s.store(msg, *accepted_reply(msg)), 30)
     finally:
         s.close()
         engine.dispose()
@@ -347,7 +370,7 @@ async def test_postgresql_database_gone_fails_fast(pg_server: object, pg_fresh_u
 async def test_35_mb_message_round_trip(spool: Spool, db_engine: Engine) -> None:
     content = bytearray(os.urandom(35 * 1024 * 1024))
     msg = make_message(content=content)
-    await spool.store(msg, accepted_entry(msg))
+    await spool.store(msg, *accepted_reply(msg))
     stored = messages.get_message(db_engine, msg.queue_id)
     assert stored is not None
     assert stored.size == len(content)
@@ -356,12 +379,12 @@ async def test_35_mb_message_round_trip(spool: Spool, db_engine: Engine) -> None
 
 async def test_cancelled_store_does_not_break_the_spool(spool: Spool, db_engine: Engine) -> None:
     msgs = [make_message() for _ in range(20)]
-    tasks = [asyncio.create_task(spool.store(m, accepted_entry(m))) for m in msgs]
+    tasks = [asyncio.create_task(spool.store(m, *accepted_reply(m))) for m in msgs]
     await asyncio.sleep(0)
     tasks[0].cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     msg = make_message()
-    await spool.store(msg, accepted_entry(msg))
+    await spool.store(msg, *accepted_reply(msg))
     # The cancelled caller got no answer, but its message may well have been stored.
     assert 20 <= _count(db_engine) <= 21
 
@@ -371,7 +394,7 @@ _WRITER = textwrap.dedent(
     import asyncio, sys
     from mailcase.storage.db import make_engine
     from mailcase.storage.spool import Spool
-    from tests.unit.storage.helpers import make_message, accepted_entry
+    from tests.unit.storage.helpers import make_message, accepted_reply
 
     url, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     engine = make_engine(url)
@@ -380,7 +403,7 @@ _WRITER = textwrap.dedent(
 
     async def main():
         msgs = [make_message(f"{prefix}{i:05d}") for i in range(n)]
-        await asyncio.gather(*(spool.store(m, accepted_entry(m)) for m in msgs))
+        await asyncio.gather(*(spool.store(m, *accepted_reply(m)) for m in msgs))
 
     asyncio.run(main())
     spool.close()
@@ -412,7 +435,7 @@ async def test_failing_on_commit_callback_does_not_stop_the_spool(db_engine: Eng
     try:
         for _ in range(2):
             msg = make_message()
-            await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 10)
+            await asyncio.wait_for(s.store(msg, *accepted_reply(msg)), 10)
     finally:
         s.close()
     assert _count(db_engine) == 2
@@ -430,9 +453,9 @@ async def test_a_crashed_writer_fails_waiters_instead_of_hanging(
     s.start()
     msg = make_message()
     with pytest.raises(SpoolCommitError, match="crashed"):
-        await asyncio.wait_for(s.store(msg, accepted_entry(msg)), 10)
+        await asyncio.wait_for(s.store(msg, *accepted_reply(msg)), 10)
     with pytest.raises(SpoolCommitError, match="not running"):
-        await s.store(msg, accepted_entry(msg))
+        await s.store(msg, *accepted_reply(msg))
     s.close()
 
 
@@ -461,7 +484,7 @@ async def test_big_and_small_messages_in_one_batch_keep_their_own_content(
     blocker.start()
     held.wait()
     try:
-        await asyncio.gather(*(s.store(m, accepted_entry(m)) for m in batch))
+        await asyncio.gather(*(s.store(m, *accepted_reply(m)) for m in batch))
     finally:
         blocker.join()
         s.close()
@@ -484,14 +507,14 @@ async def test_big_message_after_a_purged_content_row(db_engine: Engine) -> None
     try:
         first, second = make_message(), make_message()
         for m in (first, second):
-            await s.store(m, accepted_entry(m))
+            await s.store(m, *accepted_reply(m))
         with db.begin_write(db_engine) as conn:
             conn.execute(text(
                 "DELETE FROM inbound_contents WHERE message_pk = "
                 "(SELECT id FROM inbound_messages WHERE queue_id = :q)"
             ), {"q": second.queue_id})
         big = make_message(content=b"Subject: big\r\n\r\n" + b"z" * (2 * 1024 * 1024) + b"\r\n")
-        await s.store(big, accepted_entry(big))
+        await s.store(big, *accepted_reply(big))
     finally:
         s.close()
     stored = messages.get_message(db_engine, big.queue_id)

@@ -16,7 +16,7 @@ from mailcase.storage.models import email_log, inbound_messages, spool_transfers
 from mailcase.storage.spool import Spool, SpooledMessage
 from mailcase.storage.spoolfiles import SpoolMover, open_spool_file, spool_dir, spool_file
 
-from .helpers import accepted_entry, make_message
+from .helpers import accepted_reply, make_message
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def _store(engine: Engine, msgs: list[SpooledMessage]) -> None:
         spool = Spool(engine)
         spool.start()
         try:
-            await asyncio.gather(*(spool.store(m, accepted_entry(m)) for m in msgs))
+            await asyncio.gather(*(spool.store(m, *accepted_reply(m)) for m in msgs))
         finally:
             await asyncio.to_thread(spool.close)
 

@@ -12,7 +12,7 @@ from mailcase.config import Settings, load_settings
 from mailcase.pipeline.destinations import build_destinations
 from mailcase.pipeline.worker import process_pending
 from mailcase.storage.spool import Spool
-from tests.unit.storage.helpers import accepted_entry, make_message
+from tests.unit.storage.helpers import accepted_reply, make_message
 
 _seq = itertools.count(1)
 
@@ -69,7 +69,7 @@ async def deliver(
     spool = Spool(engine)
     spool.start()
     try:
-        await spool.store(msg, accepted_entry(msg))
+        await spool.store(msg, *accepted_reply(msg))
     finally:
         spool.close()
     return process_pending(engine, build_destinations(s, engine))

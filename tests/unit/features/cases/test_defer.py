@@ -13,7 +13,7 @@ from mailcase.pipeline import worker
 from mailcase.pipeline.worker import AddressInbox, DeferMessage, process_pending
 from mailcase.storage import emaillog, messages
 from mailcase.storage.spool import Spool
-from tests.unit.storage.helpers import accepted_entry, make_message
+from tests.unit.storage.helpers import accepted_reply, make_message
 
 
 class Flaky:
@@ -44,7 +44,7 @@ async def _spool(engine: Engine, *msgs: object) -> None:
     spool.start()
     try:
         for m in msgs:
-            await spool.store(m, accepted_entry(m))  # type: ignore[arg-type]
+            await spool.store(m, *accepted_reply(m))  # type: ignore[arg-type]
     finally:
         spool.close()
 
