@@ -38,6 +38,7 @@ from mailcase import eventloop, maillog
 from mailcase.config import Settings
 from mailcase.inbound.limits import BUCKETS, SharedCounts
 from mailcase.inbound.listener import listening_socket
+from mailcase.inbound.session import set_queue_id_slot
 
 __all__ = ["AcceptorPool"]
 
@@ -198,6 +199,7 @@ def child_main(
     maillog.configure(settings.log.maillog)
     sys.setswitchinterval(0.0005)
     shared = SharedCounts(counts, len(counts) // (BUCKETS + 1))
+    set_queue_id_slot(index)
     eventloop.run(_child(settings, Path(cert), Path(key), conn, index, shared, sock),
                   settings.server.event_loop)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import random
 import ssl
@@ -36,19 +37,34 @@ from mailcase.tls import facts_from_ssl_object
 if TYPE_CHECKING:
     from mailcase.inbound.listener import Gateway
 
-__all__ = ["SMTPSession", "new_queue_id"]
+__all__ = ["SMTPSession", "new_queue_id", "set_queue_id_slot"]
 
 log = logging.getLogger(__name__)
 
 
 
-def new_queue_id() -> str:
-    """16 hex digits: seconds since the epoch then 32 random bits (sortable, unique enough).
+_queue_slot = 0
+_queue_counter = itertools.count(random.getrandbits(24))
 
-    Not a secret, so the fast non-cryptographic generator (seeded from os.urandom per
-    process) is enough; a collision only costs the sender a 451 and a retry.
+
+def set_queue_id_slot(slot: int) -> None:
+    """Give this process's queue ids a slot of their own (an acceptor's index, 1–255)."""
+    global _queue_slot  # noqa: PLW0603 - one value per process, set once at its start
+    if not 0 <= slot <= 0xFF:
+        raise ValueError(f"queue id slot must be 0-255, not {slot}")
+    _queue_slot = slot
+
+
+def new_queue_id() -> str:
+    """16 hex digits: seconds since the epoch, this process's slot (2) and a counter (6).
+
+    Sortable, and unique within an instance by construction: two processes never share a slot
+    and a counter repeats only after 16.7 million ids. Random bits were not enough: the spool
+    mover matches messages by queue id, and with 32 random bits two acceptors made the same id
+    in the same second about once in five hours at 1 000 msg/s. The counter starts at a random
+    value so that a restarted process is unlikely to repeat its predecessor's ids.
     """
-    return f"{int(time.time()):08X}{random.getrandbits(32):08X}"
+    return f"{int(time.time()):08X}{_queue_slot:02X}{next(_queue_counter) & 0xFFFFFF:06X}"
 
 
 def tls_label(tls: TLSFacts | None) -> str:
