@@ -11,10 +11,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
+from mailcase.errors import SpoolCommitError
 from mailcase.storage import db, messages
 from mailcase.storage.models import email_log, inbound_messages, spool_transfers
 from mailcase.storage.spool import Spool, SpooledMessage
-from mailcase.storage.spoolfiles import SpoolMover, open_spool_file, spool_dir, spool_file
+from mailcase.storage.spoolfiles import (
+    SpoolMover,
+    drop_secondary_indexes,
+    open_spool_file,
+    spool_dir,
+    spool_file,
+)
 
 from .helpers import accepted_reply, make_message
 
@@ -177,3 +184,63 @@ def test_a_file_still_being_created_is_skipped(main: Engine, tmp_path: Path) -> 
     open_spool_file(path).dispose()  # gives it its identity
     assert SpoolMover(main, spool_dir(tmp_path)).move_all() == 1
     assert _queue_ids(main) == [early.queue_id]
+
+
+def _named_indexes(engine: Engine) -> list[str]:
+    raw = engine.raw_connection()
+    try:
+        return [r[0] for r in raw.execute(  # type: ignore[attr-defined]
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")]
+    finally:
+        raw.close()
+
+
+def test_a_spool_file_has_no_secondary_indexes_but_refuses_a_repeated_queue_id(
+    main: Engine, tmp_path: Path
+) -> None:
+    assert _named_indexes(main)  # the main database keeps them
+    sp = open_spool_file(spool_file(tmp_path, 1))
+    assert _named_indexes(sp) == []
+    first = make_message()
+    _store(sp, [first])
+
+    async def again() -> None:
+        spool = Spool(sp)
+        spool.start()
+        try:
+            with pytest.raises(SpoolCommitError):
+                await spool.store(make_message(queue_id=first.queue_id), 250, "2.0.0 OK")
+        finally:
+            await asyncio.to_thread(spool.close)
+
+    asyncio.run(again())
+    assert SpoolMover(main, spool_dir(tmp_path)).move_all() == 1
+    assert _queue_ids(main) == [first.queue_id]
+    assert _count(main, email_log) == 1
+
+
+def test_every_migration_applies_to_a_spool_file_without_its_secondary_indexes(
+    tmp_path: Path
+) -> None:
+    """A spool file left by an older version is migrated with its indexes already dropped: a
+    migration that alters one of them must tolerate that (if_exists)."""
+    from alembic.script import ScriptDirectory
+
+    revisions = [r.revision for r in ScriptDirectory.from_config(
+        db._alembic_config()).walk_revisions()][::-1]
+    assert len(revisions) >= 7
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'old-spool.db'}")
+    try:
+        for revision in revisions:
+            db.upgrade(engine, revision)
+            raw = engine.raw_connection()
+            try:
+                drop_secondary_indexes(raw)
+            finally:
+                raw.close()
+            assert _named_indexes(engine) == []
+    finally:
+        engine.dispose()
+    sp = open_spool_file(tmp_path / "old-spool.db")
+    _store(sp, [make_message()])
+    assert _count(sp) == 1
