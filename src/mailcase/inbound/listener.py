@@ -105,7 +105,7 @@ def _cannot_listen(listen: str, what: str, option: str, e: OSError) -> SystemExi
 def check_listen_address(listen: str, what: str, option: str) -> None:
     """Fail with one clear line unless we can listen on `listen`: a port in use, or an address
     that is not this machine's. Checked before anything starts, so that no half-started
-    platform is left behind (the HTTP server binds late, the acceptors' socket early)."""
+    platform is left behind."""
     host, port = parse_hostport(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -131,6 +131,8 @@ def listening_socket(listen: str, option: str) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # as asyncio's create_server: IPv6 only, like one process
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(_BACKLOG)
         sock.setblocking(False)

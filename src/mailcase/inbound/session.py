@@ -41,8 +41,6 @@ __all__ = ["SMTPSession", "new_queue_id", "set_queue_id_slot"]
 
 log = logging.getLogger(__name__)
 
-
-
 _queue_slot = 0
 _queue_counter = itertools.count(random.getrandbits(24))
 
