@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, Literal, TypeVar
 
-__all__ = ["name", "run"]
+__all__ = ["name", "run", "wait_for"]
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +38,16 @@ def run(main: Coroutine[Any, Any, T], kind: Literal["uvloop", "asyncio"] = "uvlo
 def name(loop: asyncio.AbstractEventLoop) -> str:
     """"uvloop" or "asyncio": what the ready line and the acceptors report."""
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+async def wait_for(aw: Awaitable[T], timeout: float) -> T:  # noqa: ASYNC109 - a drop-in for wait_for
+    """`asyncio.wait_for` that never loses a cancellation.
+
+    Python 3.11's `wait_for` returns the result, and drops the cancellation, when the awaited
+    thing finishes at the moment the caller is cancelled (CPython gh-86296, fixed in 3.12 by
+    building `wait_for` on `asyncio.timeout`). A loop that waits on a wake-up event then keeps
+    running after it was cancelled: a delivery engine did not stop in a test, and went on to
+    retry. `asyncio.timeout` keeps the cancellation; TimeoutError as with `wait_for`.
+    """
+    async with asyncio.timeout(timeout):
+        return await aw

@@ -125,7 +125,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await asyncio.wait_for(moved.wait(), _SPOOL_POLL)
+                await eventloop.wait_for(moved.wait(), _SPOOL_POLL)
             except TimeoutError:
                 pass
             moved.clear()

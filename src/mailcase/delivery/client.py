@@ -32,6 +32,7 @@ from typing import Literal
 import aiosmtplib
 from aiosmtplib import SMTPResponseException
 
+from mailcase import eventloop
 from mailcase.tls.outbound import after_handshake, on_ehlo, verifies
 
 __all__ = [
@@ -223,7 +224,7 @@ class Session:
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, (t.ip, t.port)), self.connect_timeout)
+            await eventloop.wait_for(loop.sock_connect(sock, (t.ip, t.port)), self.connect_timeout)
         except BaseException as e:
             sock.close()
             self._sock = None
@@ -252,7 +253,7 @@ class Session:
     async def _greet(self, smtp: aiosmtplib.SMTP, ctx: ssl.SSLContext, verify: bool) -> None:
         t = self.target
         try:
-            await asyncio.wait_for(smtp.connect(), self.connect_timeout + 5)
+            await eventloop.wait_for(smtp.connect(), self.connect_timeout + 5)
         except SMTPResponseException as e:  # a 4xx/5xx greeting
             raise SessionFailure(self._reply("connect", e)) from None
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as e:
@@ -399,7 +400,7 @@ class Session:
         if smtp is not None:
             if smtp.is_connected:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(smtp.quit(), 5)
+                    await eventloop.wait_for(smtp.quit(), 5)
             with contextlib.suppress(Exception):
                 smtp.close()
         self._drop(transport, sock)

@@ -56,7 +56,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
-from mailcase import maillog
+from mailcase import eventloop, maillog
 from mailcase.config import Settings
 from mailcase.delivery.client import (
     Delivered,
@@ -177,7 +177,7 @@ class DeliveryEngine:
                     continue  # more may be due
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.d.poll_interval)
+                    await eventloop.wait_for(self._wake.wait(), self.d.poll_interval)
         finally:
             writer.cancel()
             for t in list(self._tasks):
@@ -297,7 +297,7 @@ class DeliveryEngine:
                     if session is None or not session.alive:
                         return
                     try:  # keep an open connection a moment for the next claimed batch
-                        job = await asyncio.wait_for(dest.jobs.get(), _LINGER)
+                        job = await eventloop.wait_for(dest.jobs.get(), _LINGER)
                     except TimeoutError:
                         return
                 if session is not None and (

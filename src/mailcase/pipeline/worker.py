@@ -35,7 +35,7 @@ from typing import Protocol
 
 from sqlalchemy.engine import Connection, Engine
 
-from mailcase import maillog
+from mailcase import eventloop, maillog
 from mailcase.metrics import Metrics
 from mailcase.storage import messages
 from mailcase.storage.db import begin_write, is_sqlite
@@ -346,7 +346,7 @@ class Pipeline:
                 await asyncio.sleep(self.gather)  # more is waiting: let the spool commit first
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await eventloop.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:
                 continue
             await asyncio.sleep(self.gather)
