@@ -35,6 +35,7 @@ __all__ = [
     "rejected",
 ]
 
+
 class _Sink:
     """Where the lines go: buffered, written whole by one `os.write` per flush.
 

@@ -86,8 +86,9 @@ __all__ = ["DeliveryEngine"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds an idle open connection waits for more mail to the same destination.
+#: Seconds a stop waits for the delivery tasks to finish.
 _STOP_GRACE = 10.0
+#: Seconds an idle open connection waits for more mail to the same destination.
 _LINGER = 0.5
 #: Consecutive failed writes of the same results before they are left to the claim lease.
 _MAX_WRITE_FAILURES = 5

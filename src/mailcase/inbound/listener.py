@@ -91,6 +91,10 @@ class Gateway:
             await asyncio.wait(list(self.tasks), timeout=grace)
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def _cannot_listen(listen: str, what: str, option: str, e: OSError) -> SystemExit:
     advice = (
         f"stop what is using it, or choose another address with {option}"
@@ -107,7 +111,7 @@ def check_listen_address(listen: str, what: str, option: str) -> None:
     that is not this machine's. Checked before anything starts, so that no half-started
     platform is left behind."""
     host, port = parse_hostport(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = _family(host)
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -127,7 +131,7 @@ def listening_socket(listen: str, option: str) -> socket.socket:
     second mailcase on the same port is refused by the bind, as with any server.
     """
     host, port = parse_hostport(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = _family(host)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -151,7 +155,7 @@ async def start_listener(gateway: Gateway, sock: socket.socket | None = None) ->
             lambda: SMTPSession(gateway), sock=sock, backlog=_BACKLOG
         )
     host, port = parse_hostport(gateway.settings.inbound.listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = _family(host)
     return await loop.create_server(
         lambda: SMTPSession(gateway),
         host,
