@@ -22,7 +22,7 @@ test: venv
 	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider
+	MAILCASE_TEST_PEERS=required $(BIN)/pytest -q -p no:cacheprovider
 
 lint: venv
 	$(BIN)/ruff check src tests bench

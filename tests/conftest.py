@@ -26,13 +26,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from tests.support.peers import missing
 from tests.support.postgres import PostgresServer, PostgresUnavailable, find_bindir
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin)")
+        missing("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin)")
     server = PostgresServer()
     try:
         server.start()

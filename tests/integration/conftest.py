@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.peers import missing
 from tests.support.platform import Platform, running_platform
 
 
@@ -34,5 +35,5 @@ def client_tls() -> ssl.SSLContext:
 def require_tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
     if path is None:
-        pytest.skip(f"{name} is not installed (make test installs it)")
+        missing(f"{name} is not installed (make test installs it)")
     return path

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from tests.support.dnsserver import DNSServer
+from tests.support.peers import needs
 from tests.support.platform import Platform, running_platform
 from tests.support.smtpsink import SmtpSink, smtp_sink_available
 
-pytestmark = pytest.mark.skipif(smtp_sink_available() is not None,
-                                reason=str(smtp_sink_available()))
+pytestmark = needs(smtp_sink_available())
 
 
 @pytest.fixture(scope="module")

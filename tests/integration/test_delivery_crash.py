@@ -21,11 +21,11 @@ from mailcase.outbound.models import outbound_attempts, outbound_messages
 from mailcase.storage.db import make_engine, upgrade
 from tests.support.delivery import enqueue_many
 from tests.support.dnsserver import DNSServer
+from tests.support.peers import needs
 from tests.support.platform import running_platform
 from tests.support.smtpsink import SmtpSink, smtp_sink_available
 
-pytestmark = pytest.mark.skipif(smtp_sink_available() is not None,
-                                reason=str(smtp_sink_available()))
+pytestmark = needs(smtp_sink_available())
 
 N = 2000
 PER_DESTINATION = 20

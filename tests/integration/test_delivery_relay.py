@@ -29,14 +29,14 @@ from tests.support.delivery import delivery_settings, run_until_settled, show
 from tests.support.dnsserver import DNSServer
 from tests.support.dovecot_auth import DovecotAuth
 from tests.support.implicit_tls import ImplicitTLSFrontend
+from tests.support.peers import needs
 from tests.support.postfix import PostfixInstance, postfix_available
 from tests.support.smtpsink import SmtpSink
 
 PASSWORD = "s3cret-Relay-pw"  # noqa: S105 - a test account of a throw-away server
 
 
-pytestmark = pytest.mark.skipif(postfix_available() is not None,
-                                reason=str(postfix_available()))
+pytestmark = needs(postfix_available())
 
 ZONE = {
     "relay.test": {"A": ["127.0.0.1"]},

@@ -15,10 +15,10 @@ from mailcase.storage import emaillog
 from mailcase.storage.db import make_engine, upgrade
 from tests.support.delivery import delivery_settings, enqueue_many, run_until_settled, show
 from tests.support.dnsserver import DNSServer
+from tests.support.peers import needs
 from tests.support.smtpsink import SmtpSink, smtp_sink_available
 
-pytestmark = pytest.mark.skipif(smtp_sink_available() is not None,
-                                reason=str(smtp_sink_available()))
+pytestmark = needs(smtp_sink_available())
 
 ZONE = {
     "example.net": {"MX": [(10, "mx.example.net")]},

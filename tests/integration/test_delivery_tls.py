@@ -25,11 +25,11 @@ from mailcase.storage import emaillog
 from mailcase.storage.db import begin_write, make_engine, upgrade
 from tests.support.delivery import delivery_settings, run_until_settled, show
 from tests.support.dnsserver import DNSServer
+from tests.support.peers import needs
 from tests.support.postfix import PostfixInstance, postfix_available
 from tests.support.striptls import StripTLSProxy, strip_starttls
 
-pytestmark = pytest.mark.skipif(postfix_available() is not None,
-                                reason=str(postfix_available()))
+pytestmark = needs(postfix_available())
 
 MODES = ("off", "preferred", "required", "preferred_verify", "required_verify")
 ZONE = {

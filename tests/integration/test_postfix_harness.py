@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.peers import needs
 from tests.support.postfix import (
     PostfixInstance,
     free_port,
@@ -31,7 +32,7 @@ _UNAVAILABLE = postfix_available()
 
 pytestmark = [
     pytest.mark.postfix,
-    pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"Postfix harness: {_UNAVAILABLE}"),
+    needs(_UNAVAILABLE),
     pytest.mark.timeout(120),
 ]
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.peers import needs
 from tests.support.platform import running_platform
 from tests.support.postfix import PostfixInstance, postfix_available
 
 _UNAVAILABLE = postfix_available()
 pytestmark = [
     pytest.mark.postfix,
-    pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"Postfix: {_UNAVAILABLE}"),
+    needs(_UNAVAILABLE),
 ]
 
 
