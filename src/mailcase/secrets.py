@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mailcase.config import Settings
 from mailcase.errors import ConfigError
+from mailcase.filemodes import PRIVATE_FILE, private_dir
 
 __all__ = ["SECRET_SIZE", "secret_path", "server_secret"]
 
@@ -48,10 +49,11 @@ def _read(path: Path) -> bytes:
 
 
 def _create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     try:
+        os.fchmod(fd, PRIVATE_FILE)
         os.write(fd, _random.token_bytes(SECRET_SIZE))
         os.fsync(fd)
     finally:

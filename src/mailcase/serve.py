@@ -21,6 +21,7 @@ from mailcase import eventloop, maillog
 from mailcase.config import Settings, parse_hostport
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.errors import TLSSetupError
+from mailcase.filemodes import private_dir, tighten_data_dir
 from mailcase.inbound.acceptors import AcceptorPool
 from mailcase.inbound.addressbook import AddressBook
 from mailcase.inbound.listener import (
@@ -69,7 +70,8 @@ def _pipeline_batch(settings: Settings, processes: int, dialect: str) -> int:
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or until the task is cancelled)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
+    tighten_data_dir(settings.data_dir)
     check_listen_address(settings.inbound.listen, "SMTP", "--smtp-listen or [inbound] listen")
     check_listen_address(settings.http.listen, "HTTP", "--http-listen or [http] listen")
     engine = make_engine(settings.database_url)

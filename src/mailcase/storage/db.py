@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailcase.errors import StorageError
+from mailcase.filemodes import private_dir, private_file, tighten
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -107,7 +108,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
 def _make_sqlite_engine(url: URL, busy_timeout_ms: int) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        _private_database_files(Path(database).expanduser().resolve())
     engine = create_engine(url)
 
     @event.listens_for(engine, "connect")
@@ -133,6 +134,16 @@ def _make_sqlite_engine(url: URL, busy_timeout_ms: int) -> Engine:
     with _WRITE_LOCKS_GUARD:
         _WRITE_LOCKS[engine] = _SQLiteWriteLock(database, busy_timeout_ms / 1000)
     return engine
+
+
+def _private_database_files(path: Path) -> None:
+    """Make a SQLite database and its companions readable by our user only (0600, in a 0700
+    directory when we create it): the file is created here first, because SQLite creates it
+    0644 and gives the -wal and -shm files the database file's mode."""
+    private_dir(path.parent)
+    private_file(path)
+    for suffix in ("", "-wal", "-shm", "-journal", ".writelock"):
+        tighten(path.with_name(path.name + suffix))
 
 
 def is_sqlite(bind: Engine | Connection | Session) -> bool:

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mailcase.filemodes import PRIVATE_FILE, private_dir, tighten
+
 __all__ = ["ensure_certificate", "generate_self_signed"]
 
 
@@ -58,17 +60,25 @@ def ensure_certificate(tls_dir: Path, hostname: str) -> tuple[Path, Path]:
     The key file is created 0600 and written before the certificate, so that a crash between
     the two leaves no certificate without its key.
     """
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tls_dir)
     cert_path, key_path = tls_dir / "server.crt", tls_dir / "server.key"
     if cert_path.exists() and key_path.exists():
+        tighten(key_path)
+        tighten(cert_path)
         return cert_path, key_path
     cert_pem, key_pem = generate_self_signed(hostname)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
-        f.flush()
-        os.fsync(f.fileno())
+    _write_private(key_path, key_pem)
     tmp = cert_path.with_suffix(".tmp")
-    tmp.write_bytes(cert_pem)
+    _write_private(tmp, cert_pem)
     os.replace(tmp, cert_path)
     return cert_path, key_path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` with mode 0600 whatever the umask, and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), PRIVATE_FILE)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
