@@ -34,6 +34,7 @@ from mailcase.metrics import Metrics
 from mailcase.pipeline.destinations import build_destinations
 from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import Pipeline
+from mailcase.secrets import server_secret
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
 from mailcase.storage.spool import Spool
@@ -75,7 +76,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     check_listen_address(settings.inbound.listen, "SMTP", "--smtp-listen or [inbound] listen")
     check_listen_address(settings.http.listen, "HTTP", "--http-listen or [http] listen")
     engine = make_engine(settings.database_url)
-    await asyncio.to_thread(upgrade, engine)
+    await asyncio.to_thread(upgrade, engine, server_secret=lambda: server_secret(settings))
     tls = _tls_files(settings)
     metrics = Metrics()
     metrics.watch_queue_depths(lambda: messages.count_by_state(engine))

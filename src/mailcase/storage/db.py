@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -277,8 +277,16 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    server_secret: Callable[[], bytes] | None = None,
+) -> None:
     """Apply migrations up to `revision`; safe when several processes start at once.
+
+    `server_secret` gives the instance's secret to migrations that encrypt data (0008: relay
+    passwords); it is called only when one has something to encrypt.
 
     PostgreSQL: a transaction-scoped advisory lock serialises migrators, and the migration runs
     in that transaction (PostgreSQL has transactional DDL), so a second process sees the first
@@ -298,6 +306,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                             {"key": _MIGRATION_LOCK_KEY},
                         )
                     cfg.attributes["connection"] = conn
+                    cfg.attributes["server_secret"] = server_secret
                     command.upgrade(cfg, revision)
             return
         except OperationalError as exc:
@@ -307,3 +316,4 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 raise
         finally:
             cfg.attributes.pop("connection", None)
+            cfg.attributes.pop("server_secret", None)
