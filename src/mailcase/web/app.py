@@ -28,6 +28,7 @@ from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens
 from mailcase.web.api import ROUTER_MODULES, ApiContext
+from mailcase.web.download import ApiContentHeaders, download
 
 __all__ = ["create_app"]
 
@@ -66,6 +67,7 @@ def create_app(
         version=__version__,
         description="Self-hosted email platform: inbound gateway, email log, cases.",
     )
+    app.add_middleware(ApiContentHeaders)  # nosniff and a CSP on every /api/ answer
 
     async def db(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         try:
@@ -160,12 +162,9 @@ def create_app(
             queue_id=queue_id,
             limit=limit,
         )
-        if format == "csv":
-            return PlainTextResponse(
-                emaillog.to_csv(rows),
-                media_type="text/csv",
-                headers={"Content-Disposition": 'attachment; filename="email-log.csv"'},
-            )
+        if format == "csv":  # subjects and addresses a sender wrote: a download
+            return download(emaillog.to_csv(rows), media_type="text/csv",
+                            filename="email-log.csv")
         return Response(emaillog.to_json(rows), media_type="application/json")
 
     @app.get("/api/v1/messages", dependencies=auth, tags=["messages"])
@@ -184,11 +183,12 @@ def create_app(
 
     @app.get("/api/v1/messages/{queue_id}/raw", dependencies=auth, tags=["messages"])
     async def get_message_raw(queue_id: str) -> Response:
-        """The stored message as received (our Received header first), as message/rfc822."""
+        """The stored message as received (our Received header first), as a message/rfc822
+        download (never rendered by the browser)."""
         row = await db(messages.get_message, queue_id)
         if row is None:
             raise HTTPException(404, f"no message with queue id {queue_id!r}")
-        return Response(row.content, media_type="message/rfc822")
+        return download(row.content, media_type="message/rfc822", filename=f"{queue_id}.eml")
 
     @app.post("/api/v1/messages/{queue_id}/retry", dependencies=auth, tags=["messages"])
     async def retry_message(queue_id: str) -> dict[str, int]:
