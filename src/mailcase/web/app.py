@@ -1,4 +1,4 @@
-"""The HTTP side: REST API under /api/v1 (token required), /healthz, /metrics, /docs.
+"""The HTTP side: REST API under /api/v1 and /metrics (token required), /healthz, /docs.
 
 Handlers are thin: they validate input with pydantic, call the storage functions in a worker
 thread (the database must never block the event loop the SMTP sessions share) and map
@@ -103,8 +103,11 @@ def create_app(
             return JSONResponse({"status": "error", "database": str(e)}, status_code=503)  # type: ignore[return-value]
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get("/metrics", dependencies=auth, tags=["operations"],
+             response_class=PlainTextResponse)
     async def prometheus() -> Response:
+        """Prometheus metrics; token required like the API (scrape config: `authorization:
+        {credentials: <token>}`): they tell who could watch traffic how busy we are."""
         data = await asyncio.to_thread(exposition or metrics.exposition)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
@@ -118,8 +121,19 @@ def create_app(
         on_addresses_changed()
         return to_plain(row)  # type: ignore[no-any-return]
 
+    def _address(address: str) -> str:
+        """The path's address, normalised; a 422 naming the problem if it is none (it used
+        to escape as a ValueError: a 500 and a dropped connection)."""
+        try:
+            return addresses.normalize(address)
+        except ValueError as e:
+            raise HTTPException(
+                422, f"{e}; use the full address, e.g. support@example.test"
+            ) from None
+
     @app.get("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
     async def get_address(address: str) -> dict[str, Any]:
+        address = _address(address)
         row = await db(addresses.get, address)
         if row is None:
             raise HTTPException(404, f"no receiving address {address!r}")
@@ -127,6 +141,7 @@ def create_app(
 
     @app.patch("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
     async def patch_address(address: str, body: AddressPatch) -> dict[str, Any]:
+        address = _address(address)
         if await db(addresses.get, address) is None:
             raise HTTPException(404, f"no receiving address {address!r}")
         await db(addresses.set_require_tls, address, body.require_tls)
@@ -137,6 +152,7 @@ def create_app(
         "/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"], status_code=204
     )
     async def delete_address(address: str) -> Response:
+        address = _address(address)
         if not await db(addresses.remove, address):
             raise HTTPException(404, f"no receiving address {address!r}")
         on_addresses_changed()
