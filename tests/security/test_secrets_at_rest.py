@@ -6,6 +6,7 @@ delivery only, and an existing database's plaintext passwords must be encrypted 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from sqlalchemy import Engine, select, text, update
 
 from mailcase.config import Settings
 from mailcase.delivery import relays
+from mailcase.delivery.route import RouteFailure, resolve_relay
+from mailcase.dns import Resolver
 from mailcase.errors import StorageError
 from mailcase.outbound.models import relays as relays_table
 from mailcase.secrets import server_secret
@@ -46,15 +49,21 @@ def test_ciphertext_does_not_open_with_another_secret_or_on_another_relay(
     settings = Settings(data_dir=tmp_path / "a")
     relays.add_relay(db_engine, settings, name="one", host="a.example.com",
                      auth_mechanism="LOGIN", username="u", password=PASSWORD)
-    with pytest.raises(relays.RelayError, match="cannot be decrypted with this server secret"):
-        relays.load_table(db_engine, Settings(data_dir=tmp_path / "b"))
+    (other,) = relays.load_table(db_engine, Settings(data_dir=tmp_path / "b")).relays.values()
+    assert other.password is None
+    assert other.problem is not None and "cannot be decrypted with this server secret" in other.problem
+    # Its mail is deferred with that reason (4xx), never sent without AUTH nor bounced.
+    failure = asyncio.run(resolve_relay(Resolver([]), other))
+    assert isinstance(failure, RouteFailure) and not failure.permanent
+    assert failure.text.startswith("4.3.5 relay 'one': its password cannot be decrypted")
     relays.add_relay(db_engine, settings, name="two", host="b.example.com",
                      auth_mechanism="LOGIN", username="u", password="other")
     with db_engine.begin() as conn:  # the attacker moves one relay's ciphertext to another
         conn.execute(update(relays_table).where(relays_table.c.name == "two")
                      .values(password=_stored(db_engine, "one")))
-    with pytest.raises(relays.RelayError, match="relay 'two'"):
-        relays.load_table(db_engine, settings)
+    table = {r.name: r for r in relays.load_table(db_engine, settings).relays.values()}
+    assert table["one"].password == PASSWORD and table["one"].problem is None
+    assert table["two"].password is None and "relay 'two'" in (table["two"].problem or "")
 
 
 def test_migration_encrypts_existing_plaintext_passwords(db_url: str, tmp_path: Path) -> None:

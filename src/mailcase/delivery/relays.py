@@ -81,6 +81,9 @@ class RelayInfo:
     auth_mechanism: str | None
     username: str | None
     password: str | None = field(repr=False)
+    #: Why the relay cannot be used now (its password does not decrypt): its mail is deferred
+    #: with this reason, while mail for other routes still goes.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,17 +313,11 @@ def remove_filter(engine: Engine, filter_id: int) -> None:
 
 
 def load_table(engine: Engine, settings: Settings) -> RelayTable:
-    """The active relays and filters, for routing, with the passwords decrypted; RelayError if
-    a password cannot be (the engine leaves the mail queued and says why)."""
+    """The active relays and filters, for routing, with the passwords decrypted; a relay whose
+    password cannot be has no password and its `problem` says why."""
     with engine.connect() as conn:
         rs = {
-            r.id: RelayInfo(
-                id=r.id, name=r.name, host=r.host, host_kind=r.host_kind, port=r.port,
-                tls_mode="required_verify" if r.auth_mechanism else r.tls_mode,
-                auth_mechanism=r.auth_mechanism, username=r.username,
-                password=None if r.password is None else open_password(settings, r.name,
-                                                                        r.password),
-            )
+            r.id: _relay_info(settings, r)
             for r in conn.execute(select(relays).where(relays.c.active.is_(True)))
         }
         fs = tuple(
@@ -334,3 +331,18 @@ def load_table(engine: Engine, settings: Settings) -> RelayTable:
             if r.relay_id in rs
         )
     return RelayTable(rs, fs)
+
+
+def _relay_info(settings: Settings, r: Any) -> RelayInfo:
+    password, problem = None, None
+    if r.password is not None:
+        try:
+            password = open_password(settings, r.name, r.password)
+        except RelayError as e:
+            problem = str(e)
+    return RelayInfo(
+        id=r.id, name=r.name, host=r.host, host_kind=r.host_kind, port=r.port,
+        tls_mode="required_verify" if r.auth_mechanism else r.tls_mode,
+        auth_mechanism=r.auth_mechanism, username=r.username, password=password,
+        problem=problem,
+    )
