@@ -36,11 +36,15 @@ class Ctx:
 
     def engine(self) -> Engine:
         if self._engine is None:
+            from mailcase.filemodes import private_dir, tighten_data_dir
+            from mailcase.secrets import server_secret
             from mailcase.storage.db import make_engine, upgrade
 
             settings = self.settings()
+            private_dir(settings.data_dir)
+            tighten_data_dir(settings.data_dir)
             self._engine = make_engine(settings.database_url)
-            upgrade(self._engine)
+            upgrade(self._engine, server_secret=lambda: server_secret(settings))
             _move_spooled(self._engine, settings)
         return self._engine
 

@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from mailcase.filemodes import PRIVATE_FILE, private_dir, tighten
+
 __all__ = [
     "accepted",
     "automation",
@@ -126,8 +128,10 @@ def configure(target: str) -> None:
     if target == "stderr":
         _sink = _Sink(sys.stderr.fileno(), owned=False)
         return
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    private_dir(Path(target).parent)
+    # Mail addresses and hosts are personal data: the log is for our user only (0600).
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    tighten(Path(target))
     _sink = _Sink(fd, owned=True)
 
 

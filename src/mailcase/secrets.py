@@ -6,6 +6,10 @@ with mode 0600 and written atomically (a temporary file, fsync, then a hard link
 another process won the race, so every process of an instance reads the same secret).
 ``server.secret_file`` points elsewhere (e.g. a secret mounted by the orchestrator); several
 nodes sharing one PostgreSQL database must share that file.
+
+`seal`/`unseal` encrypt what the database must not hold in clear (DKIM private keys, relay
+passwords) with AES-GCM under a key derived from this secret (HKDF-SHA256, one `info` label
+per kind of data, so a ciphertext of one kind never opens as another).
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ import secrets as _random
 import threading
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from mailcase.config import Settings
 from mailcase.errors import ConfigError
+from mailcase.filemodes import PRIVATE_FILE, private_dir
 
-__all__ = ["SECRET_SIZE", "secret_path", "server_secret"]
+__all__ = ["SECRET_SIZE", "seal", "secret_path", "server_secret", "unseal"]
 
 SECRET_SIZE = 32
 _MIN_SIZE = 16
@@ -48,10 +57,11 @@ def _read(path: Path) -> bytes:
 
 
 def _create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     try:
+        os.fchmod(fd, PRIVATE_FILE)
         os.write(fd, _random.token_bytes(SECRET_SIZE))
         os.fsync(fd)
     finally:
@@ -90,3 +100,23 @@ def server_secret(settings: Settings) -> bytes:
             raise ConfigError("server.secret_file", f"cannot read {path}: {e.strerror}") from None
         _cache[path] = data
         return data
+
+
+def _aead(settings: Settings, info: bytes) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+        server_secret(settings)
+    )
+    return AESGCM(key)
+
+
+def seal(settings: Settings, info: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Nonce (12 bytes) + AES-GCM ciphertext of `plaintext`, bound to `aad` (e.g. the row's
+    name: a ciphertext copied to another row does not open there)."""
+    nonce = os.urandom(12)
+    return nonce + _aead(settings, info).encrypt(nonce, plaintext, aad)
+
+
+def unseal(settings: Settings, info: bytes, blob: bytes, aad: bytes) -> bytes:
+    """The plaintext `seal` was given; cryptography's InvalidTag if the server secret, `info`
+    or `aad` differ, or the blob was altered."""
+    return _aead(settings, info).decrypt(blob[:12], blob[12:], aad)

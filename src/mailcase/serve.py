@@ -21,6 +21,7 @@ from mailcase import eventloop, maillog
 from mailcase.config import Settings, parse_hostport
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.errors import TLSSetupError
+from mailcase.filemodes import private_dir, tighten_data_dir
 from mailcase.inbound.acceptors import AcceptorPool
 from mailcase.inbound.addressbook import AddressBook
 from mailcase.inbound.listener import (
@@ -33,6 +34,7 @@ from mailcase.metrics import Metrics
 from mailcase.pipeline.destinations import build_destinations
 from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import Pipeline
+from mailcase.secrets import server_secret
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
 from mailcase.storage.spool import Spool
@@ -69,11 +71,12 @@ def _pipeline_batch(settings: Settings, processes: int, dialect: str) -> int:
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or until the task is cancelled)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
+    tighten_data_dir(settings.data_dir)
     check_listen_address(settings.inbound.listen, "SMTP", "--smtp-listen or [inbound] listen")
     check_listen_address(settings.http.listen, "HTTP", "--http-listen or [http] listen")
     engine = make_engine(settings.database_url)
-    await asyncio.to_thread(upgrade, engine)
+    await asyncio.to_thread(upgrade, engine, server_secret=lambda: server_secret(settings))
     tls = _tls_files(settings)
     metrics = Metrics()
     metrics.watch_queue_depths(lambda: messages.count_by_state(engine))

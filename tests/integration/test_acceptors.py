@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.platform import running_platform
+from tests.support.platform import Platform, running_platform
 
 
 def _children(pid: int) -> list[int]:
@@ -32,8 +32,9 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _accepted(base: str) -> float:
-    text = httpx.get(base + "/metrics").text
+def _accepted(p: Platform) -> float:
+    with p.api() as api:  # /metrics needs the API token
+        text = api.get("/metrics").text
     return sum(float(v) for v in re.findall(r'^mailcase_messages_accepted_total\{tls="\w+"\} (\S+)$', text, re.M))
 
 
@@ -51,8 +52,8 @@ def test_three_acceptors_share_the_port_and_the_metrics_add_up(tmp_path: Path) -
         assert len(kids) == 3, kids  # the parent keeps the pipeline and the HTTP API
         _send(p, 30)
         deadline = time.monotonic() + 5  # children report every second
-        while _accepted(p.http_base) != 30:
-            assert time.monotonic() < deadline, _accepted(p.http_base)
+        while _accepted(p) != 30:
+            assert time.monotonic() < deadline, _accepted(p)
             time.sleep(0.2)
         assert "3 acceptor processes" in p.log_text()
 

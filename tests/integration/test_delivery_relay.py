@@ -21,6 +21,7 @@ import pytest
 import trustme
 from sqlalchemy import Engine
 
+from mailcase.config import Settings
 from mailcase.delivery import relays
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.outbound import queue
@@ -127,7 +128,7 @@ async def test_filter_routes_through_an_auth_relay_over_verified_tls(
     mechanism: str, smarthost: PostfixInstance, sasl: DovecotAuth, dns: DNSServer,
     sink: SmtpSink, db: Engine, workdir: Path, tmp_path: Path,
 ) -> None:
-    relays.add_relay(db, name="smart", host="relay.test", port=smarthost.smtpd_port,
+    relays.add_relay(db, Settings(data_dir=tmp_path), name="smart", host="relay.test", port=smarthost.smtpd_port,
                      tls_mode="preferred", auth_mechanism=mechanism, username="relayuser",
                      password=PASSWORD)
     relays.add_filter(db, relay="smart", recipient="*.routed.test")
@@ -148,14 +149,14 @@ async def test_filter_routes_through_an_auth_relay_over_verified_tls(
     assert direct["result"] == "delivered" and direct["relay"] is None
     assert direct["remote_host"] == "mx.other.test"
     assert sink.message_ids() == {mid: 1}
-    assert PASSWORD not in repr(relays.list_relays(db)) + repr(relays.load_table(db))
+    assert PASSWORD not in repr(relays.list_relays(db)) + repr(relays.load_table(db, settings))
 
 
 async def test_wrong_password_defers_at_auth_and_sends_nothing(
     smarthost: PostfixInstance, sasl: DovecotAuth, dns: DNSServer, db: Engine, workdir: Path,
     tmp_path: Path,
 ) -> None:
-    relays.add_relay(db, name="smart", host="relay.test", port=smarthost.smtpd_port,
+    relays.add_relay(db, Settings(data_dir=tmp_path), name="smart", host="relay.test", port=smarthost.smtpd_port,
                      auth_mechanism="PLAIN", username="relayuser", password="wrong")
     relays.add_filter(db, relay="smart")
     settings = delivery_settings(tmp_path, dns.address, mx_port=1, ca_file=workdir / "ca.pem")
@@ -172,7 +173,7 @@ async def test_credentials_are_never_sent_to_a_relay_without_tls(
     plain_smarthost: PostfixInstance, dns: DNSServer, db: Engine, workdir: Path,
     tmp_path: Path,
 ) -> None:
-    relays.add_relay(db, name="plain", host="relay.test", port=plain_smarthost.smtpd_port,
+    relays.add_relay(db, Settings(data_dir=tmp_path), name="plain", host="relay.test", port=plain_smarthost.smtpd_port,
                      tls_mode="off", auth_mechanism="LOGIN", username="relayuser",
                      password=PASSWORD)
     relays.add_filter(db, relay="plain")
@@ -188,7 +189,7 @@ async def test_credentials_are_never_sent_to_a_relay_without_tls(
 async def test_relay_requiring_tls_that_does_not_offer_it_gets_no_content(
     plain_smarthost: PostfixInstance, dns: DNSServer, db: Engine, tmp_path: Path,
 ) -> None:
-    relays.add_relay(db, name="plain", host="mx:relays.test", port=plain_smarthost.smtpd_port,
+    relays.add_relay(db, Settings(data_dir=tmp_path), name="plain", host="mx:relays.test", port=plain_smarthost.smtpd_port,
                      tls_mode="required")
     relays.add_filter(db, relay="plain", sender="sender.test")
     settings = delivery_settings(tmp_path, dns.address, mx_port=1)
@@ -205,10 +206,10 @@ async def test_inactive_filter_and_relay_are_skipped(
     plain_smarthost: PostfixInstance, dns: DNSServer, sink: SmtpSink, db: Engine,
     tmp_path: Path,
 ) -> None:
-    relays.add_relay(db, name="off", host="relay.test", port=plain_smarthost.smtpd_port,
+    relays.add_relay(db, Settings(data_dir=tmp_path), name="off", host="relay.test", port=plain_smarthost.smtpd_port,
                      active=False)
     relays.add_filter(db, relay="off")
-    relays.add_relay(db, name="on", host="relay.test", port=plain_smarthost.smtpd_port)
+    relays.add_relay(db, Settings(data_dir=tmp_path), name="on", host="relay.test", port=plain_smarthost.smtpd_port)
     relays.add_filter(db, relay="on", recipient="nothing.test", active=False)
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
     qid, mid = _enqueue(db, "x@other.test")
@@ -232,7 +233,7 @@ async def test_port_465_relay_speaks_implicit_tls(
     except OSError as e:
         pytest.skip(f"cannot listen on 127.0.0.2:465 here: {e}")
     try:
-        relays.add_relay(db, name="smtps", host="implicit.relay.test", port=465,
+        relays.add_relay(db, Settings(data_dir=tmp_path), name="smtps", host="implicit.relay.test", port=465,
                          tls_mode="required_verify")
         relays.add_filter(db, relay="smtps")
         settings = delivery_settings(tmp_path, dns.address, mx_port=1,

@@ -214,7 +214,7 @@ class DeliveryEngine:
             )
             if not claimed:
                 return 0
-            table = await asyncio.to_thread(load_table, self.engine)
+            table = await asyncio.to_thread(load_table, self.engine, self.settings)
         except Exception:
             log.exception("delivery: claiming from the outbound queue failed; retrying")
             await asyncio.sleep(self.d.poll_interval)

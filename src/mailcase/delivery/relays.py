@@ -9,7 +9,10 @@ Rules kept here, whoever calls:
 - port 465 means implicit TLS (RFC 8314); any other port uses STARTTLS as the mode says;
 - AUTH (PLAIN or LOGIN) forces ``required_verify``: credentials never go over plaintext or to
   a server whose certificate was not checked;
-- the password is stored for AUTH and never returned by `list_relays`/`get_relay`, nor logged;
+- the password is stored for AUTH encrypted (`seal_password`: AES-GCM under a key derived from
+  the server secret, bound to the relay's name), never in clear: a database dump or replica
+  alone does not give the relay's credentials; it is never returned by
+  `list_relays`/`get_relay`, nor logged;
 - filters: sender and recipient domain patterns (comma-separated; ``example.com``,
   ``*.example.com`` = subdomains only, ``*`` = any), priority (lowest first, then oldest),
   active; the first active filter of an active relay that matches wins; no match: direct MX.
@@ -17,13 +20,16 @@ Rules kept here, whoever calls:
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.outbound.models import TLS_MODES, relay_filters, relays
 from mailcase.storage.db import begin_write
@@ -43,9 +49,16 @@ __all__ = [
     "load_table",
     "parse_patterns",
     "remove_filter",
+    "open_password",
     "remove_relay",
+    "seal_password",
     "set_relay_active",
 ]
+
+#: HKDF label of the relay password key, and the marker of a sealed password in the column.
+#: Migration 0008 writes the same format (spelled out there): change both or neither.
+PASSWORD_INFO = b"mailcase relay password v1"
+SEALED_PREFIX = "aesgcm1:"
 
 _PUBLIC = ("id", "name", "host", "host_kind", "port", "tls_mode", "auth_mechanism", "username",
            "active", "created_at")
@@ -68,6 +81,9 @@ class RelayInfo:
     auth_mechanism: str | None
     username: str | None
     password: str | None = field(repr=False)
+    #: Why the relay cannot be used now (its password does not decrypt): its mail is deferred
+    #: with this reason, while mail for other routes still goes.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +153,7 @@ def is_ip(host: str) -> bool:
 
 def add_relay(
     engine: Engine,
+    settings: Settings,
     *,
     name: str,
     host: str,
@@ -171,13 +188,40 @@ def add_relay(
                 insert(relays).values(
                     name=name, host=h, host_kind=kind, port=port, tls_mode=tls_mode,
                     auth_mechanism=mech, username=username if mech else None,
-                    password=password if mech else None, active=active, created_at=utcnow(),
+                    password=seal_password(settings, name, password)
+                    if mech and password is not None else None,
+                    active=active, created_at=utcnow(),
                 )
             ).inserted_primary_key
     except IntegrityError:
         raise RelayError(f"a relay named {name!r} exists already") from None
     assert pk is not None
     return get_relay(engine, int(pk[0]))
+
+
+def seal_password(settings: Settings, name: str, password: str) -> str:
+    """The column value for `password`: the prefix and base64 of nonce + ciphertext."""
+    from mailcase.secrets import seal
+
+    blob = seal(settings, PASSWORD_INFO, password.encode(), name.encode())
+    return SEALED_PREFIX + base64.b64encode(blob).decode("ascii")
+
+
+def open_password(settings: Settings, name: str, stored: str) -> str:
+    """The password `seal_password` sealed; RelayError if this server secret cannot open it."""
+    from mailcase.secrets import unseal
+
+    if not stored.startswith(SEALED_PREFIX):
+        raise RelayError(f"relay {name!r}: its password is stored unencrypted; run "
+                         "`mailcase db upgrade` to encrypt it")
+    try:
+        blob = base64.b64decode(stored[len(SEALED_PREFIX):], validate=True)
+        return unseal(settings, PASSWORD_INFO, blob, name.encode()).decode()
+    except (InvalidTag, ValueError):
+        raise RelayError(
+            f"relay {name!r}: its password cannot be decrypted with this server secret "
+            "(server.secret_file changed?); remove the relay and add it again with its password"
+        ) from None
 
 
 def _which(relay: int | str) -> Any:
@@ -268,15 +312,12 @@ def remove_filter(engine: Engine, filter_id: int) -> None:
         raise RelayError(f"no relay filter {filter_id} (see `mailcase relay filter list`)")
 
 
-def load_table(engine: Engine) -> RelayTable:
-    """The active relays and filters, for routing."""
+def load_table(engine: Engine, settings: Settings) -> RelayTable:
+    """The active relays and filters, for routing, with the passwords decrypted; a relay whose
+    password cannot be has no password and its `problem` says why."""
     with engine.connect() as conn:
         rs = {
-            r.id: RelayInfo(
-                id=r.id, name=r.name, host=r.host, host_kind=r.host_kind, port=r.port,
-                tls_mode="required_verify" if r.auth_mechanism else r.tls_mode,
-                auth_mechanism=r.auth_mechanism, username=r.username, password=r.password,
-            )
+            r.id: _relay_info(settings, r)
             for r in conn.execute(select(relays).where(relays.c.active.is_(True)))
         }
         fs = tuple(
@@ -290,3 +331,18 @@ def load_table(engine: Engine) -> RelayTable:
             if r.relay_id in rs
         )
     return RelayTable(rs, fs)
+
+
+def _relay_info(settings: Settings, r: Any) -> RelayInfo:
+    password, problem = None, None
+    if r.password is not None:
+        try:
+            password = open_password(settings, r.name, r.password)
+        except RelayError as e:
+            problem = str(e)
+    return RelayInfo(
+        id=r.id, name=r.name, host=r.host, host_kind=r.host_kind, port=r.port,
+        tls_mode="required_verify" if r.auth_mechanism else r.tls_mode,
+        auth_mechanism=r.auth_mechanism, username=r.username, password=password,
+        problem=problem,
+    )

@@ -125,6 +125,9 @@ async def resolve_mx(
 
 async def resolve_relay(resolver: Resolver, relay: RelayInfo) -> list[Target] | RouteFailure:
     """The hosts to try for a relay (its host, or the MX hosts of its domain)."""
+    if relay.problem is not None:
+        # RFC 3463 X.3.5: system incorrectly configured. Deferred, never bounced.
+        return RouteFailure(False, None, f"4.3.5 {relay.problem}")
     cred = None
     if relay.auth_mechanism and relay.username is not None and relay.password is not None:
         cred = Credentials(relay.auth_mechanism, relay.username, relay.password)  # type: ignore[arg-type]

@@ -172,8 +172,8 @@ def relay_add(obj: Ctx, name: str, host: str, port: int, tls_mode: str, auth: st
         else:
             password = click.prompt("Password", hide_input=True)
     try:
-        r = add_relay(obj.engine(), name=name, host=host, port=port, tls_mode=tls_mode,
-                      auth_mechanism=auth, username=username, password=password,
+        r = add_relay(obj.engine(), obj.settings(), name=name, host=host, port=port,
+                      tls_mode=tls_mode, auth_mechanism=auth, username=username, password=password,
                       active=not inactive)
     except RelayError as e:
         raise _relay_error(e) from None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-import os
 import re
 import threading
 import time
@@ -29,10 +28,8 @@ from dataclasses import dataclass
 from email.utils import getaddresses
 
 import dkim as dkimpy  # type: ignore[import-untyped]
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
@@ -172,26 +169,20 @@ def _generate(algorithm: str) -> tuple[bytes, str]:
     raise DKIMError(f"algorithm must be one of {', '.join(DKIM_ALGORITHMS)}, not {algorithm!r}")
 
 
-def _aead(settings: Settings) -> AESGCM:
-    from mailcase.secrets import server_secret
-
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
-        server_secret(settings)
-    )
-    return AESGCM(key)
-
-
 def _aad(domain: str, selector: str) -> bytes:
     return f"{domain}\0{selector}".encode()
 
 
 def _encrypt(settings: Settings, domain: str, selector: str, private: bytes) -> bytes:
-    nonce = os.urandom(12)
-    return nonce + _aead(settings).encrypt(nonce, private, _aad(domain, selector))
+    from mailcase.secrets import seal
+
+    return seal(settings, _HKDF_INFO, private, _aad(domain, selector))
 
 
 def _decrypt(settings: Settings, domain: str, selector: str, blob: bytes) -> bytes:
-    return _aead(settings).decrypt(blob[:12], blob[12:], _aad(domain, selector))
+    from mailcase.secrets import unseal
+
+    return unseal(settings, _HKDF_INFO, blob, _aad(domain, selector))
 
 
 def _info(row: object) -> DKIMKeyInfo:

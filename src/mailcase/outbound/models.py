@@ -210,6 +210,7 @@ class Relay(Base):
     tls_mode: Mapped[str] = mapped_column(String(20), server_default=text("'preferred'"))
     auth_mechanism: Mapped[str | None] = mapped_column(String(8))
     username: Mapped[str | None] = mapped_column(Text)
+    # Encrypted: "aesgcm1:" + base64 (mailcase.delivery.relays.seal_password), never clear text.
     password: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailcase.errors import StorageError
+from mailcase.filemodes import private_dir, private_file, tighten
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -107,7 +108,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
 def _make_sqlite_engine(url: URL, busy_timeout_ms: int) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        _private_database_files(Path(database).expanduser().resolve())
     engine = create_engine(url)
 
     @event.listens_for(engine, "connect")
@@ -133,6 +134,16 @@ def _make_sqlite_engine(url: URL, busy_timeout_ms: int) -> Engine:
     with _WRITE_LOCKS_GUARD:
         _WRITE_LOCKS[engine] = _SQLiteWriteLock(database, busy_timeout_ms / 1000)
     return engine
+
+
+def _private_database_files(path: Path) -> None:
+    """Make a SQLite database and its companions readable by our user only (0600, in a 0700
+    directory when we create it): the file is created here first, because SQLite creates it
+    0644 and gives the -wal and -shm files the database file's mode."""
+    private_dir(path.parent)
+    private_file(path)
+    for suffix in ("", "-wal", "-shm", "-journal", ".writelock"):
+        tighten(path.with_name(path.name + suffix))
 
 
 def is_sqlite(bind: Engine | Connection | Session) -> bool:
@@ -266,8 +277,16 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    server_secret: Callable[[], bytes] | None = None,
+) -> None:
     """Apply migrations up to `revision`; safe when several processes start at once.
+
+    `server_secret` gives the instance's secret to migrations that encrypt data (0008: relay
+    passwords); it is called only when one has something to encrypt.
 
     PostgreSQL: a transaction-scoped advisory lock serialises migrators, and the migration runs
     in that transaction (PostgreSQL has transactional DDL), so a second process sees the first
@@ -287,6 +306,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                             {"key": _MIGRATION_LOCK_KEY},
                         )
                     cfg.attributes["connection"] = conn
+                    cfg.attributes["server_secret"] = server_secret
                     command.upgrade(cfg, revision)
             return
         except OperationalError as exc:
@@ -296,3 +316,4 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 raise
         finally:
             cfg.attributes.pop("connection", None)
+            cfg.attributes.pop("server_secret", None)

@@ -1,4 +1,4 @@
-"""The HTTP side: REST API under /api/v1 (token required), /healthz, /metrics, /docs.
+"""The HTTP side: REST API under /api/v1 and /metrics (token required), /healthz, /docs.
 
 Handlers are thin: they validate input with pydantic, call the storage functions in a worker
 thread (the database must never block the event loop the SMTP sessions share) and map
@@ -28,6 +28,7 @@ from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens
 from mailcase.web.api import ROUTER_MODULES, ApiContext
+from mailcase.web.download import ApiContentHeaders, download
 
 __all__ = ["create_app"]
 
@@ -66,6 +67,7 @@ def create_app(
         version=__version__,
         description="Self-hosted email platform: inbound gateway, email log, cases.",
     )
+    app.add_middleware(ApiContentHeaders)  # nosniff and a CSP on every /api/ answer
 
     async def db(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         try:
@@ -101,8 +103,11 @@ def create_app(
             return JSONResponse({"status": "error", "database": str(e)}, status_code=503)  # type: ignore[return-value]
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get("/metrics", dependencies=auth, tags=["operations"],
+             response_class=PlainTextResponse)
     async def prometheus() -> Response:
+        """Prometheus metrics; token required like the API (scrape config: `authorization:
+        {credentials: <token>}`): they tell who could watch traffic how busy we are."""
         data = await asyncio.to_thread(exposition or metrics.exposition)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
@@ -116,8 +121,19 @@ def create_app(
         on_addresses_changed()
         return to_plain(row)  # type: ignore[no-any-return]
 
+    def _address(address: str) -> str:
+        """The path's address, normalised; a 422 naming the problem if it is none (it used
+        to escape as a ValueError: a 500 and a dropped connection)."""
+        try:
+            return addresses.normalize(address)
+        except ValueError as e:
+            raise HTTPException(
+                422, f"{e}; use the full address, e.g. support@example.test"
+            ) from None
+
     @app.get("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
     async def get_address(address: str) -> dict[str, Any]:
+        address = _address(address)
         row = await db(addresses.get, address)
         if row is None:
             raise HTTPException(404, f"no receiving address {address!r}")
@@ -125,6 +141,7 @@ def create_app(
 
     @app.patch("/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"])
     async def patch_address(address: str, body: AddressPatch) -> dict[str, Any]:
+        address = _address(address)
         if await db(addresses.get, address) is None:
             raise HTTPException(404, f"no receiving address {address!r}")
         await db(addresses.set_require_tls, address, body.require_tls)
@@ -135,6 +152,7 @@ def create_app(
         "/api/v1/addresses/{address}", dependencies=auth, tags=["addresses"], status_code=204
     )
     async def delete_address(address: str) -> Response:
+        address = _address(address)
         if not await db(addresses.remove, address):
             raise HTTPException(404, f"no receiving address {address!r}")
         on_addresses_changed()
@@ -160,12 +178,9 @@ def create_app(
             queue_id=queue_id,
             limit=limit,
         )
-        if format == "csv":
-            return PlainTextResponse(
-                emaillog.to_csv(rows),
-                media_type="text/csv",
-                headers={"Content-Disposition": 'attachment; filename="email-log.csv"'},
-            )
+        if format == "csv":  # subjects and addresses a sender wrote: a download
+            return download(emaillog.to_csv(rows), media_type="text/csv",
+                            filename="email-log.csv")
         return Response(emaillog.to_json(rows), media_type="application/json")
 
     @app.get("/api/v1/messages", dependencies=auth, tags=["messages"])
@@ -184,11 +199,12 @@ def create_app(
 
     @app.get("/api/v1/messages/{queue_id}/raw", dependencies=auth, tags=["messages"])
     async def get_message_raw(queue_id: str) -> Response:
-        """The stored message as received (our Received header first), as message/rfc822."""
+        """The stored message as received (our Received header first), as a message/rfc822
+        download (never rendered by the browser)."""
         row = await db(messages.get_message, queue_id)
         if row is None:
             raise HTTPException(404, f"no message with queue id {queue_id!r}")
-        return Response(row.content, media_type="message/rfc822")
+        return download(row.content, media_type="message/rfc822", filename=f"{queue_id}.eml")
 
     @app.post("/api/v1/messages/{queue_id}/retry", dependencies=auth, tags=["messages"])
     async def retry_message(queue_id: str) -> dict[str, int]:

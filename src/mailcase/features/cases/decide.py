@@ -5,8 +5,9 @@ with who is on its thread) and the policy settings; the output is a `Decision`. 
 pure makes every branch of the policy testable without a database.
 
 Policies (issue 3):
-- sender not on thread (neither the case's contact, a sender or recipient of its emails, our
-  own address nor an internal user): ``attach`` | ``attach_flagged`` (default) | ``new_case``;
+- sender not on thread (neither the case's contact, a sender or recipient of its unflagged
+  emails, our own address nor an internal user): ``attach`` | ``attach_flagged`` (default) |
+  ``new_case``;
 - reply to a closed case: ``attach`` | ``reopen`` (default) | ``new_linked_case``.
 """
 

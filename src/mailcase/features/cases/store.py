@@ -590,8 +590,11 @@ def stored_for_message(conn: Connection, message_pk: int) -> bool:
 
 
 def thread_case(conn: Connection, case_id: int, own: Iterable[str] = ()) -> ThreadCase | None:
-    """The case with who is on its thread: contact, senders and recipients of its emails and
-    our own addresses (`own`)."""
+    """The case with who is on its thread: its contact, our own addresses (`own`), and the
+    senders and recipients of its emails that were not flagged "sender not on thread".
+
+    Flagged emails add no one: else a stranger who forged an In-Reply-To was flagged once and
+    then, being the sender of an email on the case, never again (nor anyone they Cc'd)."""
     row = conn.execute(
         select(_c.c.id, _c.c.status, _c.c.supplied_email, _ct.c.email)
         .select_from(_c.outerjoin(_ct, _ct.c.id == _c.c.contact_id))
@@ -605,7 +608,7 @@ def thread_case(conn: Connection, case_id: int, own: Iterable[str] = ()) -> Thre
             people.add(str(value).lower())
     emails = conn.execute(
         select(_e.c.from_address, _e.c.to_addresses, _e.c.cc_addresses)
-        .where(_e.c.case_id == case_id)
+        .where(_e.c.case_id == case_id, _e.c.sender_not_on_thread.is_(False))
         .order_by(_e.c.id.desc())
         .limit(_PARTICIPANT_EMAILS)
     ).all()

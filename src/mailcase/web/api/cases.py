@@ -22,6 +22,7 @@ from mailcase.features.cases.delivery_status import case_delivery
 from mailcase.features.tasks.service import list_tasks
 from mailcase.plain import to_plain
 from mailcase.web.api import ApiContext
+from mailcase.web.download import download, safe_filename
 
 __all__ = ["router"]
 
@@ -269,18 +270,7 @@ def router(ctx: ApiContext) -> APIRouter:
         if got is None:
             raise HTTPException(404, f"no attachment {attachment_id} on case {number!r}")
         att, data = got
-        safe = re.sub(r'[^A-Za-z0-9._ -]', "_", att.filename)[:200] or "attachment"
-        ctype = att.content_type if re.fullmatch(r"[\w.+-]+/[\w.+-]+", att.content_type) else (
-            "application/octet-stream"
-        )
-        return Response(
-            data,
-            media_type=ctype,
-            headers={
-                "Content-Disposition": f'attachment; filename="{safe}"',
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'; sandbox",
-            },
-        )
+        return download(data, media_type=att.content_type,
+                        filename=safe_filename(att.filename, "attachment"))
 
     return r

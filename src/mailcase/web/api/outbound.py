@@ -121,7 +121,7 @@ def router(ctx: ApiContext) -> APIRouter:
         """Add a relay; AUTH forces TLS mode required_verify."""
         try:
             row = await ctx.db(
-                relay_store.add_relay, name=body.name, host=body.host, port=body.port,
+                relay_store.add_relay, ctx.settings, name=body.name, host=body.host, port=body.port,
                 tls_mode=body.tls_mode, auth_mechanism=body.auth_mechanism,
                 username=body.username, password=body.password, active=body.active,
             )
