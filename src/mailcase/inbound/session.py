@@ -14,7 +14,6 @@ import logging
 import random
 import ssl
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from mailcase import maillog
@@ -69,13 +68,6 @@ def tls_label(tls: TLSFacts | None) -> str:
     return "plaintext" if tls is None else f"{tls.version}:{tls.cipher}"
 
 
-@dataclass(slots=True)
-class _DataClock:
-    started: float = 0.0
-    received: int = 0
-    active: bool = False
-
-
 class SMTPSession(asyncio.Protocol):
     """asyncio protocol for one client; created by the listener for each connection."""
 
@@ -89,8 +81,12 @@ class SMTPSession(asyncio.Protocol):
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        # Which deadline rule applies (see _arm_timer): "idle" between commands, "line" once a
+        # command line has begun, "message" while message content arrives.
+        self._clock = "idle"
+        self._received = 0  # octets from the peer not yet credited to the message deadline
+        self._too_slow = False  # the message deadline is set by the rate, not by idleness
         self._greet_handle: asyncio.TimerHandle | None = None
-        self._data = _DataClock()
         self._counted = False
         self._task: asyncio.Task[None] | None = None
         # Bytes that arrive over the new TLS layer before `start_tls` has returned to us. The
@@ -152,17 +148,7 @@ class SMTPSession(asyncio.Protocol):
         if self._tls_early is not None:
             self._tls_early += data
             return
-        if self.conn.in_data:
-            clock = self._data
-            now = time.monotonic()
-            if not clock.active:
-                clock.active, clock.started, clock.received = True, now, 0
-            clock.received += len(data)
-            if self._too_slow(now):
-                self._on_timeout("minimum data rate")
-                return
-        else:
-            self._data.active = False
+        self._received += len(data)
         self.conn.receive_data(data)
         self._pump()
 
@@ -182,26 +168,53 @@ class SMTPSession(asyncio.Protocol):
             self.transport.resume_reading()
 
     # ----------------------------------------------------------------- deadlines
-    def _too_slow(self, now: float) -> bool:
-        rate = self.gw.settings.inbound.min_data_rate
-        if rate <= 0:
-            return False
-        elapsed = now - self._data.started
-        # Allow a full data_timeout window before judging the rate (a slow start is fine).
-        return (
-            elapsed > self.gw.settings.inbound.data_timeout and self._data.received / elapsed < rate
-        )
-
     def _arm_timer(self) -> None:
-        """Move the idle deadline forward. The timer itself is re-armed lazily: re-creating
-        a TimerHandle after every command was a measurable share of the accept path's CPU, so
-        a timer that fires early just sleeps again until the current deadline."""
+        """Set the deadline for what the client owes us next.
+
+        Moving one idle deadline on every byte let a client dripping a byte a second hold a
+        connection forever (a few addresses filled the gateway). So:
+
+        * Between commands: `command_timeout` from the last reply.
+        * Inside a command line: `command_timeout` from the line's first octet; the bytes of
+          the line move nothing, so the whole command must arrive in time.
+        * Message content (DATA, or a BDAT transfer up to its LAST chunk): Postfix's
+          `smtpd_min_data_rate` rule. The deadline starts `data_timeout` ahead; each read earns
+          `octets / min_data_rate` seconds, but the deadline is never more than `data_timeout`
+          away, so a silent client is cut off after `data_timeout` and a slow one once its
+          average rate fell below `min_data_rate` for longer than the `data_timeout` grace.
+
+        The timer itself is re-armed lazily: re-creating a TimerHandle after every command was
+        a measurable share of the accept path's CPU, so a timer that fires early just sleeps
+        again until the current deadline.
+        """
         if self._closed or self._busy or self.conn is None:
             return
+        conn = self.conn
         inbound = self.gw.settings.inbound
-        timeout = inbound.data_timeout if self.conn.in_data else inbound.command_timeout
         loop = asyncio.get_running_loop()
-        self._deadline = deadline = loop.time() + timeout
+        now = loop.time()
+        received, self._received = self._received, 0
+        if conn.in_message:
+            timeout = inbound.data_timeout
+            if self._clock != "message":
+                self._clock = "message"
+                self._too_slow = False
+                deadline = now + timeout
+            elif inbound.min_data_rate > 0:
+                earned = self._deadline + received / inbound.min_data_rate
+                self._too_slow = earned < now + timeout
+                deadline = min(earned, now + timeout)
+            else:
+                deadline = now + timeout
+        elif conn.mid_line:
+            if self._clock == "line":
+                return  # the line's deadline stands
+            self._clock = "line"
+            deadline = now + inbound.command_timeout
+        else:
+            self._clock = "idle"
+            deadline = now + inbound.command_timeout
+        self._deadline = deadline
         if self._timer is not None:
             if self._timer.when() <= deadline:
                 return  # fires before the deadline and sleeps again then
@@ -216,7 +229,8 @@ class SMTPSession(asyncio.Protocol):
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._deadline_reached)
             return
-        self._on_timeout("timeout")
+        self._on_timeout("minimum data rate" if self._clock == "message" and self._too_slow
+                         else "timeout")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -276,7 +290,6 @@ class SMTPSession(asyncio.Protocol):
 
     def _end_io(self) -> None:
         self._busy = False
-        self._data.active = False
         if self._closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.resume_reading()

@@ -253,6 +253,23 @@ class ServerConnection:
         return self._state in (State.DATA, State.BDAT)
 
     @property
+    def in_message(self) -> bool:
+        """True from DATA's 354 or the first BDAT chunk until the message ends: the span over
+        which the shell enforces the minimum data rate (BDAT command lines included, so that a
+        client cannot restart the rate clock with every small chunk)."""
+        return self._state in (State.DATA, State.BDAT) or (
+            self._state is State.COMMAND and self._bdat_used
+        )
+
+    @property
+    def mid_line(self) -> bool:
+        """True while part of a command line has arrived but not its end: the shell's command
+        deadline then runs from the line's first octet instead of moving with every byte."""
+        return self._state is State.COMMAND and (
+            bool(self._rx) or bool(self._chunks) or self._discarding_line
+        )
+
+    @property
     def session(self) -> SessionInfo:
         return self._session
 
