@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 from mailcase import maillog
 from mailcase.inbound.received import received_header
 from mailcase.mime import message_id
-from mailcase.policy import Accept, decide_recipient
+from mailcase.policy import Accept, RejectionTally, decide_recipient
 from mailcase.smtp.replies import SHUTTING_DOWN, STORAGE_FAILED, Reply, queued
 from mailcase.smtp.server import (
     Close,
@@ -28,6 +28,7 @@ from mailcase.smtp.server import (
     RcptRequest,
     ServerConnection,
     StartTLS,
+    Throttle,
     TLSFacts,
 )
 from mailcase.storage.spool import LogEntry, SpooledMessage
@@ -77,7 +78,9 @@ class SMTPSession(asyncio.Protocol):
         self.conn: ServerConnection | None = None
         self.client_ip = "?"
         self.client_port = 0
-        self._busy = False  # waiting for the spool or a TLS handshake
+        self._busy = False  # waiting for the spool, a TLS handshake or an error delay
+        self._throttle: asyncio.TimerHandle | None = None
+        self._rejections = RejectionTally(gateway.settings.inbound.rejection_log_limit)
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
@@ -133,6 +136,11 @@ class SMTPSession(asyncio.Protocol):
         self._cancel_timer()
         if self._greet_handle is not None:
             self._greet_handle.cancel()
+        if self._throttle is not None:
+            self._throttle.cancel()
+            self._throttle = None
+            self._busy = False
+        self._log_rejection_summary()
         if self._counted:
             self._counted = False
             self.gw.tracker.release(self.client_ip)
@@ -270,6 +278,8 @@ class SMTPSession(asyncio.Protocol):
                 self._start_io(self._starttls())
             elif isinstance(ev, EnvelopeRejected):
                 self._on_rejected(ev)
+            elif isinstance(ev, Throttle):
+                self._hold_back(ev.seconds)
             elif isinstance(ev, Close):
                 self._flush()
                 self._cancel_timer()
@@ -277,7 +287,8 @@ class SMTPSession(asyncio.Protocol):
                     self.transport.close()
                 self._closed = True
                 return
-        self._flush()
+        if self._throttle is None:  # held back replies leave when the delay ends
+            self._flush()
         self._arm_timer()
 
     def _start_io(self, coro: object) -> None:
@@ -287,6 +298,18 @@ class SMTPSession(asyncio.Protocol):
         self._task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self.gw.tasks.add(self._task)
         self._task.add_done_callback(self.gw.tasks.discard)
+
+    def _hold_back(self, seconds: float) -> None:
+        """Past the soft error limit: keep the queued replies and stop reading for `seconds`.
+        A timer of this session's own, so a prober slows only itself."""
+        self._busy = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._throttle = asyncio.get_running_loop().call_later(seconds, self._end_hold)
+
+    def _end_hold(self) -> None:
+        self._throttle = None
+        self._end_io()
 
     def _end_io(self) -> None:
         self._busy = False
@@ -327,8 +350,11 @@ class SMTPSession(asyncio.Protocol):
         self, stage: str, reply: Reply, mail_from: str | None, rcpts: list[str], reason: str
     ) -> None:
         assert self.conn is not None
-        s = self.conn.session
         self.gw.metrics.rejections.labels(reason=reason.split(":")[0].replace(" ", "_")).inc()
+        reply_text = " ".join(reply.lines())
+        if not self._rejections.record(stage, reason, reply.code, reply_text, rcpts):
+            return  # counted; summarised when the session ends (_log_rejection_summary)
+        s = self.conn.session
         maillog.rejected(
             stage=stage,
             client_ip=self.client_ip,
@@ -338,6 +364,13 @@ class SMTPSession(asyncio.Protocol):
             reply=str(reply),
             reason=reason,
         )
+        self._log_entry(mail_from, rcpts, reply.code, reply_text, f"{stage}: {reason}")
+
+    def _log_entry(
+        self, mail_from: str | None, rcpts: list[str], code: int, text: str, reason: str
+    ) -> None:
+        assert self.conn is not None
+        s = self.conn.session
         self.gw.spool.log(
             LogEntry(
                 time=dt.datetime.now(dt.UTC),
@@ -352,12 +385,30 @@ class SMTPSession(asyncio.Protocol):
                 requiretls=False,
                 size=None,
                 message_id=None,
-                outcome="rejected" if reply.is_permanent else "deferred",
-                reply_code=reply.code,
-                reply_text=" ".join(reply.lines()),
-                reason=f"{stage}: {reason}",
+                outcome="rejected" if code >= 500 else "deferred",
+                reply_code=code,
+                reply_text=text,
+                reason=reason,
             )
         )
+
+    def _log_rejection_summary(self) -> None:
+        """At session end: one entry per kind of rejection beyond rejection_log_limit."""
+        if self.conn is None:
+            return
+        for sm in self._rejections.summaries():
+            why = f"{sm.stage}: {sm.reason} ({sm.count} more this session, summarised)"
+            maillog.event(
+                "smtpd",
+                None,
+                reject=sm.stage,
+                client=f"[{self.client_ip}]",
+                count=sm.count,
+                samples=",".join(f"<{r}>" for r in sm.samples) or None,
+                reply=f"{sm.reply_code} {sm.reply_text}",
+                reason=why,
+            )
+            self._log_entry(None, sm.samples, sm.reply_code, sm.reply_text, why)
 
     # ----------------------------------------------------------------- DATA/BDAT
     async def _store(self, ev: MessageComplete) -> None:
