@@ -82,7 +82,14 @@ class InboundSettings(_Section):
     max_message_size: int = Field(35 * 1024 * 1024, ge=1024, description="Largest message accepted, in octets (advertised with SIZE; bigger gets 552 5.3.4).")
     max_recipients: int = Field(100, ge=1, description="Recipients accepted per message (RFC 5321 §4.5.3.1.8 asks for at least 100).")
     max_command_line: int = Field(512, ge=512, description="Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4).")
-    max_text_line: int = Field(1000, ge=1000, description="Longest text line in DATA in octets, CRLF included (RFC 5321 §4.5.3.1.6).")
+    max_text_line: int = Field(0, ge=0, description="Longest message line accepted in octets, CRLF included; longer gets 500 5.5.2. 0: any length within max_message_size, stored as received (like Postfix; broken web forms and old clients send such mail). 1000 is RFC 5321 §4.5.3.1.6's strict limit.")
+
+    @field_validator("max_text_line")
+    @classmethod
+    def _text_line_limit(cls, v: int) -> int:
+        if 0 < v < 1000:
+            raise ValueError("must be 0 (no limit) or at least 1000 (RFC 5321 §4.5.3.1.6)")
+        return v
     max_errors: int = Field(10, ge=1, description="Protocol errors (unknown commands, bad syntax) per session before 421 4.7.0 and disconnect.")
     soft_error_limit: int = Field(10, ge=1, description="Errors per session (protocol errors and permanently refused recipients) after which each further error reply waits error_sleep_time (Postfix smtpd_soft_error_limit).")
     hard_error_limit: int = Field(20, ge=1, description="Errors per session (protocol errors and permanently refused recipients) at which the session ends with 421 4.7.0; stops address probing (Postfix smtpd_hard_error_limit).")
