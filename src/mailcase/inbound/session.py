@@ -530,6 +530,10 @@ class SMTPSession(asyncio.Protocol):
         """Server stopping: idle sessions get 421 and are closed; busy ones finish first."""
         if self.conn is None or self._closed:
             return
+        if self._throttle is not None:  # an error delay is not worth waiting for
+            self._throttle.cancel()
+            self._throttle = None
+            self._busy = False
         if self._busy:
             return
         self.conn.refuse(SHUTTING_DOWN)
