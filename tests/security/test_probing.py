@@ -119,3 +119,34 @@ def test_a_sender_with_a_few_wrong_addresses_is_unaffected(gateway: Platform) ->
         while not (rows := _rows(gateway, address)) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert len(rows) == 1 and rows[0]["reason"] == "RCPT: unknown recipient", rows
+
+
+def test_past_the_soft_limit_replies_wait_without_holding_up_other_clients(
+    tmp_path: Path,
+) -> None:
+    """The error delay is the prober's alone: while its reply is held back (a delay far
+    longer than the test), another client is served from greeting to queued message."""
+    env = {
+        "MAILCASE_INBOUND__SOFT_ERROR_LIMIT": "2",
+        "MAILCASE_INBOUND__ERROR_SLEEP_TIME": "60",
+        "MAILCASE_INBOUND__PROCESSES": "1",  # one event loop: a blocking sleep would stall it
+        "MAILCASE_LOG__MAILLOG": "none",
+    }
+    with running_platform(tmp_path, env=env) as p:
+        p.cli("address", "add", "support@example.test")
+        with socket.create_connection(p.smtp, timeout=30) as s, s.makefile("rb") as f:
+            assert _read_reply(f).startswith(b"220")
+            s.sendall(b"EHLO probe.test\r\n")
+            assert _read_reply(f).startswith(b"250")
+            s.sendall(b"MAIL FROM:<probe@probe.test>\r\n")
+            assert _read_reply(f).startswith(b"250")
+            for i in range(2):  # up to the soft limit: answered at once
+                s.sendall(f"RCPT TO:<guess{i}@example.test>\r\n".encode())
+                assert _read_reply(f).startswith(b"550 5.1.1")
+            s.sendall(b"RCPT TO:<guess2@example.test>\r\n")  # past it: held back
+            with smtplib.SMTP(*p.smtp, timeout=30) as other:
+                body = b"Subject: meanwhile\r\n\r\nserved\r\n"
+                assert other.sendmail("a@sender.test", ["support@example.test"], body) == {}
+            s.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                s.recv(4096)  # the prober's third 550 is still waiting
