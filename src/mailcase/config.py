@@ -82,12 +82,23 @@ class InboundSettings(_Section):
     max_message_size: int = Field(35 * 1024 * 1024, ge=1024, description="Largest message accepted, in octets (advertised with SIZE; bigger gets 552 5.3.4).")
     max_recipients: int = Field(100, ge=1, description="Recipients accepted per message (RFC 5321 §4.5.3.1.8 asks for at least 100).")
     max_command_line: int = Field(512, ge=512, description="Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4).")
-    max_text_line: int = Field(1000, ge=1000, description="Longest text line in DATA in octets, CRLF included (RFC 5321 §4.5.3.1.6).")
-    max_errors: int = Field(10, ge=1, description="Errors and unknown commands per session before 421 and disconnect.")
+    max_text_line: int = Field(0, ge=0, description="Longest message line accepted in octets, CRLF included; longer gets 500 5.5.2. 0: any length within max_message_size, stored as received (like Postfix; broken web forms and old clients send such mail). 1000 is RFC 5321 §4.5.3.1.6's strict limit.")
+
+    @field_validator("max_text_line")
+    @classmethod
+    def _text_line_limit(cls, v: int) -> int:
+        if 0 < v < 1000:
+            raise ValueError("must be 0 (no limit) or at least 1000 (RFC 5321 §4.5.3.1.6)")
+        return v
+    max_errors: int = Field(10, ge=1, description="Protocol errors (unknown commands, bad syntax) per session before 421 4.7.0 and disconnect.")
+    soft_error_limit: int = Field(10, ge=1, description="Errors per session (protocol errors and permanently refused recipients) after which each further error reply waits error_sleep_time (Postfix smtpd_soft_error_limit).")
+    hard_error_limit: int = Field(20, ge=1, description="Errors per session (protocol errors and permanently refused recipients) at which the session ends with 421 4.7.0; stops address probing (Postfix smtpd_hard_error_limit).")
+    error_sleep_time: float = Field(1.0, ge=0, le=60, description="Seconds each error reply past soft_error_limit is held back; only that session waits (Postfix smtpd_error_sleep_time).")
+    rejection_log_limit: int = Field(10, ge=0, description="Rejections of one session written to the email log one by one; the rest are counted and written as one summary entry per stage and reason when the session ends.")
     bare_newline: Literal["reject", "normalize"] = Field("reject", description="Bare CR or LF in DATA: refuse the message (SMTP smuggling protection) or rewrite it to CRLF.")
-    command_timeout: float = Field(300.0, gt=0, description="Seconds to wait for the next command (RFC 5321 §4.5.3.2: 5 minutes).")
-    data_timeout: float = Field(180.0, gt=0, description="Seconds to wait for the next chunk of DATA (RFC 5321 §4.5.3.2.6: 3 minutes).")
-    min_data_rate: int = Field(500, ge=0, description="Minimum DATA rate in octets per second once past the first data_timeout window; 0 disables (Postfix smtpd_min_data_rate).")
+    command_timeout: float = Field(300.0, gt=0, description="Seconds a whole command line may take, counted from its first octet, and the longest wait for the next command (RFC 5321 §4.5.3.2: 5 minutes).")
+    data_timeout: float = Field(180.0, gt=0, description="Seconds to wait for the next chunk of message content in DATA or BDAT (RFC 5321 §4.5.3.2.6: 3 minutes).")
+    min_data_rate: int = Field(500, ge=0, description="Minimum message content rate in octets per second (Postfix smtpd_min_data_rate): each read earns octets/rate seconds on top of a data_timeout allowance, so a slower DATA or BDAT transfer is cut off with 421 4.4.2; 0 disables.")
     tls_handshake_timeout: float = Field(30.0, gt=0, description="Seconds allowed for a STARTTLS handshake.")
     max_connections: int = Field(1000, ge=1, description="Concurrent SMTP connections per process; more get 421 4.7.0.")
     max_connections_per_ip: int = Field(50, ge=1, description="Concurrent SMTP connections per client IP (Postfix default 50); more get 421 4.7.0.")

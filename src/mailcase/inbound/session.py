@@ -14,13 +14,12 @@ import logging
 import random
 import ssl
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from mailcase import maillog
 from mailcase.inbound.received import received_header
 from mailcase.mime import message_id
-from mailcase.policy import Accept, decide_recipient
+from mailcase.policy import Accept, RejectionTally, decide_recipient
 from mailcase.smtp.replies import SHUTTING_DOWN, STORAGE_FAILED, Reply, queued
 from mailcase.smtp.server import (
     Close,
@@ -29,6 +28,7 @@ from mailcase.smtp.server import (
     RcptRequest,
     ServerConnection,
     StartTLS,
+    Throttle,
     TLSFacts,
 )
 from mailcase.storage.spool import LogEntry, SpooledMessage
@@ -69,13 +69,6 @@ def tls_label(tls: TLSFacts | None) -> str:
     return "plaintext" if tls is None else f"{tls.version}:{tls.cipher}"
 
 
-@dataclass(slots=True)
-class _DataClock:
-    started: float = 0.0
-    received: int = 0
-    active: bool = False
-
-
 class SMTPSession(asyncio.Protocol):
     """asyncio protocol for one client; created by the listener for each connection."""
 
@@ -85,12 +78,18 @@ class SMTPSession(asyncio.Protocol):
         self.conn: ServerConnection | None = None
         self.client_ip = "?"
         self.client_port = 0
-        self._busy = False  # waiting for the spool or a TLS handshake
+        self._busy = False  # waiting for the spool, a TLS handshake or an error delay
+        self._throttle: asyncio.TimerHandle | None = None
+        self._rejections = RejectionTally(gateway.settings.inbound.rejection_log_limit)
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        # Which deadline rule applies (see _arm_timer): "idle" between commands, "line" once a
+        # command line has begun, "message" while message content arrives.
+        self._clock = "idle"
+        self._received = 0  # octets from the peer not yet credited to the message deadline
+        self._too_slow = False  # the message deadline is set by the rate, not by idleness
         self._greet_handle: asyncio.TimerHandle | None = None
-        self._data = _DataClock()
         self._counted = False
         self._task: asyncio.Task[None] | None = None
         # Bytes that arrive over the new TLS layer before `start_tls` has returned to us. The
@@ -137,6 +136,11 @@ class SMTPSession(asyncio.Protocol):
         self._cancel_timer()
         if self._greet_handle is not None:
             self._greet_handle.cancel()
+        if self._throttle is not None:
+            self._throttle.cancel()
+            self._throttle = None
+            self._busy = False
+        self._log_rejection_summary()
         if self._counted:
             self._counted = False
             self.gw.tracker.release(self.client_ip)
@@ -152,17 +156,7 @@ class SMTPSession(asyncio.Protocol):
         if self._tls_early is not None:
             self._tls_early += data
             return
-        if self.conn.in_data:
-            clock = self._data
-            now = time.monotonic()
-            if not clock.active:
-                clock.active, clock.started, clock.received = True, now, 0
-            clock.received += len(data)
-            if self._too_slow(now):
-                self._on_timeout("minimum data rate")
-                return
-        else:
-            self._data.active = False
+        self._received += len(data)
         self.conn.receive_data(data)
         self._pump()
 
@@ -182,26 +176,53 @@ class SMTPSession(asyncio.Protocol):
             self.transport.resume_reading()
 
     # ----------------------------------------------------------------- deadlines
-    def _too_slow(self, now: float) -> bool:
-        rate = self.gw.settings.inbound.min_data_rate
-        if rate <= 0:
-            return False
-        elapsed = now - self._data.started
-        # Allow a full data_timeout window before judging the rate (a slow start is fine).
-        return (
-            elapsed > self.gw.settings.inbound.data_timeout and self._data.received / elapsed < rate
-        )
-
     def _arm_timer(self) -> None:
-        """Move the idle deadline forward. The timer itself is re-armed lazily: re-creating
-        a TimerHandle after every command was a measurable share of the accept path's CPU, so
-        a timer that fires early just sleeps again until the current deadline."""
+        """Set the deadline for what the client owes us next.
+
+        Moving one idle deadline on every byte let a client dripping a byte a second hold a
+        connection forever (a few addresses filled the gateway). So:
+
+        * Between commands: `command_timeout` from the last reply.
+        * Inside a command line: `command_timeout` from the line's first octet; the bytes of
+          the line move nothing, so the whole command must arrive in time.
+        * Message content (DATA, or a BDAT transfer up to its LAST chunk): Postfix's
+          `smtpd_min_data_rate` rule. The deadline starts `data_timeout` ahead; each read earns
+          `octets / min_data_rate` seconds, but the deadline is never more than `data_timeout`
+          away, so a silent client is cut off after `data_timeout` and a slow one once its
+          average rate fell below `min_data_rate` for longer than the `data_timeout` grace.
+
+        The timer itself is re-armed lazily: re-creating a TimerHandle after every command was
+        a measurable share of the accept path's CPU, so a timer that fires early just sleeps
+        again until the current deadline.
+        """
         if self._closed or self._busy or self.conn is None:
             return
+        conn = self.conn
         inbound = self.gw.settings.inbound
-        timeout = inbound.data_timeout if self.conn.in_data else inbound.command_timeout
         loop = asyncio.get_running_loop()
-        self._deadline = deadline = loop.time() + timeout
+        now = loop.time()
+        received, self._received = self._received, 0
+        if conn.in_message:
+            timeout = inbound.data_timeout
+            if self._clock != "message":
+                self._clock = "message"
+                self._too_slow = False
+                deadline = now + timeout
+            elif inbound.min_data_rate > 0:
+                earned = self._deadline + received / inbound.min_data_rate
+                self._too_slow = earned < now + timeout
+                deadline = min(earned, now + timeout)
+            else:
+                deadline = now + timeout
+        elif conn.mid_line:
+            if self._clock == "line":
+                return  # the line's deadline stands
+            self._clock = "line"
+            deadline = now + inbound.command_timeout
+        else:
+            self._clock = "idle"
+            deadline = now + inbound.command_timeout
+        self._deadline = deadline
         if self._timer is not None:
             if self._timer.when() <= deadline:
                 return  # fires before the deadline and sleeps again then
@@ -216,7 +237,8 @@ class SMTPSession(asyncio.Protocol):
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._deadline_reached)
             return
-        self._on_timeout("timeout")
+        self._on_timeout("minimum data rate" if self._clock == "message" and self._too_slow
+                         else "timeout")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -256,6 +278,8 @@ class SMTPSession(asyncio.Protocol):
                 self._start_io(self._starttls())
             elif isinstance(ev, EnvelopeRejected):
                 self._on_rejected(ev)
+            elif isinstance(ev, Throttle):
+                self._hold_back(ev.seconds)
             elif isinstance(ev, Close):
                 self._flush()
                 self._cancel_timer()
@@ -263,7 +287,8 @@ class SMTPSession(asyncio.Protocol):
                     self.transport.close()
                 self._closed = True
                 return
-        self._flush()
+        if self._throttle is None:  # held back replies leave when the delay ends
+            self._flush()
         self._arm_timer()
 
     def _start_io(self, coro: object) -> None:
@@ -274,9 +299,20 @@ class SMTPSession(asyncio.Protocol):
         self.gw.tasks.add(self._task)
         self._task.add_done_callback(self.gw.tasks.discard)
 
+    def _hold_back(self, seconds: float) -> None:
+        """Past the soft error limit: keep the queued replies and stop reading for `seconds`.
+        A timer of this session's own, so a prober slows only itself."""
+        self._busy = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._throttle = asyncio.get_running_loop().call_later(seconds, self._end_hold)
+
+    def _end_hold(self) -> None:
+        self._throttle = None
+        self._end_io()
+
     def _end_io(self) -> None:
         self._busy = False
-        self._data.active = False
         if self._closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.resume_reading()
@@ -314,8 +350,11 @@ class SMTPSession(asyncio.Protocol):
         self, stage: str, reply: Reply, mail_from: str | None, rcpts: list[str], reason: str
     ) -> None:
         assert self.conn is not None
-        s = self.conn.session
         self.gw.metrics.rejections.labels(reason=reason.split(":")[0].replace(" ", "_")).inc()
+        reply_text = " ".join(reply.lines())
+        if not self._rejections.record(stage, reason, reply.code, reply_text, rcpts):
+            return  # counted; summarised when the session ends (_log_rejection_summary)
+        s = self.conn.session
         maillog.rejected(
             stage=stage,
             client_ip=self.client_ip,
@@ -325,6 +364,13 @@ class SMTPSession(asyncio.Protocol):
             reply=str(reply),
             reason=reason,
         )
+        self._log_entry(mail_from, rcpts, reply.code, reply_text, f"{stage}: {reason}")
+
+    def _log_entry(
+        self, mail_from: str | None, rcpts: list[str], code: int, text: str, reason: str
+    ) -> None:
+        assert self.conn is not None
+        s = self.conn.session
         self.gw.spool.log(
             LogEntry(
                 time=dt.datetime.now(dt.UTC),
@@ -339,12 +385,30 @@ class SMTPSession(asyncio.Protocol):
                 requiretls=False,
                 size=None,
                 message_id=None,
-                outcome="rejected" if reply.is_permanent else "deferred",
-                reply_code=reply.code,
-                reply_text=" ".join(reply.lines()),
-                reason=f"{stage}: {reason}",
+                outcome="rejected" if code >= 500 else "deferred",
+                reply_code=code,
+                reply_text=text,
+                reason=reason,
             )
         )
+
+    def _log_rejection_summary(self) -> None:
+        """At session end: one entry per kind of rejection beyond rejection_log_limit."""
+        if self.conn is None:
+            return
+        for sm in self._rejections.summaries():
+            why = f"{sm.stage}: {sm.reason} ({sm.count} more this session, summarised)"
+            maillog.event(
+                "smtpd",
+                None,
+                reject=sm.stage,
+                client=f"[{self.client_ip}]",
+                count=sm.count,
+                samples=",".join(f"<{r}>" for r in sm.samples) or None,
+                reply=f"{sm.reply_code} {sm.reply_text}",
+                reason=why,
+            )
+            self._log_entry(None, sm.samples, sm.reply_code, sm.reply_text, why)
 
     # ----------------------------------------------------------------- DATA/BDAT
     async def _store(self, ev: MessageComplete) -> None:
@@ -466,6 +530,10 @@ class SMTPSession(asyncio.Protocol):
         """Server stopping: idle sessions get 421 and are closed; busy ones finish first."""
         if self.conn is None or self._closed:
             return
+        if self._throttle is not None:  # an error delay is not worth waiting for
+            self._throttle.cancel()
+            self._throttle = None
+            self._busy = False
         if self._busy:
             return
         self.conn.refuse(SHUTTING_DOWN)

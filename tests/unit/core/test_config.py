@@ -33,12 +33,22 @@ def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"MAILCASE_HTTP__LISTEN": "host:99999"}, "http.listen"),
         ({"MAILCASE_DATABASE__URL": "mysql://x"}, "database.url"),
         ({"MAILCASE_INBOUND__MAX_COMMAND_LINE": "100"}, "inbound.max_command_line"),
+        ({"MAILCASE_INBOUND__MAX_TEXT_LINE": "500"}, "inbound.max_text_line"),
+        ({"MAILCASE_INBOUND__HARD_ERROR_LIMIT": "0"}, "inbound.hard_error_limit"),
+        ({"MAILCASE_INBOUND__ERROR_SLEEP_TIME": "-1"}, "inbound.error_sleep_time"),
     ],
 )
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_settings(environ=env)
     assert e.value.key == key
+
+
+def test_long_lines_are_accepted_unless_a_limit_is_set() -> None:
+    """Issue 10: 0 (the default) means any line length; a limit is 0 or RFC 5321's 1000+."""
+    assert load_settings(environ={}).inbound.max_text_line == 0
+    env = {"MAILCASE_INBOUND__MAX_TEXT_LINE": "1000"}
+    assert load_settings(environ=env).inbound.max_text_line == 1000
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def test_settings_validation():
         ServerSettings("mx.test", tls_required=True)  # nobody could ever send
     s = ServerSettings("mx.test")
     assert (s.max_message_size, s.max_recipients, s.max_command_line) == (36700160, 100, 512)
-    assert (s.max_text_line, s.max_errors, s.bare_newline) == (1000, 10, "reject")
+    assert (s.max_text_line, s.max_errors, s.bare_newline) == (0, 10, "reject")  # 0: no limit
     assert (s.tls_available, s.tls_required, s.smtputf8) == (False, False, True)
 
 

@@ -27,7 +27,9 @@ def model_content(unstuffed: bytes, max_size: int, max_line: int, policy: str) -
     bare = unstuffed.count(b"\n") != crlf or unstuffed.count(b"\r") != crlf
     stored = _normalize(unstuffed) if policy == "normalize" and bare else unstuffed
     lines = stored.split(b"\n")
-    too_long = any(len(x) + 1 > max_line for x in lines[:-1]) or len(lines[-1]) >= max_line
+    too_long = max_line > 0 and (
+        any(len(x) + 1 > max_line for x in lines[:-1]) or len(lines[-1]) >= max_line
+    )
     too_big = len(stored) > max_size
     return (b"" if too_big else stored, len(stored), bare, b"\0" in stored, too_long, too_big)
 
@@ -132,15 +134,29 @@ def test_bare_cr_across_a_chunk_boundary_is_not_bare():
 def test_nul_and_line_length():
     r = feed_split(b"a\x00b\r\n.\r\n", [], max_size=100)
     assert r is not None and r[3] is True
-    # 1000 octets including CRLF is the limit (RFC 5321 §4.5.3.1.6) …
+    # With a limit of 1000 octets including CRLF (RFC 5321 §4.5.3.1.6) …
+    strict = {"max_size": 10_000, "max_line": 1000}
     ok = b"x" * 998 + b"\r\n"
-    assert feed_split(ok + b".\r\n", [], max_size=10_000)[4] is False  # type: ignore[index]
+    assert feed_split(ok + b".\r\n", [], **strict)[4] is False  # type: ignore[index]
     # … not counting the transparency dot.
     dotted = b"." + ok
-    assert feed_split(dotted + b".\r\n", [500], max_size=10_000)[4] is False  # type: ignore[index]
+    assert feed_split(dotted + b".\r\n", [500], **strict)[4] is False  # type: ignore[index]
     long = b"x" * 999 + b"\r\n"
-    assert feed_split(long + b".\r\n", [], max_size=10_000)[4] is True  # type: ignore[index]
-    assert feed_split(b"a\r\n" * 5 + long + b".\r\n", [7, 600], max_size=10_000)[4] is True  # type: ignore[index]
+    assert feed_split(long + b".\r\n", [], **strict)[4] is True  # type: ignore[index]
+    assert feed_split(b"a\r\n" * 5 + long + b".\r\n", [7, 600], **strict)[4] is True  # type: ignore[index]
+
+
+def test_no_line_limit_by_default_and_content_kept_byte_exact():
+    """Issue 10: long lines (broken web forms, old clients) are accepted and stored as sent."""
+    body = b"a\r\n" + b"x" * 5000 + b"\r\n" + b"." + b"y" * 70_000 + b"\r\nend\r\n"
+    r = feed_split(body + b".\r\n", [3, 4000, 5005, 30_000], max_size=100_000)
+    assert r is not None and r[4] is False and r[2] is False
+    assert r[0] == body.replace(b"\r\n.", b"\r\n")  # only the transparency dot removed
+    c = ChunkReader(max_size=100_000)
+    c.begin(len(body))
+    assert c.feed(body) == b"" and not c.refused
+    res = c.finish()
+    assert bytes(res.content) == body and not res.line_too_long
 
 
 def test_too_big_keeps_scanning_but_stops_storing():
@@ -203,7 +219,7 @@ fragments = st.lists(st.sampled_from(_ALPHABET), max_size=40).map(b"".join)
     data=fragments,
     cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
     max_size=st.integers(min_value=0, max_value=40),
-    max_line=st.integers(min_value=2, max_value=12),
+    max_line=st.one_of(st.just(0), st.integers(min_value=2, max_value=12)),  # 0: no limit
     policy=st.sampled_from(POLICIES),
 )
 def test_data_reader_matches_model_for_any_chunking(data, cuts, max_size, max_line, policy):
@@ -217,7 +233,7 @@ def test_data_reader_matches_model_for_any_chunking(data, cuts, max_size, max_li
 @given(
     data=fragments,
     cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
-    max_line=st.integers(min_value=2, max_value=12),
+    max_line=st.one_of(st.just(0), st.integers(min_value=2, max_value=12)),  # 0: no limit
     policy=st.sampled_from(POLICIES),
 )
 def test_many_dot_lines_path_matches_model(max_cuts, data, cuts, max_line, policy):
@@ -239,7 +255,7 @@ def test_many_dot_lines_path_matches_model(max_cuts, data, cuts, max_line, polic
     data=fragments,
     cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
     max_size=st.integers(min_value=0, max_value=40),
-    max_line=st.integers(min_value=2, max_value=12),
+    max_line=st.one_of(st.just(0), st.integers(min_value=2, max_value=12)),  # 0: no limit
     policy=st.sampled_from(POLICIES),
 )
 def test_chunk_reader_matches_model_for_any_chunking(data, cuts, max_size, max_line, policy):

@@ -613,7 +613,8 @@ def test_too_many_recipients(transcript):
 
 
 def test_line_too_long_in_data(transcript):
-    t = transcript(PLAIN)
+    """Only with a configured limit (RFC 5321 §4.5.3.1.6's 1000); see the next test."""
+    t = transcript(replace(PLAIN, max_text_line=1000))
     t.run(
         GREETING
         + """
@@ -643,6 +644,39 @@ def test_line_too_long_in_data(transcript):
     )
     assert len(t.messages) == 1
     assert rejected(t)[0].stage == "DATA"
+
+
+def test_long_lines_accepted_by_default_and_stored_as_sent(transcript):
+    """Issue 10: Postfix accepts any line length; so does mailcase unless max_text_line is set.
+    Bare CR/LF are still refused (test_smtp_smuggling.py)."""
+    t = transcript(PLAIN)
+    t.run(
+        GREETING
+        + """
+        C: HELO c.test
+        S: 250 mx.test
+        C: MAIL FROM:<a@c.test>
+        C: RCPT TO:<b@mx.test>
+        C: DATA
+        S: 250 2.1.0 Sender OK
+        S: 250 2.1.5 Recipient OK
+        S: 354 Start mail input; end with <CRLF>.<CRLF>
+        """
+        + f"C: {'x' * 4000}\nC: ..{'y' * 20000}\nC: .\n"
+        + """
+        S: 250 2.0.0 OK: queued as Q1
+        C: MAIL FROM:<a@c.test>
+        C: RCPT TO:<b@mx.test>
+        S: 250 2.1.0 Sender OK
+        S: 250 2.1.5 Recipient OK
+        """
+        + f"R: b'BDAT 3002 LAST\\r\\n{'z' * 3000}\\r\\n'\n"
+        + """
+        S: 250 2.0.0 OK: queued as Q2
+        """
+    )
+    assert bytes(t.messages[0].content) == b"x" * 4000 + b"\r\n." + b"y" * 20000 + b"\r\n"
+    assert bytes(t.messages[1].content) == b"z" * 3000 + b"\r\n"
 
 
 def test_nul_in_data(transcript):
