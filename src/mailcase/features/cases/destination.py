@@ -42,6 +42,7 @@ from mailcase.features.cases.routing import routing_targets, sender_accepted
 from mailcase.features.cases.threadtoken import find_case_ids, make_token, strip_tokens
 from mailcase.features.tasks.service import create_task, task_subject
 from mailcase.mime import InboundEmail, header_block, parse_message
+from mailcase.pipeline.watchdog import Watchdog
 from mailcase.pipeline.worker import DeferMessage
 from mailcase.secrets import server_secret
 from mailcase.storage import messages
@@ -152,6 +153,7 @@ class CaseDestination:
         self.resolver = resolver or self._new_resolver()
         self._secret = secret
         self._prepared: dict[int, Prepared] = {}
+        self._watchdog = Watchdog(settings.pipeline.parse_time_limit)
         # Per batch (deliver_many): what is already stored, read in one query each.
         self._stored_pks: set[int] | None = None
         self._dedupe: dict[str, int] | None = None
@@ -203,10 +205,32 @@ class CaseDestination:
             for m, prepared in zip(wanted, done, strict=True):
                 self._prepared[m.id] = prepared
 
+    def release(self) -> None:
+        """Drop what `prepare` kept (parsed bodies and attachments) once the batch is done."""
+        self._prepared = {}
+
+    def _parse(self, m: messages.ClaimedMessage, raw: bytes) -> InboundEmail:
+        """Parse within the time limit; a message past it takes the safe path (issue 11)."""
+        limits = self.settings.pipeline
+        email = self._watchdog.run(
+            lambda: parse_message(
+                raw, max_html_input=limits.html_max_chars, max_html_depth=limits.html_max_depth
+            ),
+            name=f"parse-{m.queue_id}",
+        )
+        if email is not None:
+            return email
+        maillog.event(
+            "cases", m.queue_id, action="slow-path",
+            detail=f"parsing took over {limits.parse_time_limit:g} s (or too many did); "
+            "text only, HTML kept as body.html",
+        )
+        return parse_message(raw, safe=True)
+
     def _prepare_one(self, m: messages.ClaimedMessage, raw: bytes) -> Prepared:
         authserv = self.settings.server.hostname
         cleaned = remove_own_results(raw, authserv)
-        email = parse_message(cleaned)
+        email = self._parse(m, cleaned)
         auth: AuthResults | None = None
         error: str | None = None
         if self.settings.cases.authenticate:
