@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailcase import eventloop, maillog
 from mailcase.metrics import Metrics
+from mailcase.pipeline.memory import TRIM_AFTER, release_free_memory
 from mailcase.storage import messages
 from mailcase.storage.db import begin_write, is_sqlite
 from mailcase.storage.spool import LogEntry
@@ -99,12 +100,15 @@ def _by_bytes(
     return batch
 
 
-def _release(destinations: Sequence[Destination]) -> None:
-    """Let destinations drop what `prepare` kept, so that nothing stays held between batches."""
+def _release(destinations: Sequence[Destination], batch_bytes: int) -> None:
+    """Let destinations drop what `prepare` kept, so that nothing stays held between batches;
+    after big messages, give the freed memory back (`memory`)."""
     for dest in destinations:
         release = getattr(dest, "release", None)
         if release is not None:
             release()
+    if batch_bytes >= TRIM_AFTER:
+        release_free_memory()
 
 
 def _prepare(
@@ -226,10 +230,13 @@ def process_batch(
     are skipped until their time comes. Pass the same dict on every call. A batch holds at most
     `batch_size` messages and `batch_bytes` bytes of them (at least one message; 0: no limit).
     """
+    seen: list[messages.ClaimedMessage] = []
     try:
-        return _process_batch(engine, destinations, batch_size, metrics, deferred, batch_bytes)
+        return _process_batch(
+            engine, destinations, batch_size, metrics, deferred, batch_bytes, seen
+        )
     finally:
-        _release(destinations)
+        _release(destinations, sum(m.size for m in seen))
 
 
 def _process_batch(
@@ -239,7 +246,9 @@ def _process_batch(
     metrics: Metrics | None,
     deferred: dict[int, float] | None,
     batch_bytes: int,
+    seen: list[messages.ClaimedMessage],
 ) -> int:
+    """`process_batch`; the messages taken are added to `seen`."""
     done: list[tuple[str, str, str]] = []
     waiting = {} if deferred is None else deferred
     try:
@@ -250,6 +259,7 @@ def _process_batch(
                 messages.peek_received(engine, batch_size + len(waiting)), waiting, batch_size
             )
             batch = _by_bytes(batch, batch_bytes)
+            seen.extend(batch)
             if not batch:
                 return 0
             _prepare(engine, destinations, batch)
@@ -266,6 +276,7 @@ def _process_batch(
                     messages.claim_received(conn, batch_size + len(waiting)), waiting, batch_size
                 )
                 batch = _by_bytes(batch, batch_bytes)
+                seen.extend(batch)
                 if not batch:
                     return 0
                 _prepare(engine, destinations, batch)

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _AUTOMATION = "mailcase.features.cases.automation"
 _PREPARE_THREADS = 8
+_BIG_MESSAGE = 1024 * 1024  # bytes above which a message is parsed alone, not beside others
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,16 +194,22 @@ class CaseDestination:
             contents = {m.id: messages.load_content(conn, m.id) for m in wanted}
         if wanted and self._fixed_resolver is None:
             self.resolver = self._new_resolver()  # answers shared within this batch only
-        if len(wanted) <= 1 or not self.settings.cases.authenticate:
-            for m in wanted:
-                self._prepared[m.id] = self._prepare_one(m, contents[m.id])
+        # A big message is prepared alone: parsing and authenticating one takes several times
+        # its size in memory, so they go one at a time (issue 11).
+        big = [m for m in wanted if m.size > _BIG_MESSAGE]
+        small = [m for m in wanted if m.size <= _BIG_MESSAGE]
+        for m in big:
+            self._prepared[m.id] = self._prepare_one(m, contents.pop(m.id))
+        if len(small) <= 1 or not self.settings.cases.authenticate:
+            for m in small:
+                self._prepared[m.id] = self._prepare_one(m, contents.pop(m.id))
             return
         # Authentication mostly waits on DNS: overlap those waits (parsing still takes turns
         # on the GIL, so a few threads are enough).
-        workers = min(_PREPARE_THREADS, len(wanted))
+        workers = min(_PREPARE_THREADS, len(small))
         with ThreadPoolExecutor(workers, thread_name_prefix="cases-prepare") as pool:
-            done = pool.map(lambda m: self._prepare_one(m, contents[m.id]), wanted)
-            for m, prepared in zip(wanted, done, strict=True):
+            done = pool.map(lambda m: self._prepare_one(m, contents[m.id]), small)
+            for m, prepared in zip(small, done, strict=True):
                 self._prepared[m.id] = prepared
 
     def release(self) -> None:
