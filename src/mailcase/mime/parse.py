@@ -13,8 +13,9 @@ with our charset fallbacks; MIME structure, transfer encodings and RFC 2231 come
 
 Rules (Salesforce Email-to-Case, REFERENCE.md, and issue 3):
 - text body: the text/plain body parts, in order; from the HTML (converted) when there is none;
-  cut at `max_text` characters (131 072) with `text_truncated`. The HTML is sanitised (nh3) and
-  cut the same way (`html_truncated`).
+  cut at `max_text` characters (131 072) with `text_truncated`. The HTML is bounded first
+  (`htmlbound`: `max_html_input` characters, `max_html_depth` nesting; issue 11), then
+  sanitised (nh3) and cut the same way (`html_truncated`).
 - headers: (name, value) in order, unfolded, at most `max_headers` characters (32 000) in
   total counting `name: value` lines; whole headers only; `headers_truncated` when cut.
 - a part that cannot be read (binary bytes in a text part, a failing TNEF, a part that makes

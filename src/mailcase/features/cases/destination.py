@@ -4,7 +4,9 @@ or an email on one.
 For each message (whatever the number of routing aliases it was sent to, it is handled once,
 through the first of them):
 
-1. `prepare` (outside the write lock): parse once (`mime.parse_message`), authenticate
+1. `prepare` (outside the write lock): parse once (`mime.parse_message`, within
+   `pipeline.parse_time_limit`, else the safe path: see `pipeline.watchdog`; messages over
+   1 MiB one at a time, as each takes several times its size in memory), authenticate
    (SPF/DKIM/DMARC/ARC through mailcase's resolver, our own Authentication-Results fields
    removed first, RFC 8601 §5).
 2. In the pipeline's write transaction: skip it if already stored (exactly-once) or if the
