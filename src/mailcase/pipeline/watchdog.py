@@ -11,6 +11,7 @@ path at once, so a flood of slow messages cannot pile up threads.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -38,13 +39,20 @@ class _Call(Generic[T]):
 
 
 class Watchdog:
-    """Runs `fn` with a time limit; `None` when it did not finish in time (see module doc)."""
+    """Runs `fn` with a time limit; `None` when it did not finish in time (see module doc).
+
+    The threads are kept (daemon threads, so a late one never delays the process's exit) and
+    each call gets one that is idle, or a new one: a call never waits behind a late one.
+    """
 
     def __init__(self, limit: float, *, max_late: int = 2) -> None:
         self.limit = limit
         self.max_late = max_late
         self._lock = threading.Lock()
         self._late: set[_Call[object]] = set()
+        self._jobs: queue.SimpleQueue[_Call[object]] = queue.SimpleQueue()
+        self._idle = 0
+        self._threads = 0
 
     @property
     def late(self) -> int:
@@ -55,16 +63,26 @@ class Watchdog:
     def _ended(self, call: _Call[object]) -> None:
         with self._lock:
             self._late.discard(call)
+            self._idle += 1
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get().run(self._ended)
 
     def run(self, fn: Callable[[], T], *, name: str = "mailcase-watched") -> T | None:
         """`fn()`, or None if it took longer than the limit (or too many are late already)."""
-        if self.late >= self.max_late:
-            return None
         call = _Call(fn)
-        thread = threading.Thread(
-            target=call.run, args=(self._ended,), name=name, daemon=True
-        )
-        thread.start()
+        with self._lock:
+            if len(self._late) >= self.max_late:
+                return None
+            if self._idle:
+                self._idle -= 1  # that thread takes this call
+            else:
+                self._threads += 1
+                threading.Thread(
+                    target=self._work, name=f"{name}-{self._threads}", daemon=True
+                ).start()
+        self._jobs.put(call)  # type: ignore[arg-type]
         if not call.done.wait(self.limit):
             with self._lock:
                 if not call.done.is_set():

@@ -22,6 +22,9 @@ def test_past_the_limit_the_caller_moves_on_and_late_threads_are_capped() -> Non
     release = threading.Event()
     dog = Watchdog(0.01, max_late=2)
     assert dog.run(lambda: release.wait(60)) is None  # blocked until released: late
+    dog.limit = 30.0
+    assert dog.run(lambda: 7) == 7  # not queued behind the late one
+    dog.limit = 0.01
     assert dog.run(lambda: release.wait(60)) is None
     assert dog.late == 2
     ran = threading.Event()

@@ -225,7 +225,7 @@ class CaseDestination:
             lambda: parse_message(
                 raw, max_html_input=limits.html_max_chars, max_html_depth=limits.html_max_depth
             ),
-            name=f"parse-{m.queue_id}",
+            name="cases-parse",
         )
         if email is not None:
             return email
