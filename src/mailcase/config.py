@@ -138,6 +138,10 @@ class PipelineSettings(_Section):
     batch_size: int = Field(0, ge=0, description="Messages processed per transaction; 0 = automatic: 50 when this process also accepts SMTP on SQLite (its commits wait while a batch runs), else 500.")
     nice: int = Field(19, ge=0, le=19, description="With SMTP acceptors in processes of their own: how many steps below normal CPU priority processing runs (Linux nice), so that under load accepting goes first and processing catches up after; 0 = same priority.")
     catch_up_after: float = Field(10.0, gt=0, description="Seconds processing may stay behind (full batches only) at its lower priority; then it runs at normal priority until it has caught up, so that a flood does not pile up unprocessed.")
+    batch_bytes: int = Field(16 * 1024 * 1024, ge=0, description="Most message bytes in one processing batch (always at least one message): the memory processing takes grows with this, not with batch_size x message size; 0 = no limit.")
+    parse_time_limit: float = Field(10.0, gt=0, description="Seconds parsing one message (MIME, HTML sanitising) may take; past it the message takes the safe path (text only, its HTML kept as the attachment body.html) so that it cannot hold up the others.")
+    html_max_chars: int = Field(524_288, ge=0, description="Characters of a message's HTML read before sanitising; the rest is cut (html_truncated). The sanitiser's cost grows with size x nesting.")
+    html_max_depth: int = Field(256, ge=1, description="HTML start tags nested deeper than this are dropped before sanitising (their text stays), so deep nesting cannot make sanitising slow.")
 
 
 class DNSSettings(_Section):

@@ -103,6 +103,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         executor=processing_pool,
         catch_up=catch_up_pool,
         catch_up_after=settings.pipeline.catch_up_after,
+        batch_bytes=settings.pipeline.batch_bytes,
     )
     gateway = Gateway(
         settings=settings,

@@ -21,10 +21,18 @@ from mailcase.mime.model import (
     DsnRecipient,
     InboundEmail,
 )
-from mailcase.mime.parse import MAX_HEADERS, MAX_TEXT, parse_message
+from mailcase.mime.parse import (
+    MAX_HEADERS,
+    MAX_HTML_DEPTH,
+    MAX_HTML_INPUT,
+    MAX_TEXT,
+    parse_message,
+)
 
 __all__ = [
     "MAX_HEADERS",
+    "MAX_HTML_DEPTH",
+    "MAX_HTML_INPUT",
     "MAX_TEXT",
     "Address",
     "Attachment",

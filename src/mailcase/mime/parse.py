@@ -13,8 +13,9 @@ with our charset fallbacks; MIME structure, transfer encodings and RFC 2231 come
 
 Rules (Salesforce Email-to-Case, REFERENCE.md, and issue 3):
 - text body: the text/plain body parts, in order; from the HTML (converted) when there is none;
-  cut at `max_text` characters (131 072) with `text_truncated`. The HTML is sanitised (nh3) and
-  cut the same way (`html_truncated`).
+  cut at `max_text` characters (131 072) with `text_truncated`. The HTML is bounded first
+  (`htmlbound`: `max_html_input` characters, `max_html_depth` nesting; issue 11), then
+  sanitised (nh3) and cut the same way (`html_truncated`).
 - headers: (name, value) in order, unfolded, at most `max_headers` characters (32 000) in
   total counting `name: value` lines; whole headers only; `headers_truncated` when cut.
 - a part that cannot be read (binary bytes in a text part, a failing TNEF, a part that makes
@@ -34,6 +35,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy, compat32
 from email.utils import collapse_rfc2231_value
 from functools import lru_cache
+from html import unescape as _unescape
 from io import BytesIO
 from typing import Any
 from urllib.parse import unquote
@@ -50,6 +52,7 @@ from mailcase.mime.fields import (
 )
 from mailcase.mime.headers import message_id as scan_message_id
 from mailcase.mime.html import html_to_text, sanitize_html
+from mailcase.mime.htmlbound import bound_html
 from mailcase.mime.ical import parse_calendar
 from mailcase.mime.model import (
     Address,
@@ -63,10 +66,16 @@ from mailcase.mime.model import (
 from mailcase.mime.report import auto_signals, parse_delivery_status
 from mailcase.mime.tnef import is_tnef, unpack_tnef
 
-__all__ = ["MAX_HEADERS", "MAX_TEXT", "parse_message"]
+__all__ = ["MAX_HEADERS", "MAX_HTML_DEPTH", "MAX_HTML_INPUT", "MAX_TEXT", "parse_message"]
 
 MAX_TEXT = 131_072  # Salesforce Email-to-Case: body text cut at 131 072 characters
 MAX_HEADERS = 32_000  # Salesforce Email-to-Case: headers cut at 32 000 characters
+#: HTML characters read before sanitising (issue 11): the sanitiser's cost grows with size x
+#: nesting; the sanitised HTML is cut to MAX_TEXT anyway, styling markup takes a few times that.
+MAX_HTML_INPUT = 4 * MAX_TEXT
+#: Nesting depth of HTML elements kept before sanitising; deeper start tags are dropped (their
+#: text stays). Browsers stop nesting at 512 (Chromium's parser); real mail stays far below.
+MAX_HTML_DEPTH = 256
 
 _MAX_DEPTH = 32  # MIME nesting we follow; deeper parts are reported and skipped
 _MAX_PARTS = 1000
@@ -531,7 +540,25 @@ def _attachments(state: _State, html: str) -> tuple[Attachment, ...]:
     return tuple(out)
 
 
-def _parse(raw: bytes, max_text: int, max_headers: int) -> InboundEmail:
+_TAG_TEXT = re.compile(r"<[^<>]*>")  # never spans a "<": linear on "<<<<…"
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+
+
+def _plain_from_html(html: str, limit: int) -> str:
+    """Text of HTML by dropping tags: crude but linear, for the safe path (see parse_message)."""
+    text = _unescape(_TAG_TEXT.sub(" ", html[: 4 * limit + 1]))
+    text = _SPACES.sub(" ", text.replace("\xa0", " "))
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+
+
+def _html_attachment(html: str) -> _Pending:
+    data = html.encode("utf-8", "surrogateescape")
+    return _Pending("body.html", "text/html", data, None, "attachment", "utf-8", "html")
+
+
+def _parse(
+    raw: bytes, max_text: int, max_headers: int, html_input: int, html_depth: int, safe: bool
+) -> InboundEmail:
     state = _State()
     try:
         msg = BytesParser(policy=_POLICY).parsebytes(raw)
@@ -549,12 +576,28 @@ def _parse(raw: bytes, max_text: int, max_headers: int) -> InboundEmail:
         state.defect("", "header", "no usable From address")
 
     html_raw = "\n".join(state.html) if state.html else (state.tnef_html or "")
-    html = sanitize_html(html_raw).strip() if html_raw else ""
+    html = ""
+    html_truncated = False
+    if html_raw and safe:
+        # The safe path: no sanitiser, no HTML walk; the HTML is kept whole as an attachment.
+        state.pending.append(_html_attachment(html_raw))
+        state.defect("", "slow-path", "HTML not rendered (safe path); kept as body.html")
+    elif html_raw:
+        bounded = bound_html(html_raw, max_chars=html_input, max_depth=html_depth)
+        if bounded.flattened:
+            state.defect(
+                "", "html-depth",
+                f"{bounded.flattened} HTML tags nested deeper than {html_depth} dropped",
+            )
+        html = sanitize_html(bounded.html).strip()
+        html_truncated = bounded.truncated
     text_from_html = False
-    if state.plain and (any(p.strip() for p in state.plain) or not html):
+    if state.plain and (any(p.strip() for p in state.plain) or not (html_raw if safe else html)):
         text = "\n".join(state.plain)
     elif state.tnef_text:
         text = state.tnef_text
+    elif html_raw and safe:
+        text, text_from_html = _plain_from_html(html_raw, max_text), True
     elif html:
         text, text_from_html = html_to_text(html), True
     else:
@@ -562,8 +605,8 @@ def _parse(raw: bytes, max_text: int, max_headers: int) -> InboundEmail:
     text_truncated = len(text) > max_text
     if text_truncated:
         text = text[:max_text]
-    html_truncated = len(html) > max_text
-    if html_truncated:
+    if len(html) > max_text:
+        html_truncated = True
         html = _cut_html(html, max_text)
 
     root_type = _content_type(msg)
@@ -660,10 +703,22 @@ def parse_message(
     *,
     max_text: int = MAX_TEXT,
     max_headers: int = MAX_HEADERS,
+    max_html_input: int = MAX_HTML_INPUT,
+    max_html_depth: int = MAX_HTML_DEPTH,
+    safe: bool = False,
 ) -> InboundEmail:
-    """Parse an accepted message (CRLF or LF line endings); never raises on any input."""
+    """Parse an accepted message (CRLF or LF line endings); never raises on any input.
+
+    HTML is cut to `max_html_input` characters and `max_html_depth` nesting before it is
+    sanitised (`htmlbound`). `safe=True` is the slow path for a message whose parse ran out of
+    time: linear work only; the HTML is not sanitised but kept as a `body.html` attachment,
+    the text taken from the plain part or from the HTML with its tags dropped.
+    """
     data = bytes(raw)
     try:
-        return _parse(data, max(0, max_text), max(0, max_headers))
+        return _parse(
+            data, max(0, max_text), max(0, max_headers), max(0, max_html_input),
+            max(1, max_html_depth), safe,
+        )
     except Exception as exc:
         return _fallback(data, exc)

@@ -588,6 +588,10 @@ class BounceDestination:
             for m in wanted:
                 self._prepared[m.id] = _report(messages.load_content(conn, m.id))
 
+    def release(self) -> None:
+        """Drop the parsed reports once the batch is done."""
+        self._prepared = {}
+
     def _verp_key(self, conn: Connection) -> bytes | None:
         if self._key is None:
             self._key = load_verp_key(conn)

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailcase import eventloop, maillog
 from mailcase.metrics import Metrics
+from mailcase.pipeline.memory import TRIM_AFTER, release_free_memory
 from mailcase.storage import messages
 from mailcase.storage.db import begin_write, is_sqlite
 from mailcase.storage.spool import LogEntry
@@ -82,6 +83,32 @@ def _due(
     for pk in [pk for pk, t in deferred.items() if t <= now]:
         del deferred[pk]
     return [m for m in batch if m.id not in deferred][:limit]
+
+
+def _by_bytes(
+    batch: list[messages.ClaimedMessage], limit: int
+) -> list[messages.ClaimedMessage]:
+    """The first messages of `batch` whose sizes add up to at most `limit` (at least one; 0 = no
+    limit): a batch's memory (contents, parsed bodies, attachments) is bounded by its bytes."""
+    if limit <= 0:
+        return batch
+    total = 0
+    for i, m in enumerate(batch):
+        total += m.size
+        if total > limit and i > 0:
+            return batch[:i]
+    return batch
+
+
+def _release(destinations: Sequence[Destination], batch_bytes: int) -> None:
+    """Let destinations drop what `prepare` kept, so that nothing stays held between batches;
+    after big messages, give the freed memory back (`memory`)."""
+    for dest in destinations:
+        release = getattr(dest, "release", None)
+        if release is not None:
+            release()
+    if batch_bytes >= TRIM_AFTER:
+        release_free_memory()
 
 
 def _prepare(
@@ -195,12 +222,33 @@ def process_batch(
     batch_size: int = 200,
     metrics: Metrics | None = None,
     deferred: dict[int, float] | None = None,
+    batch_bytes: int = 0,
 ) -> int:
     """Process at most one batch of received messages; returns how many were handled.
 
     `deferred` (message id → monotonic time) holds the messages a destination deferred; they
-    are skipped until their time comes. Pass the same dict on every call.
+    are skipped until their time comes. Pass the same dict on every call. A batch holds at most
+    `batch_size` messages and `batch_bytes` bytes of them (at least one message; 0: no limit).
     """
+    seen: list[messages.ClaimedMessage] = []
+    try:
+        return _process_batch(
+            engine, destinations, batch_size, metrics, deferred, batch_bytes, seen
+        )
+    finally:
+        _release(destinations, sum(m.size for m in seen))
+
+
+def _process_batch(
+    engine: Engine,
+    destinations: Sequence[Destination],
+    batch_size: int,
+    metrics: Metrics | None,
+    deferred: dict[int, float] | None,
+    batch_bytes: int,
+    seen: list[messages.ClaimedMessage],
+) -> int:
+    """`process_batch`; the messages taken are added to `seen`."""
     done: list[tuple[str, str, str]] = []
     waiting = {} if deferred is None else deferred
     try:
@@ -210,6 +258,8 @@ def process_batch(
             batch = _due(
                 messages.peek_received(engine, batch_size + len(waiting)), waiting, batch_size
             )
+            batch = _by_bytes(batch, batch_bytes)
+            seen.extend(batch)
             if not batch:
                 return 0
             _prepare(engine, destinations, batch)
@@ -225,6 +275,8 @@ def process_batch(
                 batch = _due(
                     messages.claim_received(conn, batch_size + len(waiting)), waiting, batch_size
                 )
+                batch = _by_bytes(batch, batch_bytes)
+                seen.extend(batch)
                 if not batch:
                     return 0
                 _prepare(engine, destinations, batch)
@@ -239,6 +291,7 @@ def process_batch(
             batch = _due(
                 messages.claim_received(conn, batch_size + len(waiting)), waiting, batch_size
             )
+            batch = _by_bytes(batch, batch_bytes)
             done = _one_by_one(conn, batch, destinations, waiting)
     for queue_id, outcome, detail in done:
         if outcome == "processed":
@@ -259,13 +312,15 @@ def process_pending(
     batch_size: int = 200,
     metrics: Metrics | None = None,
     deferred: dict[int, float] | None = None,
+    batch_bytes: int = 0,
 ) -> int:
     """Process received messages until none is left (or only deferred ones are); returns how
     many were handled."""
     total = 0
     waiting = {} if deferred is None else deferred
     while n := process_batch(
-        engine, destinations, batch_size=batch_size, metrics=metrics, deferred=waiting
+        engine, destinations, batch_size=batch_size, metrics=metrics, deferred=waiting,
+        batch_bytes=batch_bytes,
     ):
         total += n
     return total
@@ -291,14 +346,17 @@ class Pipeline:
         executor: Executor | None = None,
         catch_up: Executor | None = None,
         catch_up_after: float = 10.0,
+        batch_bytes: int = 0,
     ) -> None:
         """`executor` runs the batches (default: asyncio's default thread pool). With a
         low-priority `executor`, `catch_up` (normal priority) takes over once processing has
         been behind (full batches only) for `catch_up_after` seconds: a burst is accepted
-        first, but a flood does not pile up unprocessed for ever."""
+        first, but a flood does not pile up unprocessed for ever. `batch_bytes` bounds a
+        batch's message bytes (see `process_batch`)."""
         self.engine, self.metrics, self.destinations = engine, metrics, destinations
         self.batch_size, self.poll_interval, self.gather = batch_size, poll_interval, gather
         self.executor, self.catch_up, self.catch_up_after = executor, catch_up, catch_up_after
+        self.batch_bytes = batch_bytes
         self._behind_since: float | None = None
         self._wake = asyncio.Event()
         self._deferred: dict[int, float] = {}
@@ -331,6 +389,7 @@ class Pipeline:
                         batch_size=self.batch_size,
                         metrics=self.metrics,
                         deferred=self._deferred,
+                        batch_bytes=self.batch_bytes,
                     ),
                 )
             except asyncio.CancelledError:
@@ -342,8 +401,9 @@ class Pipeline:
                 self._behind_since = None
             elif self._behind_since is None:
                 self._behind_since = time.monotonic()
-            if n >= self.batch_size:
-                await asyncio.sleep(self.gather)  # more is waiting: let the spool commit first
+            # More may be waiting (a full batch, or one cut by bytes): let the spool commit first.
+            if n >= self.batch_size or (n > 0 and self.batch_bytes > 0):
+                await asyncio.sleep(self.gather)
                 continue
             try:
                 await eventloop.wait_for(self._wake.wait(), self.poll_interval)

@@ -14,7 +14,7 @@ from .helpers import all_fixtures, raw
 
 def test_exported_members_are_exactly_all() -> None:
     public = {name for name in dir(mime) if not name.startswith("_")}
-    modules = {"charset", "fields", "headers", "html", "ical", "model", "parse", "report", "tnef"}
+    modules = {"charset", "fields", "headers", "html", "htmlbound", "ical", "model", "parse", "report", "tnef"}
     assert public - modules == set(mime.__all__)
     for name in mime.__all__:
         assert getattr(mime, name) is not None

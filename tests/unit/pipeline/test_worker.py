@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
@@ -104,3 +106,46 @@ async def test_crash_mid_batch_rolls_back_and_reprocesses_exactly_once(db_engine
             select(func.count()).select_from(inbound_deliveries).group_by(inbound_deliveries.c.message_pk)
         ).scalars().all()
     assert per_message == [1] * 5
+
+
+class Recording:
+    """Remembers each batch it was given, and whether it was released after each."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.held = False
+        self.released = 0
+
+    def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
+        assert not self.held, "the previous batch was not released"
+        self.batches.append([m.queue_id for m in batch])
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        self.released += 1
+
+    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+        pass
+
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+        pass
+
+
+async def test_batches_are_cut_by_bytes_and_released_after_each(db_engine: Engine) -> None:
+    """Issue 11 item 3: a batch's memory is bounded by its bytes, not by how many arrived."""
+    big = [make_message(content=bytearray(b"Subject: big\r\n\r\n" + b"x" * 40_000 + b"\r\n"))
+           for _ in range(5)]
+    await _spool(db_engine, *big)
+    dest = Recording()
+    assert process_pending(db_engine, (AddressInbox(), dest), batch_bytes=100_000) == 5
+    # Two of ~40 kB fit in 100 kB, a third does not; one message always goes, however big.
+    assert [len(b) for b in dest.batches] == [2, 2, 1]
+    assert [q for b in dest.batches for q in b] == [m.queue_id for m in big]
+    assert not dest.held and dest.released == len(dest.batches) + 1  # + the empty last look
+    dest = Recording()
+    await _spool(db_engine, *(make_message() for _ in range(2)))
+    assert process_pending(db_engine, (AddressInbox(), dest), batch_bytes=10) == 2
+    assert [len(b) for b in dest.batches] == [1, 1]

@@ -4,7 +4,9 @@ or an email on one.
 For each message (whatever the number of routing aliases it was sent to, it is handled once,
 through the first of them):
 
-1. `prepare` (outside the write lock): parse once (`mime.parse_message`), authenticate
+1. `prepare` (outside the write lock): parse once (`mime.parse_message`, within
+   `pipeline.parse_time_limit`, else the safe path: see `pipeline.watchdog`; messages over
+   1 MiB one at a time, as each takes several times its size in memory), authenticate
    (SPF/DKIM/DMARC/ARC through mailcase's resolver, our own Authentication-Results fields
    removed first, RFC 8601 §5).
 2. In the pipeline's write transaction: skip it if already stored (exactly-once) or if the
@@ -42,6 +44,7 @@ from mailcase.features.cases.routing import routing_targets, sender_accepted
 from mailcase.features.cases.threadtoken import find_case_ids, make_token, strip_tokens
 from mailcase.features.tasks.service import create_task, task_subject
 from mailcase.mime import InboundEmail, header_block, parse_message
+from mailcase.pipeline.watchdog import Watchdog
 from mailcase.pipeline.worker import DeferMessage
 from mailcase.secrets import server_secret
 from mailcase.storage import messages
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _AUTOMATION = "mailcase.features.cases.automation"
 _PREPARE_THREADS = 8
+_BIG_MESSAGE = 1024 * 1024  # bytes above which a message is parsed alone, not beside others
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,7 @@ class CaseDestination:
         self.resolver = resolver or self._new_resolver()
         self._secret = secret
         self._prepared: dict[int, Prepared] = {}
+        self._watchdog = Watchdog(settings.pipeline.parse_time_limit)
         # Per batch (deliver_many): what is already stored, read in one query each.
         self._stored_pks: set[int] | None = None
         self._dedupe: dict[str, int] | None = None
@@ -191,22 +196,50 @@ class CaseDestination:
             contents = {m.id: messages.load_content(conn, m.id) for m in wanted}
         if wanted and self._fixed_resolver is None:
             self.resolver = self._new_resolver()  # answers shared within this batch only
-        if len(wanted) <= 1 or not self.settings.cases.authenticate:
-            for m in wanted:
-                self._prepared[m.id] = self._prepare_one(m, contents[m.id])
+        # A big message is prepared alone: parsing and authenticating one takes several times
+        # its size in memory, so they go one at a time (issue 11).
+        big = [m for m in wanted if m.size > _BIG_MESSAGE]
+        small = [m for m in wanted if m.size <= _BIG_MESSAGE]
+        for m in big:
+            self._prepared[m.id] = self._prepare_one(m, contents.pop(m.id))
+        if len(small) <= 1 or not self.settings.cases.authenticate:
+            for m in small:
+                self._prepared[m.id] = self._prepare_one(m, contents.pop(m.id))
             return
         # Authentication mostly waits on DNS: overlap those waits (parsing still takes turns
         # on the GIL, so a few threads are enough).
-        workers = min(_PREPARE_THREADS, len(wanted))
+        workers = min(_PREPARE_THREADS, len(small))
         with ThreadPoolExecutor(workers, thread_name_prefix="cases-prepare") as pool:
-            done = pool.map(lambda m: self._prepare_one(m, contents[m.id]), wanted)
-            for m, prepared in zip(wanted, done, strict=True):
+            done = pool.map(lambda m: self._prepare_one(m, contents[m.id]), small)
+            for m, prepared in zip(small, done, strict=True):
                 self._prepared[m.id] = prepared
+
+    def release(self) -> None:
+        """Drop what `prepare` kept (parsed bodies and attachments) once the batch is done."""
+        self._prepared = {}
+
+    def _parse(self, m: messages.ClaimedMessage, raw: bytes) -> InboundEmail:
+        """Parse within the time limit; a message past it takes the safe path (issue 11)."""
+        limits = self.settings.pipeline
+        email = self._watchdog.run(
+            lambda: parse_message(
+                raw, max_html_input=limits.html_max_chars, max_html_depth=limits.html_max_depth
+            ),
+            name="cases-parse",
+        )
+        if email is not None:
+            return email
+        maillog.event(
+            "cases", m.queue_id, action="slow-path",
+            detail=f"parsing took over {limits.parse_time_limit:g} s (or too many did); "
+            "text only, HTML kept as body.html",
+        )
+        return parse_message(raw, safe=True)
 
     def _prepare_one(self, m: messages.ClaimedMessage, raw: bytes) -> Prepared:
         authserv = self.settings.server.hostname
         cleaned = remove_own_results(raw, authserv)
-        email = parse_message(cleaned)
+        email = self._parse(m, cleaned)
         auth: AuthResults | None = None
         error: str | None = None
         if self.settings.cases.authenticate:
