@@ -37,7 +37,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from mailcase import eventloop, maillog
+from mailcase import applog, eventloop, maillog
 from mailcase.config import Settings
 from mailcase.inbound.channel import Channel
 from mailcase.inbound.limits import BUCKETS, SharedCounts
@@ -258,9 +258,8 @@ def child_main(
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     settings = Settings.model_validate(settings_data)
-    logging.basicConfig(
-        level=settings.log.level, stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s",
+    applog.configure(
+        settings.log.level, f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     maillog.configure(settings.log.maillog)
