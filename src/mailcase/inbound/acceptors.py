@@ -52,6 +52,9 @@ _PR_SET_PDEATHSIG = 1
 _SNAPSHOT_INTERVAL = 1.0
 _WAKE_INTERVAL = 0.05
 _RESPAWN_PAUSE = 1.0
+# What a child without a working channel gets instead of a message (it handles both signals;
+# "reload_addresses" needs nothing: a child follows the addresses' generation itself).
+_SIGNAL_FALLBACK = {"stop": signal.SIGTERM, "reload_tls": signal.SIGHUP}
 
 
 @dataclass(slots=True)
@@ -198,11 +201,15 @@ class AcceptorPool:
             task.add_done_callback(self._spawning.discard)
 
     def broadcast(self, *msg: object) -> None:
-        """Send a message to every child (ignored by children that are gone or have no
-        channel)."""
-        for child in list(self._children.values()):
-            if child.channel is not None:
-                child.channel.send(*msg)
+        """Send a message to every child; one whose channel broke gets the message's signal
+        instead, if it has one (`_SIGNAL_FALLBACK`)."""
+        for index, child in list(self._children.items()):
+            if child.channel is not None and child.channel.send(*msg):
+                continue
+            sig = _SIGNAL_FALLBACK.get(str(msg[0]))
+            if sig is not None and self._ready[index].is_set() and child.proc.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(child.proc.pid, sig)
 
     async def stop(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - a shutdown budget
         """Ask the children to finish their sessions and exit; kill those that do not."""
@@ -313,15 +320,23 @@ async def _child(
     server = await start_listener(gateway, sock)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
+    def reload_tls() -> None:
+        try:
+            tls.reload()
+        except Exception as e:  # noqa: BLE001 - keep the old certificate
+            log.error("TLS reload failed, keeping the previous certificate: %s", e)
+        else:
+            log.info("TLS certificate reloaded")
+
+    # The parent signals a child whose channel broke (AcceptorPool.broadcast).
+    loop.add_signal_handler(signal.SIGHUP, reload_tls)
+
     def on_message(msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "stop":
             stop.set()
         elif kind == "reload_tls":
-            try:
-                tls.reload()
-            except Exception as e:  # noqa: BLE001 - keep the old certificate
-                log.error("TLS reload failed, keeping the previous certificate: %s", e)
+            reload_tls()
         elif kind == "reload_addresses":
             book.reload()
 
