@@ -3,17 +3,25 @@
     2026-11-26T18:00:00.123Z mailcase/smtpd: 3F2A9C0B1D7E: client=[127.0.0.1] helo=mx.example
     … mailcase/smtpd: 3F2A9C0B1D7E: from=<a@b>, to=<c@d>, size=2048, tls=TLSv1.3:…, status=queued
 
-Values that come from the peer are quoted safely (no CR/LF injection into the log). Secrets
-never pass through here: nothing that logs calls these with credentials.
+A line is `key=value` fields joined by ", ". An ordinary value is written as it is, for
+people to read; a value that could be mistaken for something else (it contains ", ", starts
+with a double quote, or holds a character that is not printable: CR, LF, NUL, other control
+characters, U+2028, bidi overrides…) is written as a JSON string instead. So a sender of
+`<"x>, status=sent, to=<ceo"@x.test>` cannot add a `status=` field to the line (issue 11), and
+`parse_line` reads back exactly the fields that were written. Secrets never pass through here:
+nothing that logs calls these with credentials.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import re
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailcase.filemodes import PRIVATE_FILE, private_dir, tighten
@@ -32,10 +40,13 @@ __all__ = [
     "disconnect",
     "event",
     "flush",
+    "parse_line",
     "processed",
     "quarantined",
     "rejected",
 ]
+
+_SEP = ", "
 
 
 class _Sink:
@@ -141,14 +152,36 @@ def flush() -> None:
         _sink.flush()
 
 
-_ESCAPES = str.maketrans({"\r": "\\r", "\n": "\\n", "\x00": "\\0"})
+def _escape_unprintable(m: re.Match[str]) -> str:
+    c = m.group()
+    code = ord(c)
+    if code > 0xFFFF:  # JSON has no \U: a surrogate pair, as json.loads expects
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")  # ASCII printable are always safe; others checked
+
+
+def _unprintable(m: re.Match[str]) -> str:
+    c = m.group()
+    return c if c.isprintable() else _escape_unprintable(m)
+
+
+def _quote(s: str) -> str:
+    """A JSON string, with every character that is not printable escaped (json.dumps leaves
+    DEL, U+2028, bidi controls and lone surrogates as they are when not ensuring ASCII)."""
+    q = json.dumps(s, ensure_ascii=False)
+    return q if q.isprintable() else _UNPRINTABLE.sub(_unprintable, q)
 
 
 def _clean(value: object) -> str:
     s = value if type(value) is str else str(value)
-    # isprintable() is one C scan that is True for almost every value (CR, LF and NUL are
-    # not printable); only then is the value escaped.
-    return s if s.isprintable() else s.translate(_ESCAPES)
+    # Three C scans that pass for almost every value; only then is the value quoted.
+    if s.isprintable() and _SEP not in s and not s.startswith('"'):
+        return s
+    return _quote(s)
 
 
 def _now() -> str:
@@ -167,8 +200,59 @@ def event(program: str, queue_id: str | None, **fields: object) -> None:
     sink = _sink
     if sink is None:
         return
-    parts = ", ".join([f"{k}={_clean(v)}" for k, v in fields.items() if v is not None])
+    written = [f"{k}={v}" for k, v in fields.items() if v is not None]
+    parts = _SEP.join(written)
+    # One check of the whole line instead of one per value: every value is printable, none
+    # holds ", " (a separator more than the fields need) and none starts with a quote (`="`).
+    # Almost every line passes; otherwise the values are written again, quoted where needed.
+    if not parts.isprintable() or parts.count(_SEP) >= len(written) or '="' in parts:
+        parts = _SEP.join([f"{k}={_clean(v)}" for k, v in fields.items() if v is not None])
     sink.write(f"{_now()} mailcase/{program}: {queue_id or 'NOQUEUE'}: {parts}\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One maillog line, read back: `fields` in the order they were written."""
+
+    time: str
+    program: str
+    queue_id: str | None  # None for NOQUEUE
+    fields: tuple[tuple[str, str], ...]
+
+
+_PREFIX = re.compile(r"(\S+) mailcase/([\w-]+): (\w+): ")
+_JSON = json.JSONDecoder()
+
+
+def parse_line(line: str) -> Line:
+    """Read a line that `event` wrote (tests, tools): each field's value exactly as it was
+    given (as a string). ValueError if the line is not one of ours."""
+    line = line.removesuffix("\n")
+    m = _PREFIX.match(line)
+    if m is None:
+        raise ValueError(f"not a maillog line: {line[:80]!r}")
+    fields: list[tuple[str, str]] = []
+    pos, end = m.end(), len(line)
+    while pos < end:
+        eq = line.find("=", pos)
+        if eq < 0:
+            raise ValueError(f"field without '=' at {pos}: {line[pos:pos + 40]!r}")
+        key = line[pos:eq]
+        pos = eq + 1
+        if line.startswith('"', pos):
+            value, pos = _JSON.raw_decode(line, pos)
+            if pos < end and not line.startswith(_SEP, pos):
+                raise ValueError(f"text after the quoted value of {key!r} at {pos}")
+        else:
+            stop = line.find(_SEP, pos)
+            stop = end if stop < 0 else stop
+            value, pos = line[pos:stop], stop
+        fields.append((key, value))
+        if pos < end:
+            pos += len(_SEP)
+    queue_id = m.group(3)
+    return Line(m.group(1), m.group(2), None if queue_id == "NOQUEUE" else queue_id,
+                tuple(fields))
 
 
 def connect(client_ip: str, port: int) -> None:

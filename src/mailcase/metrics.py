@@ -21,6 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mailcase.smtp.reasons import RejectReason
+
 # `_created` samples are per-process timestamps: summing them across acceptors is meaningless.
 disable_created_metrics()
 
@@ -114,6 +116,11 @@ class Metrics:
         plain = self.accepted.labels(tls="no")._value.get()
         total = tls + plain
         return tls / total if total else 0.0
+
+    def count_rejection(self, code: RejectReason) -> None:
+        """Count a refusal under its code. Labels come from the closed `RejectReason` set only:
+        `RejectReason(code)` raises for anything else, such as text a client chose."""
+        self.rejections.labels(reason=RejectReason(code).value).inc()
 
     def on_commit(self, batch_size: int, seconds: float) -> None:
         self.spool_batch_size.observe(batch_size)

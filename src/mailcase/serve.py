@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
-from mailcase import eventloop, maillog
+from mailcase import applog, eventloop, maillog
 from mailcase.config import Settings, parse_hostport
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.errors import TLSSetupError
@@ -256,11 +256,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
 
 def run(settings: Settings) -> None:
     """Blocking entry point used by the CLI."""
-    logging.basicConfig(
-        level=settings.log.level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    applog.configure(settings.log.level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     maillog.configure(settings.log.maillog)
     # The spool's writer thread gives up the GIL for every fsync and must get it back quickly:
     # with the default 5 ms switch interval a busy event loop made each group commit wait

@@ -11,9 +11,12 @@ of its own, which the parent moves into the database (`storage.spoolfiles`); on 
 they commit to the database directly.
 
 The parent keeps the pipeline, delivery and the HTTP API. Children talk to it over a
-pipe: "ready", "wake" (something was stored: process it now) and a metrics snapshot every
-second; the parent sends "reload_tls" (SIGHUP), "reload_addresses" and "stop". A child dies
-with its parent (PR_SET_PDEATHSIG), so a crashed parent never leaves an orphan holding the port.
+socket pair (`inbound.channel`: framed messages, non-blocking I/O on the event loop):
+"ready", "wake" (something was stored: process it now) and a metrics snapshot every second;
+the parent sends "reload_tls" (SIGHUP), "reload_addresses" and "stop". A child is started
+again only when its process exits, never because its channel failed: that once restarted
+acceptors in the middle of their transfers (issue 11). A child dies with its parent
+(PR_SET_PDEATHSIG), so a crashed parent never leaves an orphan holding the port.
 """
 
 from __future__ import annotations
@@ -23,19 +26,20 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from mailcase import eventloop, maillog
+from mailcase import applog, eventloop, maillog
 from mailcase.config import Settings
+from mailcase.inbound.channel import Channel
 from mailcase.inbound.limits import BUCKETS, SharedCounts
 from mailcase.inbound.listener import listening_socket
 from mailcase.inbound.session import set_queue_id_slot
@@ -48,10 +52,25 @@ _PR_SET_PDEATHSIG = 1
 _SNAPSHOT_INTERVAL = 1.0
 _WAKE_INTERVAL = 0.05
 _RESPAWN_PAUSE = 1.0
+# What a child without a working channel gets instead of a message (it handles both signals;
+# "reload_addresses" needs nothing: a child follows the addresses' generation itself).
+_SIGNAL_FALLBACK = {"stop": signal.SIGTERM, "reload_tls": signal.SIGHUP}
+
+
+@dataclass(slots=True)
+class _Child:
+    proc: BaseProcess
+    channel: Channel | None = None  # None until it is open, and after it broke
 
 
 class AcceptorPool:
-    """The parent's side: start, watch, message and stop `count` child acceptors."""
+    """The parent's side: start, watch, message and stop `count` child acceptors.
+
+    A child is started again only when its process exits (its sentinel becomes readable),
+    never because of its channel: a channel that breaks while the child serves is logged, and
+    the child keeps serving its sessions (it then gets SIGTERM instead of "stop" at shutdown,
+    and the spool mover's polling replaces its wake-ups).
+    """
 
     def __init__(
         self,
@@ -67,11 +86,12 @@ class AcceptorPool:
         self.snapshots: dict[int, list[Any]] = {}
         self._ctx = multiprocessing.get_context("spawn")
         self.counts = SharedCounts.create(self._ctx, count + 1)
-        self._children: dict[int, tuple[BaseProcess, multiprocessing.connection.Connection]] = {}
+        self._children: dict[int, _Child] = {}
         self._ready: dict[int, asyncio.Event] = {}
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
+        self._spawning: set[asyncio.Task[None]] = set()
 
     async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a startup budget
         """Start the children and wait until each listens."""
@@ -81,14 +101,14 @@ class AcceptorPool:
                 self.settings.inbound.listen, "--smtp-listen or [inbound] listen"
             )
         for index in range(1, self.count + 1):
-            self._spawn(index)
+            await self._spawn(index)
         await asyncio.wait_for(
             asyncio.gather(*(e.wait() for e in self._ready.values())), timeout
         )
 
-    def _spawn(self, index: int) -> None:
+    async def _spawn(self, index: int) -> None:
         assert self._loop is not None
-        parent_end, child_end = self._ctx.Pipe()
+        parent_end, child_end = socket.socketpair()
         proc = self._ctx.Process(
             target=child_main,
             args=(
@@ -98,33 +118,72 @@ class AcceptorPool:
             name=f"mailcase-acceptor-{index}",
             daemon=False,
         )
-        proc.start()
-        child_end.close()
-        self._children[index] = (proc, parent_end)
-        self._ready[index] = asyncio.Event()
-        self._loop.add_reader(parent_end.fileno(), self._on_readable, index)
-
-    def _on_readable(self, index: int) -> None:
-        proc, conn = self._children[index]
         try:
-            while conn.poll():
-                msg = conn.recv()
-                kind = msg[0]
-                if kind == "wake":
-                    self.on_wake()
-                elif kind == "metrics":
-                    self.snapshots[index] = msg[1]
-                elif kind == "ready":
-                    self._ready[index].set()
-        except (EOFError, OSError):
-            self._child_gone(index)
+            proc.start()
+        finally:
+            child_end.close()
+        child = _Child(proc)
+        self._children[index] = child
+        self._ready[index] = asyncio.Event()
+        # Only the process's exit restarts it (see the class docstring).
+        self._loop.add_reader(proc.sentinel, self._child_exited, index, proc)
+        try:
+            child.channel = await Channel.open(
+                parent_end,
+                lambda msg: self._on_message(index, msg),
+                lambda exc: self._on_channel_closed(index, proc, exc),
+                name=f"channel to SMTP acceptor {index}",
+            )
+        except OSError as e:
+            parent_end.close()
+            log.error("SMTP acceptor %d: no channel to it (%s); it serves without one", index, e)
+            self._ready[index].set()  # it listens or exits; do not hold up the start
 
-    def _child_gone(self, index: int) -> None:
+    def _on_message(self, index: int, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "wake":
+            self.on_wake()
+        elif kind == "metrics":
+            self.snapshots[index] = msg[1]
+        elif kind == "ready":
+            self._ready[index].set()
+
+    def _on_channel_closed(self, index: int, proc: BaseProcess, exc: Exception | None) -> None:
+        child = self._children.get(index)
+        if child is None or child.proc is not proc:
+            return  # an earlier child's channel: _child_exited dealt with it
+        child.channel = None
+        self.snapshots.pop(index, None)  # no fresh figures come from it any more
+        if self._stopping:
+            return
+        # A child that is exiting closes its channel first; the sentinel follows at once. Look
+        # again a moment later, so that an exit is reported once, as an exit.
         assert self._loop is not None
-        proc, conn = self._children.pop(index)
-        self._loop.remove_reader(conn.fileno())
-        conn.close()
-        proc.join(timeout=5)
+        self._loop.call_later(_RESPAWN_PAUSE, self._report_broken_channel, index, proc, exc)
+
+    def _report_broken_channel(
+        self, index: int, proc: BaseProcess, exc: Exception | None
+    ) -> None:
+        child = self._children.get(index)
+        if self._stopping or child is None or child.proc is not proc or not proc.is_alive():
+            return
+        log.error(
+            "the channel to SMTP acceptor %d (pid %s) closed (%s); it keeps serving, without "
+            "sending metrics or wake-ups; it is replaced when it exits", index, proc.pid,
+            exc or "end of stream",
+        )
+
+    def _child_exited(self, index: int, proc: BaseProcess) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(proc.sentinel)
+        child = self._children.get(index)
+        if child is None or child.proc is not proc:
+            return
+        del self._children[index]
+        if child.channel is not None:
+            child.channel.abort()
+        proc.join(timeout=5)  # it has exited: this only reaps it
         self.snapshots.pop(index, None)
         self.counts.clear_row(index)  # its connections died with it
         if self._stopping:
@@ -137,20 +196,34 @@ class AcceptorPool:
 
     def _respawn(self, index: int) -> None:
         if not self._stopping and index not in self._children:
-            self._spawn(index)
+            task = asyncio.ensure_future(self._spawn(index))
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
 
     def broadcast(self, *msg: object) -> None:
-        """Send a message to every child (ignored by children that are gone)."""
-        for _proc, conn in list(self._children.values()):
-            with contextlib.suppress(OSError, BrokenPipeError):
-                conn.send(msg)
+        """Send a message to every child; one whose channel broke gets the message's signal
+        instead, if it has one (`_SIGNAL_FALLBACK`)."""
+        for index, child in list(self._children.items()):
+            if child.channel is not None and child.channel.send(*msg):
+                continue
+            sig = _SIGNAL_FALLBACK.get(str(msg[0]))
+            if sig is not None and self._ready[index].is_set() and child.proc.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(child.proc.pid, sig)
 
     async def stop(self, timeout: float = 15.0) -> None:  # noqa: ASYNC109 - a shutdown budget
         """Ask the children to finish their sessions and exit; kill those that do not."""
         self._stopping = True
-        self.broadcast("stop")
+        for task in list(self._spawning):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for child in list(self._children.values()):
+            if child.channel is None or not child.channel.send("stop"):
+                with contextlib.suppress(OSError, ValueError):
+                    child.proc.terminate()  # SIGTERM: the child stops the same way
         deadline = time.monotonic() + timeout
-        for proc, conn in list(self._children.values()):
+        for child in list(self._children.values()):
+            proc = child.proc
             remaining = max(0.0, deadline - time.monotonic())
             await asyncio.to_thread(proc.join, remaining)
             if proc.is_alive():
@@ -158,8 +231,9 @@ class AcceptorPool:
                 await asyncio.to_thread(proc.join, 5)
             if self._loop is not None:
                 with contextlib.suppress(ValueError, OSError):
-                    self._loop.remove_reader(conn.fileno())
-            conn.close()
+                    self._loop.remove_reader(proc.sentinel)
+            if child.channel is not None:
+                child.channel.abort()
         self._children.clear()
         if self._sock is not None:
             self._sock.close()
@@ -180,7 +254,7 @@ def child_main(
     settings_data: dict[str, Any],
     cert: str,
     key: str,
-    conn: multiprocessing.connection.Connection,
+    conn: socket.socket,
     index: int,
     parent_pid: int,
     counts: Any,
@@ -191,22 +265,23 @@ def child_main(
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     settings = Settings.model_validate(settings_data)
-    logging.basicConfig(
-        level=settings.log.level, stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s",
+    applog.configure(
+        settings.log.level, f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     maillog.configure(settings.log.maillog)
     sys.setswitchinterval(0.0005)
     shared = SharedCounts(counts, len(counts) // (BUCKETS + 1))
     set_queue_id_slot(index)
-    eventloop.run(_child(settings, Path(cert), Path(key), conn, index, shared, sock),
-                  settings.server.event_loop)
+    eventloop.run(
+        _child(settings, Path(cert), Path(key), conn, index, parent_pid, shared, sock),
+        settings.server.event_loop,
+    )
 
 
 async def _child(
-    settings: Settings, cert: Path, key: Path, conn: multiprocessing.connection.Connection,
-    index: int, shared: SharedCounts, sock: socket.socket,
+    settings: Settings, cert: Path, key: Path, conn: socket.socket,
+    index: int, parent_pid: int, shared: SharedCounts, sock: socket.socket,
 ) -> None:
     from mailcase.inbound.addressbook import AddressBook
     from mailcase.inbound.listener import Gateway, start_listener
@@ -245,41 +320,51 @@ async def _child(
     server = await start_listener(gateway, sock)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
-    def on_message() -> None:
+    def reload_tls() -> None:
         try:
-            while conn.poll():
-                kind = conn.recv()[0]
-                if kind == "stop":
-                    stop.set()
-                elif kind == "reload_tls":
-                    try:
-                        tls.reload()
-                    except Exception as e:  # noqa: BLE001 - keep the old certificate
-                        log.error("TLS reload failed, keeping the previous certificate: %s", e)
-                elif kind == "reload_addresses":
-                    book.reload()
-        except (EOFError, OSError):
-            stop.set()  # the parent is gone
+            tls.reload()
+        except Exception as e:  # noqa: BLE001 - keep the old certificate
+            log.error("TLS reload failed, keeping the previous certificate: %s", e)
+        else:
+            log.info("TLS certificate reloaded")
 
-    loop.add_reader(conn.fileno(), on_message)
-    conn.send(("ready", index))
+    # The parent signals a child whose channel broke (AcceptorPool.broadcast).
+    loop.add_signal_handler(signal.SIGHUP, reload_tls)
+
+    def on_message(msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "stop":
+            stop.set()
+        elif kind == "reload_tls":
+            reload_tls()
+        elif kind == "reload_addresses":
+            book.reload()
+
+    def on_closed(exc: Exception | None) -> None:
+        if os.getppid() != parent_pid:
+            stop.set()  # the parent is gone (PR_SET_PDEATHSIG kills us too)
+            return
+        # The parent is alive: keep serving the sessions (it stops us with SIGTERM).
+        log.error("the channel to the parent closed (%s); serving on without it",
+                  exc or "end of stream")
+
+    channel = await Channel.open(conn, on_message, on_closed, name="channel to the parent")
+    channel.send("ready", index)
 
     async def report() -> None:
         nonlocal stored
         last_snapshot = 0.0
-        while True:
+        while not channel.closed:
             await asyncio.sleep(_WAKE_INTERVAL)
-            try:
-                if stored:
-                    stored = False
-                    conn.send(("wake",))
-                now = time.monotonic()
-                if now - last_snapshot >= _SNAPSHOT_INTERVAL:
-                    last_snapshot = now
-                    conn.send(("metrics", list(metrics.registry.collect())))
-            except (OSError, BrokenPipeError):
-                stop.set()
-                return
+            if stored:
+                stored = False
+                channel.send("wake")
+            now = time.monotonic()
+            # One snapshot in flight at most: while the parent has not taken the last one,
+            # a newer one waits for the next interval instead of piling up in the buffer.
+            if now - last_snapshot >= _SNAPSHOT_INTERVAL and channel.pending == 0:
+                last_snapshot = now
+                channel.send("metrics", list(metrics.registry.collect()))
 
     tasks = [asyncio.create_task(book.follow()), asyncio.create_task(report())]
     try:
@@ -291,8 +376,8 @@ async def _child(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(spool.close)
-        with contextlib.suppress(OSError):
-            conn.send(("wake",))  # what the last commits stored: move it now
+        channel.send("wake")  # what the last commits stored: move it now
+        await channel.aclose()
         engine.dispose()
         if spool_engine is not engine:
             spool_engine.dispose()

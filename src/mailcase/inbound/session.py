@@ -20,6 +20,7 @@ from mailcase import maillog
 from mailcase.inbound.received import received_header
 from mailcase.mime import message_id
 from mailcase.policy import Accept, RejectionTally, decide_recipient
+from mailcase.smtp.reasons import RejectReason
 from mailcase.smtp.replies import SHUTTING_DOWN, STORAGE_FAILED, Reply, queued
 from mailcase.smtp.server import (
     Close,
@@ -237,19 +238,21 @@ class SMTPSession(asyncio.Protocol):
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._deadline_reached)
             return
-        self._on_timeout("minimum data rate" if self._clock == "message" and self._too_slow
-                         else "timeout")
+        if self._clock == "message" and self._too_slow:
+            self._on_timeout("minimum data rate", RejectReason.MINIMUM_DATA_RATE)
+        else:
+            self._on_timeout("timeout")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _on_timeout(self, why: str) -> None:
+    def _on_timeout(self, why: str, code: RejectReason = RejectReason.TIMEOUT) -> None:
         if self.conn is None or self._closed or self._busy:
             return
         maillog.event("smtpd", None, timeout=f"[{self.client_ip}]", reason=why)
-        self.gw.metrics.rejections.labels(reason=why.replace(" ", "_")).inc()
+        self.gw.metrics.count_rejection(code)
         self.conn.timeout()
         self._pump()
 
@@ -338,19 +341,27 @@ class SMTPSession(asyncio.Protocol):
             self.conn.accept_rcpt()
             return
         self.conn.reject_rcpt(verdict.reply)
-        self._log_rejection("RCPT", verdict.reply, ev.mail_from.address, [rcpt], verdict.reason)
+        self._log_rejection(
+            "RCPT", verdict.reply, ev.mail_from.address, [rcpt], verdict.reason, verdict.code
+        )
 
     def _on_rejected(self, ev: EnvelopeRejected) -> None:
         mail_from = ev.mail_from.address if ev.mail_from is not None else None
         self._log_rejection(
-            ev.stage, ev.reply, mail_from, [r.address for r in ev.recipients], ev.reason
+            ev.stage, ev.reply, mail_from, [r.address for r in ev.recipients], ev.reason, ev.code
         )
 
     def _log_rejection(
-        self, stage: str, reply: Reply, mail_from: str | None, rcpts: list[str], reason: str
+        self,
+        stage: str,
+        reply: Reply,
+        mail_from: str | None,
+        rcpts: list[str],
+        reason: str,
+        code: RejectReason,
     ) -> None:
         assert self.conn is not None
-        self.gw.metrics.rejections.labels(reason=reason.split(":")[0].replace(" ", "_")).inc()
+        self.gw.metrics.count_rejection(code)  # `reason` may quote the client: never a label
         reply_text = " ".join(reply.lines())
         if not self._rejections.record(stage, reason, reply.code, reply_text, rcpts):
             return  # counted; summarised when the session ends (_log_rejection_summary)
@@ -456,7 +467,7 @@ class SMTPSession(asyncio.Protocol):
             await gw.spool.store(msg, ok.code, " ".join(ok.lines()))
         except Exception as e:  # noqa: BLE001 - any storage failure is a 451, never a 250
             log.error("spool commit failed for %s: %s", queue_id, e)
-            gw.metrics.rejections.labels(reason="storage_failure").inc()
+            gw.metrics.count_rejection(RejectReason.STORAGE_FAILURE)
             maillog.event("smtpd", queue_id, status="deferred", reason=f"storage failure: {e}")
             self.conn.answer_message(STORAGE_FAILED)
             self._end_io()

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from mailcase.smtp import replies as R
+from mailcase.smtp.reasons import RejectReason
 
 __all__ = [
     "VERP_PREFIX",
@@ -66,6 +67,7 @@ class Accept:
 class Reject:
     reply: R.Reply
     reason: str
+    code: RejectReason  # the metrics label: a closed set (`reason` is for people)
 
 
 def decide_recipient(
@@ -89,14 +91,20 @@ def decide_recipient(
         if local == "postmaster" and (not domain or domain in local_domains):
             return Accept(AddressRule(key))
         if domain in local_domains:
-            return Reject(R.UNKNOWN_RECIPIENT, "unknown recipient")
-        return Reject(R.RELAY_DENIED, "relay denied")
+            return Reject(
+                R.UNKNOWN_RECIPIENT, "unknown recipient", RejectReason.UNKNOWN_RECIPIENT
+            )
+        return Reject(R.RELAY_DENIED, "relay denied", RejectReason.RELAY_DENIED)
     if not rule.enabled:
-        return Reject(R.MAILBOX_DISABLED, "address disabled")
+        return Reject(R.MAILBOX_DISABLED, "address disabled", RejectReason.ADDRESS_DISABLED)
     if rule.require_tls and not tls_active:
-        return Reject(R.MUST_STARTTLS, "TLS required for this address")
+        return Reject(
+            R.MUST_STARTTLS, "TLS required for this address", RejectReason.ADDRESS_REQUIRES_TLS
+        )
     if rule.routing and routing_refusal is not None:
-        return Reject(routing_refusal, "daily case limit reached")
+        return Reject(
+            routing_refusal, "daily case limit reached", RejectReason.CASE_LIMIT_REACHED
+        )
     return Accept(rule)
 
 

@@ -43,6 +43,7 @@ from mailcase.errors import LocalProtocolError
 from mailcase.smtp import replies as R
 from mailcase.smtp.address import AddressError, Path, parse_mail_from, parse_rcpt_to
 from mailcase.smtp.dotstuff import BareNewlinePolicy, ChunkReader, DataReader, DataResult
+from mailcase.smtp.reasons import RejectReason
 from mailcase.smtp.replies import Reply
 
 __all__ = [
@@ -198,7 +199,8 @@ class EnvelopeRejected:
     reply: Reply
     mail_from: Path | None
     recipients: tuple[Path, ...]
-    reason: str
+    reason: str  # for people: may quote the client (a parameter name), escape it when logging
+    code: RejectReason  # for metrics: a closed set, never client text
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,7 +558,12 @@ class ServerConnection:
         self._close("pre-greeting traffic")
 
     def _envelope_rejected(
-        self, stage: Stage, reply: Reply, reason: str, recipients: tuple[Path, ...] | None = None
+        self,
+        stage: Stage,
+        reply: Reply,
+        reason: str,
+        code: RejectReason,
+        recipients: tuple[Path, ...] | None = None,
     ) -> None:
         self._events.append(
             EnvelopeRejected(
@@ -565,6 +572,7 @@ class ServerConnection:
                 mail_from=self._mail_from,
                 recipients=tuple(self._rcpts) if recipients is None else recipients,
                 reason=reason,
+                code=code,
             )
         )
 
@@ -667,14 +675,20 @@ class ServerConnection:
             except AddressError:
                 path = None
             self._events.append(
-                EnvelopeRejected("MAIL", R.MUST_STARTTLS, path, (), "TLS required, not started")
+                EnvelopeRejected(
+                    "MAIL", R.MUST_STARTTLS, path, (), "TLS required, not started",
+                    RejectReason.TLS_REQUIRED,
+                )
             )
             self._fail(R.MUST_STARTTLS)
             return
         try:
             path, params = parse_mail_from(arg, smtputf8=st.smtputf8)
         except AddressError as e:
-            self._envelope_rejected("MAIL", e.reply, "bad sender address or parameter syntax")
+            self._envelope_rejected(
+                "MAIL", e.reply, "bad sender address or parameter syntax",
+                RejectReason.BAD_SENDER_SYNTAX,
+            )
             self._fail(e.reply)
             return
         body: Literal["7BIT", "8BITMIME"] | None = None
@@ -705,7 +719,10 @@ class ServerConnection:
                 error = R.unsupported_parameter(key)
             if error is not None:
                 self._events.append(
-                    EnvelopeRejected("MAIL", error, path, (), f"bad MAIL parameter {key}")
+                    EnvelopeRejected(
+                        "MAIL", error, path, (), f"bad MAIL parameter {key}",
+                        RejectReason.BAD_MAIL_PARAMETER,
+                    )
                 )
                 self._fail(error)
                 return
@@ -713,7 +730,8 @@ class ServerConnection:
             # RFC 1870 §6.1: declared size above the fixed maximum.
             self._events.append(
                 EnvelopeRejected(
-                    "MAIL", R.MESSAGE_TOO_BIG, path, (), f"declared SIZE={size} over the limit"
+                    "MAIL", R.MESSAGE_TOO_BIG, path, (), f"declared SIZE={size} over the limit",
+                    RejectReason.DECLARED_SIZE_TOO_BIG,
                 )
             )
             self._reply(R.MESSAGE_TOO_BIG)
@@ -737,19 +755,28 @@ class ServerConnection:
         try:
             path, params = parse_rcpt_to(arg, smtputf8=self._smtputf8)
         except AddressError as e:
-            self._envelope_rejected("RCPT", e.reply, "bad recipient address syntax", ())
+            self._envelope_rejected(
+                "RCPT", e.reply, "bad recipient address syntax",
+                RejectReason.BAD_RECIPIENT_SYNTAX, (),
+            )
             self._fail(e.reply)
             return
         if params:
             # No RCPT parameters are advertised (no DSN): RFC 5321 §4.1.1.11.
             key = next(iter(params))
             error = R.unsupported_parameter(key)
-            self._envelope_rejected("RCPT", error, f"bad RCPT parameter {key}", (path,))
+            self._envelope_rejected(
+                "RCPT", error, f"bad RCPT parameter {key}", RejectReason.BAD_RCPT_PARAMETER,
+                (path,),
+            )
             self._fail(error)
             return
         if len(self._rcpts) >= self.settings.max_recipients:
             # RFC 5321 §4.5.3.1.10: 452 so that the client sends the rest later.
-            self._envelope_rejected("RCPT", R.TOO_MANY_RECIPIENTS, "too many recipients", (path,))
+            self._envelope_rejected(
+                "RCPT", R.TOO_MANY_RECIPIENTS, "too many recipients",
+                RejectReason.TOO_MANY_RECIPIENTS, (path,),
+            )
             self._reply(R.TOO_MANY_RECIPIENTS)
             return
         self._pending_rcpt = path
@@ -765,7 +792,10 @@ class ServerConnection:
             self._fail(R.DATA_AFTER_BDAT)  # RFC 3030 §2
         elif not self._rcpts:
             # RFC 5321 §3.3: 554 when no recipient was accepted.
-            self._envelope_rejected("DATA", R.NO_VALID_RECIPIENTS, "no valid recipients")
+            self._envelope_rejected(
+                "DATA", R.NO_VALID_RECIPIENTS, "no valid recipients",
+                RejectReason.NO_VALID_RECIPIENTS,
+            )
             self._reply(R.NO_VALID_RECIPIENTS)
         else:
             st = self.settings
@@ -824,7 +854,9 @@ class ServerConnection:
                     self._bdat_failed = None
                 self._reply(error)
             elif error is R.NO_VALID_RECIPIENTS:
-                self._envelope_rejected("BDAT", error, "no valid recipients")
+                self._envelope_rejected(
+                    "BDAT", error, "no valid recipients", RejectReason.NO_VALID_RECIPIENTS
+                )
                 self._reply(error)
             else:
                 self._fail(error)
@@ -841,8 +873,8 @@ class ServerConnection:
         """End of content: refuse it (and reset) or hand it to the application."""
         refusal = self._content_refusal(res)
         if refusal is not None:
-            reply, reason = refusal
-            self._envelope_rejected(stage, reply, reason)
+            reply, reason, code = refusal
+            self._envelope_rejected(stage, reply, reason, code)
             last = self._bdat_last
             self._reset_transaction()
             if stage == "BDAT" and not last:
@@ -864,15 +896,24 @@ class ServerConnection:
         self._state = State.MESSAGE_PENDING
         self._events.append(MessageComplete(envelope, res.content))
 
-    def _content_refusal(self, res: DataResult) -> tuple[Reply, str] | None:
+    def _content_refusal(self, res: DataResult) -> tuple[Reply, str, RejectReason] | None:
         if res.too_big:
-            return R.MESSAGE_TOO_BIG, f"message size {res.size} over the limit"
+            return (
+                R.MESSAGE_TOO_BIG, f"message size {res.size} over the limit",
+                RejectReason.MESSAGE_TOO_BIG,
+            )
         if res.bare_newline_seen and self.settings.bare_newline == "reject":
-            return R.BARE_NEWLINE, "bare CR or LF in message content (possible SMTP smuggling)"
+            return (
+                R.BARE_NEWLINE, "bare CR or LF in message content (possible SMTP smuggling)",
+                RejectReason.BARE_NEWLINE,
+            )
         if res.nul_seen:
-            return R.NUL_IN_DATA, "NUL in message content"
+            return R.NUL_IN_DATA, "NUL in message content", RejectReason.NUL_IN_DATA
         if res.line_too_long:
-            return R.data_line_too_long(self.settings.max_text_line), "message line too long"
+            return (
+                R.data_line_too_long(self.settings.max_text_line), "message line too long",
+                RejectReason.LINE_TOO_LONG,
+            )
         return None
 
     def _cmd_rset(self, arg: str) -> None:

@@ -1,0 +1,63 @@
+"""Text from outside cannot forge records in the application log (Python logging, stderr).
+
+Records quote outside text: the pipeline logs `quarantined <id>: <exception>` for a message it
+could not process, where the exception may quote the message; delivery logs remote replies.
+With a plain `logging.Formatter` a CR/LF in that text started a line that read as a record of
+its own, and an ESC reached the reader's terminal.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+from mailcase import applog
+
+FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+RECORD_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+FORGED = "bad header\r\n2026-12-04 10:00:00,000 ERROR mailcase: admin password reset\x1b[2J\u2028x"
+
+
+def _logger(stream: io.StringIO) -> logging.Logger:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(applog.OneLineFormatter(FMT))
+    logger = logging.getLogger(f"mailcase.test.applog.{id(stream)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def test_a_message_with_line_breaks_stays_one_record() -> None:
+    out = io.StringIO()
+    _logger(out).warning("quarantined %s: %s", "3F2A9C0B1D7E0001", FORGED)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].isprintable(), lines
+    assert "bad header\\r\\n2026-12-04" in lines[0] and "\\x1b[2J\\u2028x" in lines[0]
+
+
+def test_a_traceback_cannot_start_a_record() -> None:
+    out = io.StringIO()
+    try:
+        raise ValueError(FORGED)
+    except ValueError:
+        _logger(out).exception("processing %s failed", "3F2A9C0B1D7E0002")
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 2  # the traceback is still there, for people to read
+    assert RECORD_START.match(lines[0])
+    assert all(not RECORD_START.match(ln) and ln.startswith("    ") for ln in lines[1:]), lines
+
+
+def test_the_servers_log_setup_uses_it() -> None:
+    """`mailcase serve` and its acceptors configure logging through `applog.configure`."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = []
+    out = io.StringIO()
+    try:
+        applog.configure("INFO", FMT, out)
+        logging.getLogger("mailcase.test.applog.root").warning("x %s", "a\nb")
+    finally:
+        root.handlers[:] = saved
+    assert out.getvalue().count("\n") == 1 and "a\\nb" in out.getvalue()
