@@ -20,7 +20,8 @@ from mailcase.smtp.server import EnvelopeRejected, ServerConnection, ServerSetti
 def _rejections(lines: list[bytes], settings: ServerSettings | None = None) -> list[
     EnvelopeRejected
 ]:
-    conn = ServerConnection(settings or ServerSettings("mx.test", max_errors=10_000),
+    conn = ServerConnection(settings or ServerSettings(
+        "mx.test", max_errors=10_000, soft_error_limit=10_000, hard_error_limit=10_000),
                             client_ip="192.0.2.1")
     conn.send_greeting()
     events: list[EnvelopeRejected] = []
