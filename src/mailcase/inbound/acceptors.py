@@ -36,6 +36,7 @@ from typing import Any
 
 from mailcase import eventloop, maillog
 from mailcase.config import Settings
+from mailcase.inbound.addressbook import RecipientPolicy
 from mailcase.inbound.limits import BUCKETS, SharedCounts
 from mailcase.inbound.listener import listening_socket
 from mailcase.inbound.session import set_queue_id_slot
@@ -61,9 +62,11 @@ class AcceptorPool:
         count: int,
         *,
         on_wake: Callable[[], None],
+        policy: RecipientPolicy | None = None,
     ) -> None:
         self.settings, self.cert, self.key, self.count = settings, cert, key, count
         self.on_wake = on_wake
+        self.policy = policy  # pickled to each child (spawned): a module-level class
         self.snapshots: dict[int, list[Any]] = {}
         self._ctx = multiprocessing.get_context("spawn")
         self.counts = SharedCounts.create(self._ctx, count + 1)
@@ -93,7 +96,7 @@ class AcceptorPool:
             target=child_main,
             args=(
                 self.settings.model_dump(mode="json"), str(self.cert), str(self.key),
-                child_end, index, os.getpid(), self.counts.array, self._sock,
+                child_end, index, os.getpid(), self.counts.array, self._sock, self.policy,
             ),
             name=f"mailcase-acceptor-{index}",
             daemon=False,
@@ -185,6 +188,7 @@ def child_main(
     parent_pid: int,
     counts: Any,
     sock: socket.socket,
+    policy: RecipientPolicy | None = None,
 ) -> None:
     """Entry point of an acceptor process (spawned: imports everything afresh; `sock`, the
     listening socket, arrives as a duplicated file descriptor)."""
@@ -200,13 +204,13 @@ def child_main(
     sys.setswitchinterval(0.0005)
     shared = SharedCounts(counts, len(counts) // (BUCKETS + 1))
     set_queue_id_slot(index)
-    eventloop.run(_child(settings, Path(cert), Path(key), conn, index, shared, sock),
+    eventloop.run(_child(settings, Path(cert), Path(key), conn, index, shared, sock, policy),
                   settings.server.event_loop)
 
 
 async def _child(
     settings: Settings, cert: Path, key: Path, conn: multiprocessing.connection.Connection,
-    index: int, shared: SharedCounts, sock: socket.socket,
+    index: int, shared: SharedCounts, sock: socket.socket, policy: RecipientPolicy | None,
 ) -> None:
     from mailcase.inbound.addressbook import AddressBook
     from mailcase.inbound.listener import Gateway, start_listener
@@ -230,7 +234,7 @@ async def _child(
     metrics = Metrics()
     spool = Spool(spool_engine, on_commit=metrics.on_commit)
     spool.start()
-    book = AddressBook(engine, settings.automation)
+    book = AddressBook(engine, settings.automation, policy=policy)
     await asyncio.to_thread(book.reload)
     stored = False
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -24,6 +24,7 @@ from mailcase import __version__
 from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
+from mailcase.outbound.queue import EnqueueHook
 from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens
@@ -59,6 +60,7 @@ def create_app(
     exposition: Callable[[], bytes] | None = None,
     settings: Settings | None = None,
     on_outbound_queued: Callable[[], None] = lambda: None,
+    enqueue_hooks: Sequence[EnqueueHook],
 ) -> FastAPI:
     """Build the app for one platform instance (several can live in one test process)."""
     app = FastAPI(
@@ -205,6 +207,7 @@ def create_app(
         auth=auth,
         on_addresses_changed=on_addresses_changed,
         on_outbound_queued=on_outbound_queued,
+        enqueue_hooks=enqueue_hooks,
     )
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(name).router(ctx))

@@ -25,7 +25,7 @@ from typing import Literal
 from mailcase.authcheck import AuthResults
 from mailcase.mime import InboundEmail
 
-__all__ = ["Admission", "CaseEmailEvent", "RoutingInfo"]
+__all__ = ["Admission", "CaseCreated", "CaseEmailEvent", "RoutingInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +78,17 @@ class Admission:
 
     action: Literal["create", "discard", "bounce", "requeue"]
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseCreated:
+    """A new case, published in the transaction that created it (other features react to it,
+    e.g. tasks: "create a task with status X"; Email-to-Case never imports them)."""
+
+    case_id: int
+    subject: str
+    description: str
+    priority: str
+    owner: str | None
+    queue: str | None
+    task_status: str | None
