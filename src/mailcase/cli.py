@@ -380,22 +380,20 @@ def token_revoke(obj: _Ctx, name: str) -> None:
 
 # ---------------------------------------------------------------- feature commands
 def _register_feature_commands() -> None:
-    """Each feature keeps its commands in its own module, with a `register(cli)` function."""
-    import importlib
+    """Each feature keeps its commands in its own module, with a `register(cli)` function
+    (imported here, not named by strings: the layer contract sees what the CLI uses)."""
+    from mailcase.delivery import commands as relay_commands
+    from mailcase.features.cases import automation_commands
+    from mailcase.features.cases import commands as case_commands
+    from mailcase.features.tasks import commands as task_commands
+    from mailcase.outbound import commands as outbound_commands
+    from mailcase.outbound import extras_commands
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(cli)
+    for module in (case_commands, automation_commands, outbound_commands, relay_commands,
+                   extras_commands, task_commands):
+        module.register(cli)
 
 
-#: Modules that add command groups (cases, routing, outbound, dkim …).
-COMMAND_MODULES = (
-    "mailcase.features.cases.commands",
-    "mailcase.features.cases.automation_commands",
-    "mailcase.outbound.commands",
-    "mailcase.delivery.commands",
-    "mailcase.outbound.extras_commands",
-    "mailcase.features.tasks.commands",
-)
 _register_feature_commands()
 
 

@@ -1,6 +1,7 @@
 """The delivery engine: takes messages from the outbound queue and delivers them.
 
-Runs in `mailcase serve` beside the pipeline: ``DeliveryEngine(settings, engine, metrics)``,
+Runs in `mailcase serve` beside the pipeline:
+``DeliveryEngine(settings, engine, metrics, hooks=build_outbound(settings).delivery)``,
 ``await run()``; ``wake()`` after an enqueue (the API calls it through
 ``ApiContext.on_outbound_queued``), else the queue is polled every ``delivery.poll_interval``.
 

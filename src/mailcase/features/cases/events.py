@@ -1,7 +1,8 @@
 """Values passed from Email-to-Case to its automation (auto-responses, loops, limits, notices).
 
 The pipeline's case destination builds a `CaseEmailEvent` for every inbound message to a
-routing address and calls, when `mailcase.features.cases.automation` defines them:
+routing address and calls the `CaseAutomation` the composition root gave it (in practice
+`mailcase.features.cases.automation.Automation`):
 
 - ``admit(conn, settings, event) -> Admission | None`` before a NEW case is created
   (`event.case_id` is None then): None or ``action == "create"`` lets it through;

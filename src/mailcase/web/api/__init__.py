@@ -19,16 +19,7 @@ from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
 from mailcase.outbound.queue import EnqueueHook
 
-__all__ = ["ROUTER_MODULES", "ApiContext"]
-
-#: Modules with a `router(ctx)` function, included in this order.
-ROUTER_MODULES = (
-    "mailcase.web.api.cases",
-    "mailcase.web.api.automation",
-    "mailcase.web.api.outbound",
-    "mailcase.web.api.outbound_extras",
-    "mailcase.web.api.tasks",
-)
+__all__ = ["ApiContext"]
 
 
 @dataclass
