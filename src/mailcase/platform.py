@@ -7,7 +7,8 @@ depends on which modules it happened to import (DESIGN.md, "Wiring"):
   delivery hooks (DKIM, VERP return path, DSNs), for every process that enqueues or delivers;
 - `build_destinations(settings, engine, outbound)`: the pipeline's destinations, with
   Email-to-Case's automation and the tasks feature's case-created listener plugged in;
-- `FeatureRecipients`: the `RecipientPolicy` the SMTP side's address book asks;
+- `FeatureRecipients` (`mailcase.features.recipients`): the `RecipientPolicy` the SMTP side's
+  address book asks;
 - `build_platform(settings, roles)`: an async context manager that runs one `build_*` step per
   part under an `AsyncExitStack`. A step that fails unwinds every step started before it (no
   acceptor process, listener or task is left running); leaving the block stops them all, the
@@ -29,17 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import uvicorn
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from mailcase import eventloop
-from mailcase.config import AutomationSettings, Settings, parse_hostport
+from mailcase.config import Settings, parse_hostport
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.delivery.hooks import DeliveryHooks
 from mailcase.features.cases.automation import Automation
 from mailcase.features.cases.destination import CaseDestination
-from mailcase.features.cases.limits import cases_today, rcpt_reply
-from mailcase.features.cases.models import routing_addresses
+from mailcase.features.recipients import FeatureRecipients
 from mailcase.features.tasks.service import on_case_created as create_case_task
 from mailcase.inbound.acceptors import AcceptorPool
 from mailcase.inbound.addressbook import AddressBook
@@ -50,7 +49,6 @@ from mailcase.outbound import bounces, dkim
 from mailcase.outbound.queue import EnqueueHook
 from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import AddressInbox, Destination, Pipeline
-from mailcase.smtp.replies import Reply
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
 from mailcase.storage.spool import Spool
@@ -137,26 +135,6 @@ def build_destinations(
         on_case_created=(create_case_task,),
     )
     return [AddressInbox(), cases, bounces.BounceDestination(settings)]
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureRecipients:
-    """The `RecipientPolicy` of the features: Email-to-Case routing addresses and its daily
-    limit, VERP bounce addresses. A module-level class without state, so that it pickles into
-    the acceptor processes."""
-
-    def routing_addresses(self, engine: Engine) -> frozenset[str]:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(routing_addresses.c.address).where(routing_addresses.c.enabled)
-            ).scalars()
-            return frozenset(a.lower() for a in rows)
-
-    def routing_refusal(self, engine: Engine, automation: AutomationSettings) -> Reply | None:
-        return rcpt_reply(automation, cases_today(engine))
-
-    def verp_key(self, engine: Engine) -> bytes | None:
-        return bounces.load_verp_key(engine)
 
 
 # ---------------------------------------------------------------- the platform

@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -66,7 +67,9 @@ class AcceptorPool:
     ) -> None:
         self.settings, self.cert, self.key, self.count = settings, cert, key, count
         self.on_wake = on_wake
-        self.policy = policy  # pickled to each child (spawned): a module-level class
+        # Pickled here and unpickled by the child after it is tied to our life (PDEATHSIG):
+        # importing the policy's module must not keep an orphan holding the SMTP socket.
+        self._policy = pickle.dumps(policy)
         self.snapshots: dict[int, list[Any]] = {}
         self._ctx = multiprocessing.get_context("spawn")
         self.counts = SharedCounts.create(self._ctx, count + 1)
@@ -96,7 +99,7 @@ class AcceptorPool:
             target=child_main,
             args=(
                 self.settings.model_dump(mode="json"), str(self.cert), str(self.key),
-                child_end, index, os.getpid(), self.counts.array, self._sock, self.policy,
+                child_end, index, os.getpid(), self.counts.array, self._sock, self._policy,
             ),
             name=f"mailcase-acceptor-{index}",
             daemon=False,
@@ -188,13 +191,15 @@ def child_main(
     parent_pid: int,
     counts: Any,
     sock: socket.socket,
-    policy: RecipientPolicy | None = None,
+    policy_data: bytes = b"",
 ) -> None:
     """Entry point of an acceptor process (spawned: imports everything afresh; `sock`, the
     listening socket, arrives as a duplicated file descriptor)."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     settings = Settings.model_validate(settings_data)
+    # Our parent pickled it (see AcceptorPool.__init__).
+    policy: RecipientPolicy | None = pickle.loads(policy_data) if policy_data else None  # noqa: S301
     logging.basicConfig(
         level=settings.log.level, stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s",

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings
+from mailcase.features.recipients import FeatureRecipients
 from mailcase.inbound.addressbook import AddressBook
 from mailcase.mime import parse_message
 from mailcase.outbound import bounces
@@ -21,7 +22,7 @@ from mailcase.outbound.dsn import DsnFailure, build_dsn
 from mailcase.outbound.models import outbound_contents, outbound_messages, outbound_recipients
 from mailcase.outbound.queue import enqueue
 from mailcase.pipeline.worker import AddressInbox, process_pending
-from mailcase.platform import FeatureRecipients, build_outbound
+from mailcase.platform import build_outbound
 from mailcase.policy import Accept, AddressRule, Reject, decide_recipient
 from mailcase.policy.recipients import AddressRules, verp_address, verp_queue_id
 from mailcase.storage import emaillog
