@@ -21,11 +21,13 @@ run: venv
 test: venv
 	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	MAILCASE_TEST_PEERS=required $(BIN)/pytest -q -p no:cacheprovider
 
 lint: venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
 ## make bench: the inbound benchmark against Postfix (not part of the tests)

@@ -55,6 +55,7 @@ from mailcase.config import Settings  # noqa: E402
 from mailcase.delivery.engine import DeliveryEngine  # noqa: E402
 from mailcase.outbound import queue  # noqa: E402
 from mailcase.outbound.models import outbound_messages  # noqa: E402
+from mailcase.platform import build_outbound  # noqa: E402
 from mailcase.storage.db import begin_write, make_engine, upgrade  # noqa: E402
 
 POSTSUPER = "/usr/sbin/postsuper"
@@ -109,7 +110,7 @@ def run_mailcase(load: str, n: int, size: int, port: int, dns: DNSServer, timeou
                 outbound_messages.c.state == "delivered")).scalar_one())
 
     async def go() -> float:
-        eng = DeliveryEngine(settings, engine)
+        eng = DeliveryEngine(settings, engine, hooks=build_outbound(settings).delivery)
         t0 = time.perf_counter()
         task = asyncio.create_task(eng.run())
         deadline = time.monotonic() + timeout

@@ -45,7 +45,9 @@ __all__ = ["main"]
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     """mailcase: self-hosted email platform for support and CRM teams."""
-    ctx.obj = _Ctx(config, data_dir)
+    from mailcase.platform import enqueue_hooks
+
+    ctx.obj = _Ctx(config, data_dir, enqueue_hooks=enqueue_hooks)
 
 
 # ---------------------------------------------------------------- serve / config / db
@@ -72,6 +74,13 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     metavar="HOST:PORT",
     help="HTTP listen address (default 127.0.0.1:8025).",
 )
+@click.option(
+    "--roles",
+    default=None,
+    metavar="ROLE,...",
+    help="What this process runs, from smtp,pipeline,delivery,web (default: all, or "
+    "[server] roles). On PostgreSQL, nodes sharing one database can split them.",
+)
 @click.pass_obj
 def serve(
     obj: _Ctx,
@@ -79,8 +88,10 @@ def serve(
     data_dir: Path | None,
     smtp_listen: str | None,
     http_listen: str | None,
+    roles: str | None,
 ) -> None:
-    """Start the whole platform: SMTP gateway, pipeline, HTTP API."""
+    """Start the platform: SMTP gateway, pipeline, delivery, HTTP API (or the --roles given)."""
+    from mailcase.platform import parse_roles
     from mailcase.serve import run
 
     if config_file is not None:
@@ -95,6 +106,11 @@ def serve(
             except ValueError as e:
                 raise ConfigError(f"{section}.listen", str(e)) from None
             overrides[section] = {"listen": value}
+    if roles is not None:
+        try:
+            overrides["server"] = {"roles": list(parse_roles(roles))}
+        except ValueError as e:
+            raise ConfigError("--roles", str(e)) from None
     run(obj.settings(**overrides))
 
 
@@ -364,21 +380,20 @@ def token_revoke(obj: _Ctx, name: str) -> None:
 
 # ---------------------------------------------------------------- feature commands
 def _register_feature_commands() -> None:
-    """Each feature keeps its commands in its own module, with a `register(cli)` function."""
-    import importlib
+    """Each feature keeps its commands in its own module, with a `register(cli)` function
+    (imported here, not named by strings: the layer contract sees what the CLI uses)."""
+    from mailcase.delivery import commands as relay_commands
+    from mailcase.features.cases import automation_commands
+    from mailcase.features.cases import commands as case_commands
+    from mailcase.features.tasks import commands as task_commands
+    from mailcase.outbound import commands as outbound_commands
+    from mailcase.outbound import extras_commands
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(cli)
+    for module in (case_commands, automation_commands, outbound_commands, relay_commands,
+                   extras_commands, task_commands):
+        module.register(cli)
 
 
-#: Modules that add command groups (cases, routing, outbound, dkim …).
-COMMAND_MODULES = (
-    "mailcase.features.cases.commands",
-    "mailcase.features.cases.automation_commands",
-    "mailcase.outbound.commands",
-    "mailcase.outbound.extras_commands",
-    "mailcase.features.tasks.commands",
-)
 _register_feature_commands()
 
 

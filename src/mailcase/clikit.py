@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,26 @@ __all__ = ["Ctx", "cell", "echo_json", "rows", "table", "when"]
 
 
 class Ctx:
-    """The instance a command works on: `--config`, `--data-dir`, engine opened lazily."""
+    """The instance a command works on: `--config`, `--data-dir`, engine opened lazily.
 
-    def __init__(self, config: Path | None, data_dir: Path | None) -> None:
+    `enqueue_hooks` is the composition root's (`mailcase.platform.enqueue_hooks`), given by
+    `mailcase.cli`: this module sits below the features and cannot build it itself."""
+
+    def __init__(
+        self,
+        config: Path | None,
+        data_dir: Path | None,
+        *,
+        enqueue_hooks: Callable[[Settings], Sequence[Any]] = lambda _s: (),
+    ) -> None:
         self.config_file = config
         self.data_dir = data_dir
         self._engine: Engine | None = None
+        self._enqueue_hooks = enqueue_hooks
+
+    def enqueue_hooks(self) -> Sequence[Any]:
+        """The hooks every enqueue of this process runs (compliance BCC, suppression list)."""
+        return self._enqueue_hooks(self.settings())
 
     def settings(self, **overrides: Any) -> Settings:
         o: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}

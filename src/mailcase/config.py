@@ -69,6 +69,14 @@ class ServerSettings(_Section):
     hostname: str = Field("mailcase.localhost", description="Name used in the SMTP greeting, Received headers and the generated certificate.")
     event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="Event loop of the server processes: 'uvloop' (libuv, less CPU per message) or Python's standard 'asyncio' loop.")
     secret_file: Path | None = Field(None, description="File with the server secret that signs thread tokens (32 random bytes); empty: data_dir/secret.key, created on first use (mode 0600). Nodes sharing a database must share it.")
+    roles: list[Literal["smtp", "pipeline", "delivery", "web"]] = Field(["smtp", "pipeline", "delivery", "web"], min_length=1, description="What `mailcase serve` runs in this process (--roles smtp,pipeline,delivery,web); on PostgreSQL, nodes sharing one database can split them.")
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles_list(cls, v: object) -> object:
+        if isinstance(v, str):  # MAILCASE_SERVER__ROLES=smtp,web
+            return [r.strip().lower() for r in v.split(",") if r.strip()]
+        return v
 
     @field_validator("secret_file", mode="before")
     @classmethod

@@ -9,15 +9,18 @@
     │   └── RemoteProtocolError  the peer misbehaved (answered with a reply, not a crash)
     ├── TLSSetupError          certificate or key cannot be loaded or generated
     └── ProcessingError        a stored message could not be processed (it is quarantined)
+    DeferMessage (Exception)   not an error: a destination asks the pipeline to retry later
 
 Why split protocol errors as h11 does: a local error is a bug to fix, a remote one is
-input to answer.
+input to answer. `DeferMessage` lives here, below the pipeline and the features, because
+features raise it and the pipeline catches it.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DeferMessage",
     "LocalProtocolError",
     "MailcaseError",
     "ProcessingError",
@@ -68,3 +71,12 @@ class TLSSetupError(MailcaseError):
 
 class ProcessingError(MailcaseError):
     """A stored message could not be processed; it stays in quarantine with this error."""
+
+
+class DeferMessage(Exception):  # noqa: N818 - an instruction, not an error
+    """Raised by a destination: this message cannot be processed now; try it again later
+    (after `delay` seconds when given, else after the pipeline's back-off)."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay

@@ -25,6 +25,7 @@ from mailcase.config import Settings
 from mailcase.delivery import relays
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.outbound import queue
+from mailcase.platform import build_outbound
 from mailcase.storage.db import begin_write, make_engine, upgrade
 from tests.support.delivery import delivery_settings, run_until_settled, show
 from tests.support.dnsserver import DNSServer
@@ -135,7 +136,7 @@ async def test_filter_routes_through_an_auth_relay_over_verified_tls(
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port,
                                  ca_file=workdir / "ca.pem")
     qid, mid = _enqueue(db, "x@a.routed.test", "y@other.test")
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     att = _attempts(db, qid)
     via = att["x@a.routed.test"]
     assert via["result"] == "delivered" and via["relay"] == "smart", via
@@ -161,7 +162,7 @@ async def test_wrong_password_defers_at_auth_and_sends_nothing(
     relays.add_filter(db, relay="smart")
     settings = delivery_settings(tmp_path, dns.address, mx_port=1, ca_file=workdir / "ca.pem")
     qid, mid = _enqueue(db, "x@other.test")
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     (a,) = show(db, qid)["attempts"]
     assert a["result"] == "transient" and a["stage"] == "auth" and a["reply_code"] == 535
     assert "wrong" not in (a["reply_text"] or "")
@@ -179,7 +180,7 @@ async def test_credentials_are_never_sent_to_a_relay_without_tls(
     relays.add_filter(db, relay="plain")
     settings = delivery_settings(tmp_path, dns.address, mx_port=1, ca_file=workdir / "ca.pem")
     qid, mid = _enqueue(db, "x@other.test")
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     (a,) = show(db, qid)["attempts"]
     assert a["stage"] == "starttls" and "does not offer STARTTLS" in a["reply_text"]
     assert f"message-id={mid}" not in plain_smarthost.maillog()
@@ -194,7 +195,7 @@ async def test_relay_requiring_tls_that_does_not_offer_it_gets_no_content(
     relays.add_filter(db, relay="plain", sender="sender.test")
     settings = delivery_settings(tmp_path, dns.address, mx_port=1)
     qid, mid = _enqueue(db, "x@other.test")
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     (a,) = show(db, qid)["attempts"]
     assert a["relay"] == "plain" and a["remote_host"] == "relay.test"  # found by MX
     assert a["result"] == "transient" and a["stage"] == "starttls"
@@ -213,7 +214,7 @@ async def test_inactive_filter_and_relay_are_skipped(
     relays.add_filter(db, relay="on", recipient="nothing.test", active=False)
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
     qid, mid = _enqueue(db, "x@other.test")
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     (a,) = show(db, qid)["attempts"]
     assert a["relay"] is None and a["result"] == "delivered"
     assert sink.message_ids() == {mid: 1}
@@ -239,7 +240,7 @@ async def test_port_465_relay_speaks_implicit_tls(
         settings = delivery_settings(tmp_path, dns.address, mx_port=1,
                                      ca_file=workdir / "ca.pem")
         qid, mid = _enqueue(db, "x@other.test")
-        await run_until_settled(DeliveryEngine(settings, db))
+        await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     finally:
         await front.__aexit__(None, None, None)
     (a,) = show(db, qid)["attempts"]

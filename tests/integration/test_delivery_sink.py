@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.outbound.models import outbound_attempts
+from mailcase.platform import build_outbound
 from mailcase.storage import emaillog
 from mailcase.storage.db import make_engine, upgrade
 from tests.support.delivery import delivery_settings, enqueue_many, run_until_settled, show
@@ -55,7 +56,7 @@ async def test_messages_are_delivered_once_each(
 ) -> None:
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
     ids = enqueue_many(db, 60)
-    eng = DeliveryEngine(settings, db)
+    eng = DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery)
     await run_until_settled(eng)
     counts = sink.message_ids()
     assert len(counts) == 60 and set(counts.values()) == {1}
@@ -76,7 +77,7 @@ async def test_one_connection_carries_all_recipients_of_a_domain(
 ) -> None:
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
     enqueue_many(db, 1, rcpt_to=["a@example.net", "b@example.net", "c@implicit.test"])
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     txs = sink.transactions()
     assert len(txs) == 2  # example.net (two RCPTs in one transaction), implicit.test
     rcpt_lines = sorted(
@@ -93,7 +94,7 @@ async def test_null_mx_bounces_at_once(
 ) -> None:
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
     (qid,) = enqueue_many(db, 1, rcpt_to=["x@nullmx.test"])
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     m = show(db, qid)
     assert m["state"] == "bounced"
     r = m["recipients"][0]
@@ -110,7 +111,7 @@ async def test_unreachable_host_defers_with_backoff(
                                  retry_jitter=0.0)
     (qid,) = enqueue_many(db, 1, rcpt_to=["x@dead.test"])
     t0 = datetime.now(UTC)
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     m = show(db, qid)
     assert m["state"] == "queued" and m["recipients"][0]["state"] == "deferred"
     assert m["recipients"][0]["last_stage"] == "connect"
@@ -129,7 +130,7 @@ async def test_rejected_recipient_bounces_and_the_other_is_delivered(
     with SmtpSink(dump=True, extra=("-f", "RCPT")) as picky:
         settings = delivery_settings(tmp_path, dns.address, mx_port=picky.port)
         (qid,) = enqueue_many(db, 1, rcpt_to=["x@example.net"])
-        await run_until_settled(DeliveryEngine(settings, db))
+        await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
         m = show(db, qid)
     assert m["state"] == "bounced"
     r = m["recipients"][0]
@@ -139,14 +140,13 @@ async def test_rejected_recipient_bounces_and_the_other_is_delivered(
 async def test_a_permanent_failure_goes_through_the_bounce_hook(
     tmp_path: Path, dns: DNSServer, db: Engine, sink: SmtpSink
 ) -> None:
-    """The engine hands permanent failures to mailcase.outbound.bounces.on_permanent_failure
-    (the outbound extras), which queues a DSN to the sender in the same transaction."""
+    """The engine, built with the composition root's hooks (`build_outbound`), hands
+    permanent failures to mailcase.outbound.bounces.on_permanent_failure, which queues a DSN
+    to the sender in the same transaction. A platform built without that hook fails here."""
     from mailcase.outbound import queue
 
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
-    eng = DeliveryEngine(settings, db)
-    if eng._on_failure is None:
-        pytest.skip("mailcase.outbound.bounces.on_permanent_failure is not there")
+    eng = DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery)
     (qid,) = enqueue_many(db, 1, mail_from="someone@example.net", rcpt_to=["x@nullmx.test"])
     await run_until_settled(eng)
     dsns = [m for m in queue.list_messages(db) if m["queue_id"] != qid]
@@ -166,7 +166,7 @@ async def test_retries_follow_the_schedule_then_bounce_with_an_injected_clock(
                                  max_queue_time=3600)
     (qid,) = enqueue_many(db, 1, rcpt_to=["x@dead.test"])
     now = [datetime.now(UTC)]
-    eng = DeliveryEngine(settings, db, clock=lambda: now[0])
+    eng = DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery, clock=lambda: now[0])
     expected_waits = [300, 600, 1200]  # 5, 10, 20 minutes
     for wait in expected_waits:
         await run_until_settled(eng)
@@ -195,7 +195,7 @@ async def test_two_engines_on_one_database_deliver_each_message_once(
 
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port, batch_size=20)
     enqueue_many(db_engine, 200)
-    a, b = DeliveryEngine(settings, db_engine), DeliveryEngine(settings, db_engine)
+    a, b = DeliveryEngine(settings, db_engine, hooks=build_outbound(settings).delivery), DeliveryEngine(settings, db_engine, hooks=build_outbound(settings).delivery)
     await asyncio.gather(run_until_settled(a), run_until_settled(b))
     counts = sink.message_ids()
     assert len(counts) == 200 and set(counts.values()) == {1}
@@ -240,7 +240,7 @@ async def test_stopping_never_waits_on_a_peer_that_does_not_answer_quit(
     try:
         settings = delivery_settings(tmp_path, dns.address, mx_port=port)
         (qid,) = enqueue_many(db, 1)
-        task = asyncio.create_task(DeliveryEngine(settings, db).run())
+        task = asyncio.create_task(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery).run())
         for _ in range(200):  # bounded: 10 s
             if show(db, qid)["state"] == "delivered":
                 break

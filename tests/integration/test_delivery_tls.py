@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.outbound import queue
+from mailcase.platform import build_outbound
 from mailcase.storage import emaillog
 from mailcase.storage.db import begin_write, make_engine, upgrade
 from tests.support.delivery import delivery_settings, run_until_settled, show
@@ -152,7 +153,7 @@ async def test_tls_mode_against_server(
     settings = delivery_settings(tmp_path, dns.address, mx_port=pf.smtpd_port, tls_mode=mode,
                                  ca_file=ca_dir / "ca.pem")
     qid, mid = _enqueue(db, f"user@{server}.test")
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     m = show(db, qid)
     (att,) = m["attempts"]
     kind, detail = EXPECTED[server][mode]
@@ -200,7 +201,7 @@ async def test_per_domain_setting_applies_to_delivery(
         ca_file=ca_dir / "ca.pem", tls_domains={"wrong.test": "required_verify"},
     )
     qid, mid = _enqueue(db, "user@wrong.test")
-    await run_until_settled(DeliveryEngine(settings, db))
+    await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
     (att,) = show(db, qid)["attempts"]
     assert att["tls_mode"] == "required_verify" and att["result"] == "transient"
     assert not _received(pf, mid)
@@ -228,7 +229,7 @@ async def test_striptls_proxy(
         settings = delivery_settings(tmp_path, dns.address, mx_port=proxy.port, tls_mode=mode,
                                      ca_file=ca_dir / "ca.pem")
         qid, mid = _enqueue(db, "user@good.test")
-        await run_until_settled(DeliveryEngine(settings, db))
+        await run_until_settled(DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery))
         assert proxy.stripped >= 1
     m = show(db, qid)
     (att,) = m["attempts"]

@@ -41,7 +41,7 @@ def _routes(tmp: Path) -> list[tuple[str, str]]:
     """(method, path with every {parameter} filled in) of every route of the app."""
     engine = make_engine(f"sqlite:///{tmp / 'routes.db'}")
     try:
-        app = create_app(engine, Metrics(), settings=Settings(data_dir=tmp))
+        app = create_app(engine, Metrics(), settings=Settings(data_dir=tmp), enqueue_hooks=())
     finally:
         engine.dispose()
     routes = list(_flatten(app.routes))

@@ -41,7 +41,7 @@ __all__ = ["ForkedProcess", "popen", "run", "run_binary"]
 # load. Importing them has no side effects beyond what a normal start does anyway.
 _PRELOAD = ("mailcase.cli", "mailcase.serve", "mailcase.storage.addresses",
             "mailcase.storage.emaillog", "mailcase.storage.messages", "mailcase.storage.tokens",
-            "mailcase.storage.schema")
+            "mailcase.schema", "mailcase.platform")
 
 _ZYGOTE = r'''
 import gc, json, os, runpy, socket, sys, threading

@@ -1,6 +1,7 @@
 """The delivery engine: takes messages from the outbound queue and delivers them.
 
-Runs in `mailcase serve` beside the pipeline: ``DeliveryEngine(settings, engine, metrics)``,
+Runs in `mailcase serve` beside the pipeline:
+``DeliveryEngine(settings, engine, metrics, hooks=build_outbound(settings).delivery)``,
 ``await run()``; ``wake()`` after an enqueue (the API calls it through
 ``ApiContext.on_outbound_queued``), else the queue is polled every ``delivery.poll_interval``.
 
@@ -27,15 +28,9 @@ and senders pause while more than `_MAX_UNRECORDED` results wait to be written, 
 the duplicates a crash can cause (to that many plus one message per open connection).
 Nothing is ever lost: a message leaves the queue only when every recipient is final.
 
-Hooks into the outbound extras (looked up when the engine starts; absent modules are fine):
-
-- ``mailcase.outbound.dkim.sign_for_delivery(engine, settings, mail_from, content) -> bytes``:
-  the content actually sent (DKIM-signed); on an error the message goes unsigned (logged).
-- ``mailcase.outbound.bounces.return_path_for(settings, queue_id, mail_from) -> str``: the
-  envelope sender used (VERP); not called for the null sender.
-- ``mailcase.outbound.bounces.on_permanent_failure(conn, settings, message_row, recipients,
-  reply)``: called in the transaction that records permanent failures (a DSN is enqueued
-  there); `recipients` is a list of dicts (address, stage, code, reply).
+Hooks into the outbound extras arrive as `mailcase.delivery.hooks.DeliveryHooks` (built by
+`mailcase.platform.build_outbound`: DKIM signing, VERP return path, a DSN on permanent failure);
+on a signing error the message goes unsigned (logged).
 
 Deliverability access level (``delivery.access_level``): mail it keeps back is set "held" and
 released (due at once) when the level allows it again; see `outbound.queue.release_held`.
@@ -45,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import random
 from collections.abc import Callable
@@ -67,6 +61,7 @@ from mailcase.delivery.client import (
     Target,
     Transient,
 )
+from mailcase.delivery.hooks import DeliveryHooks
 from mailcase.delivery.relays import RelayInfo, RelayTable, load_table
 from mailcase.delivery.route import RouteFailure, resolve_mx, resolve_relay
 from mailcase.dns import Resolver
@@ -97,15 +92,6 @@ _MAX_WRITE_FAILURES = 5
 _MAX_UNRECORDED = 64
 
 
-def _hook(module: str, name: str) -> Callable[..., Any] | None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    fn = getattr(mod, name, None)
-    return fn if callable(fn) else None
-
-
 @dataclass
 class _Job:
     message: ClaimedMessage
@@ -132,6 +118,7 @@ class DeliveryEngine:
         engine: Engine,
         metrics: Metrics | None = None,
         *,
+        hooks: DeliveryHooks,
         clock: Callable[[], datetime] = utcnow,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -151,9 +138,9 @@ class DeliveryEngine:
         self._written = asyncio.Event()  # set after every write
         self._connections = asyncio.Semaphore(self.d.max_connections)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sign = _hook("mailcase.outbound.dkim", "sign_for_delivery")
-        self._return_path = _hook("mailcase.outbound.bounces", "return_path_for")
-        self._on_failure = _hook("mailcase.outbound.bounces", "on_permanent_failure")
+        self._sign = hooks.sign
+        self._return_path = hooks.return_path
+        self._on_failure = hooks.on_permanent_failure
         self.delivered = 0  # counters for tests and the benchmark
         self.recorded = 0
 

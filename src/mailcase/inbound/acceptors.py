@@ -27,6 +27,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -39,6 +40,7 @@ from typing import Any
 
 from mailcase import applog, eventloop, maillog
 from mailcase.config import Settings
+from mailcase.inbound.addressbook import RecipientPolicy
 from mailcase.inbound.channel import Channel
 from mailcase.inbound.limits import BUCKETS, SharedCounts
 from mailcase.inbound.listener import listening_socket
@@ -80,9 +82,13 @@ class AcceptorPool:
         count: int,
         *,
         on_wake: Callable[[], None],
+        policy: RecipientPolicy | None = None,
     ) -> None:
         self.settings, self.cert, self.key, self.count = settings, cert, key, count
         self.on_wake = on_wake
+        # Pickled here and unpickled by the child after it is tied to our life (PDEATHSIG):
+        # importing the policy's module must not keep an orphan holding the SMTP socket.
+        self._policy = pickle.dumps(policy)
         self.snapshots: dict[int, list[Any]] = {}
         self._ctx = multiprocessing.get_context("spawn")
         self.counts = SharedCounts.create(self._ctx, count + 1)
@@ -113,7 +119,7 @@ class AcceptorPool:
             target=child_main,
             args=(
                 self.settings.model_dump(mode="json"), str(self.cert), str(self.key),
-                child_end, index, os.getpid(), self.counts.array, self._sock,
+                child_end, index, os.getpid(), self.counts.array, self._sock, self._policy,
             ),
             name=f"mailcase-acceptor-{index}",
             daemon=False,
@@ -259,12 +265,15 @@ def child_main(
     parent_pid: int,
     counts: Any,
     sock: socket.socket,
+    policy_data: bytes = b"",
 ) -> None:
     """Entry point of an acceptor process (spawned: imports everything afresh; `sock`, the
     listening socket, arrives as a duplicated file descriptor)."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     settings = Settings.model_validate(settings_data)
+    # Our parent pickled it (see AcceptorPool.__init__).
+    policy: RecipientPolicy | None = pickle.loads(policy_data) if policy_data else None  # noqa: S301
     applog.configure(
         settings.log.level, f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s"
     )
@@ -274,7 +283,7 @@ def child_main(
     shared = SharedCounts(counts, len(counts) // (BUCKETS + 1))
     set_queue_id_slot(index)
     eventloop.run(
-        _child(settings, Path(cert), Path(key), conn, index, parent_pid, shared, sock),
+        _child(settings, Path(cert), Path(key), conn, index, parent_pid, shared, sock, policy),
         settings.server.event_loop,
     )
 
@@ -282,9 +291,11 @@ def child_main(
 async def _child(
     settings: Settings, cert: Path, key: Path, conn: socket.socket,
     index: int, parent_pid: int, shared: SharedCounts, sock: socket.socket,
+    policy: RecipientPolicy | None,
 ) -> None:
     from mailcase.inbound.addressbook import AddressBook
-    from mailcase.inbound.listener import Gateway, start_listener
+    from mailcase.inbound.gateway import Gateway
+    from mailcase.inbound.listener import start_listener
     from mailcase.metrics import Metrics
     from mailcase.storage.db import make_engine
     from mailcase.storage.spool import Spool
@@ -305,7 +316,7 @@ async def _child(
     metrics = Metrics()
     spool = Spool(spool_engine, on_commit=metrics.on_commit)
     spool.start()
-    book = AddressBook(engine, settings.automation)
+    book = AddressBook(engine, settings.automation, policy=policy)
     await asyncio.to_thread(book.reload)
     stored = False
 

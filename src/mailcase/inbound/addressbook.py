@@ -7,8 +7,11 @@ second: a flood of unknown recipients costs one primary-key read of the generati
 reload of every address each. (Skipping the check within that interval answered 550 for an
 address added a moment before, until the next background check.)
 
-The rules also carry the key of VERP bounce addresses (`mailcase.outbound.bounces`), read with
-the addresses, so that a signed bounce address is accepted without a query per RCPT.
+The rules also carry the key of VERP bounce addresses, read with the addresses, so that a
+signed bounce address is accepted without a query per RCPT. What features add (routing
+addresses, the daily case limit, the VERP key) comes through a `RecipientPolicy` that the
+composition root passes in (`mailcase.platform.FeatureRecipients`): the SMTP side never
+imports feature tables.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -25,19 +29,42 @@ from mailcase.policy.recipients import AddressRules
 from mailcase.smtp.replies import Reply
 from mailcase.storage import addresses
 
-__all__ = ["AddressBook"]
+__all__ = ["AddressBook", "RecipientPolicy"]
 
 log = logging.getLogger(__name__)
 
 _MISS_RELOAD_INTERVAL = 0.2
 
 
+class RecipientPolicy(Protocol):
+    """What the features tell the address book (each read runs in a worker thread)."""
+
+    def routing_addresses(self, engine: Engine) -> frozenset[str]:
+        """Enabled routing addresses, lowercased (they count toward the daily case limit)."""
+        ...
+
+    def routing_refusal(self, engine: Engine, automation: AutomationSettings) -> Reply | None:
+        """The RCPT reply for routing addresses while the daily case limit is reached."""
+        ...
+
+    def verp_key(self, engine: Engine) -> bytes | None:
+        """The key of our VERP bounce addresses, None while there is none."""
+        ...
+
+
 class AddressBook:
     """Snapshot of receiving addresses: `rules` by lowercased address, `local_domains`."""
 
-    def __init__(self, engine: Engine, automation: AutomationSettings | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        automation: AutomationSettings | None = None,
+        *,
+        policy: RecipientPolicy | None = None,
+    ) -> None:
         self._engine = engine
         self._automation = automation
+        self._policy = policy
         #: Reply for routing addresses while the daily case limit is reached, else None.
         self.routing_refusal: Reply | None = None
         self.rules: AddressRules = AddressRules()
@@ -49,7 +76,9 @@ class AddressBook:
         """Read every address (small table) and the generation it belongs to."""
         gen = addresses.generation(self._engine)
         rows = addresses.list_addresses(self._engine)
-        routing = _routing_addresses(self._engine)
+        routing = (
+            self._policy.routing_addresses(self._engine) if self._policy else frozenset[str]()
+        )
         rules = {
             r.address.lower(): AddressRule(
                 r.address.lower(), r.require_tls, r.enabled, r.address.lower() in routing
@@ -57,7 +86,7 @@ class AddressBook:
             for r in rows
         }
         self._refresh_limit()
-        self.rules = AddressRules(rules, _verp_key(self._engine))
+        self.rules = AddressRules(rules, self._verp_key())
         self.local_domains = frozenset(rule.domain for rule in rules.values())
         self._generation = gen
         self._loaded_at = time.monotonic()
@@ -80,12 +109,19 @@ class AddressBook:
     def _refresh_limit(self) -> None:
         """Today's case count against the daily limit (one primary-key read)."""
         cfg = self._automation
-        if cfg is None or not cfg.daily_case_limit:
+        if cfg is None or not cfg.daily_case_limit or self._policy is None:
             self.routing_refusal = None
             return
-        from mailcase.features.cases.limits import cases_today, rcpt_reply
+        self.routing_refusal = self._policy.routing_refusal(self._engine, cfg)
 
-        self.routing_refusal = rcpt_reply(cfg, cases_today(self._engine))
+    def _verp_key(self) -> bytes | None:
+        if self._policy is None:
+            return None
+        try:
+            return self._policy.verp_key(self._engine)
+        except Exception as e:  # noqa: BLE001 - no bounce addresses rather than no addresses
+            log.warning("VERP key not readable, bounce addresses refused: %s", e)
+            return None
 
     async def follow(self, interval: float = 1.0) -> None:
         """Background task: reload whenever the database generation changes, and follow the
@@ -100,27 +136,3 @@ class AddressBook:
                     await asyncio.to_thread(self._refresh_limit)
             except Exception as e:  # noqa: BLE001 - retry on the next tick
                 log.warning("address refresh failed: %s", e)
-
-
-def _routing_addresses(engine: Engine) -> frozenset[str]:
-    """Enabled Email-to-Case routing addresses (imported late: a feature table)."""
-    from sqlalchemy import select
-
-    from mailcase.features.cases.models import routing_addresses
-
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(routing_addresses.c.address).where(routing_addresses.c.enabled)
-        ).scalars()
-        return frozenset(a.lower() for a in rows)
-
-
-def _verp_key(engine: Engine) -> bytes | None:
-    """The VERP key if bounce handling has made one (imported late: outbound is optional)."""
-    from mailcase.outbound.bounces import load_verp_key
-
-    try:
-        return load_verp_key(engine)
-    except Exception as e:  # noqa: BLE001 - no bounce addresses rather than no addresses
-        log.warning("VERP key not readable, bounce addresses refused: %s", e)
-        return None

@@ -1,4 +1,4 @@
-"""The SMTP listener and what its sessions share (the Gateway)."""
+"""The SMTP listener (what its sessions share, the Gateway, is in `gateway`)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,10 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from mailcase.config import Settings, parse_hostport
-from mailcase.inbound.addressbook import AddressBook
-from mailcase.inbound.limits import ConnectionTracker, SharedCounts
+from mailcase.inbound.gateway import Gateway, server_settings_from
 from mailcase.inbound.session import SMTPSession
-from mailcase.metrics import Metrics
-from mailcase.smtp.server import ServerSettings
-from mailcase.storage.spool import Spool
-from mailcase.tls import ServerTLS
 
 __all__ = [
     "Gateway",
@@ -36,62 +29,6 @@ _BACKLOG = 1024
 def acceptor_processes(settings: Settings) -> int:
     """How many processes accept SMTP connections: the setting, or one per CPU core."""
     return settings.inbound.processes or max(1, min(os.cpu_count() or 1, 8))
-
-
-def server_settings_from(settings: Settings) -> ServerSettings:
-    """The protocol limits of the state machine, taken from the config."""
-    i = settings.inbound
-    return ServerSettings(
-        hostname=settings.server.hostname,
-        max_message_size=i.max_message_size,
-        max_recipients=i.max_recipients,
-        max_command_line=i.max_command_line,
-        max_text_line=i.max_text_line,
-        max_errors=i.max_errors,
-        soft_error_limit=i.soft_error_limit,
-        hard_error_limit=i.hard_error_limit,
-        error_delay=i.error_sleep_time,
-        bare_newline=i.bare_newline,
-        tls_available=True,
-        tls_required=i.tls == "required",
-        smtputf8=i.smtputf8,
-    )
-
-
-@dataclass
-class Gateway:
-    """Everything the sessions of one listener share."""
-
-    settings: Settings
-    spool: Spool
-    tls: ServerTLS
-    addressbook: AddressBook
-    metrics: Metrics
-    on_stored: Callable[[], None] = lambda: None
-    shared_counts: SharedCounts | None = None
-    counts_row: int = 0
-    server_settings: ServerSettings = field(init=False)
-    tracker: ConnectionTracker = field(init=False)
-    sessions: set[SMTPSession] = field(default_factory=set)
-    tasks: set[asyncio.Future[None]] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.server_settings = server_settings_from(self.settings)
-        i = self.settings.inbound
-        # With several acceptor processes the counts are shared, so the limits hold for all.
-        self.tracker = ConnectionTracker(
-            i.max_connections, i.max_connections_per_ip, self.shared_counts, self.counts_row
-        )
-
-    def notify_stored(self) -> None:
-        self.on_stored()
-
-    async def drain(self, grace: float) -> None:
-        """Stopping: idle sessions get 421; those storing a message get `grace` s to finish."""
-        for session in list(self.sessions):
-            session.shutdown()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=grace)
 
 
 def _family(host: str) -> socket.AddressFamily:

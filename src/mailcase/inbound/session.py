@@ -36,7 +36,7 @@ from mailcase.storage.spool import LogEntry, SpooledMessage
 from mailcase.tls import facts_from_ssl_object
 
 if TYPE_CHECKING:
-    from mailcase.inbound.listener import Gateway
+    from mailcase.inbound.gateway import Gateway
 
 __all__ = ["SMTPSession", "new_queue_id", "set_queue_id_slot"]
 

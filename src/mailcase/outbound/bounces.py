@@ -12,8 +12,9 @@ A temporary one (4.x.x, or a "delayed" report) is recorded only.
 
 The hooks the delivery engine calls: `return_path_for` (MAIL FROM of an attempt) and
 `on_permanent_failure` (a DSN to the sender, never to an empty return path and never about a
-DSN). `ENQUEUE_HOOKS` of `mailcase.outbound.queue` gets `enqueue_hook` when this module is
-imported: it marks suppressed recipients and adds the compliance BCC addresses.
+DSN). `enqueue_hook(settings)` makes the `EnqueueHook` that marks suppressed recipients and
+adds the compliance BCC addresses; the composition root (`mailcase.platform.build_outbound`)
+hands it to every process that enqueues (nothing is registered by importing this module).
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ __all__ = [
     "bounce_domain",
     "clear",
     "compliance_recipients",
-    "configure",
     "count_suppressed",
     "enqueue_hook",
     "ensure_verp_key",
@@ -348,57 +348,31 @@ def record_bounce(
 
 # ---------------------------------------------------------------- compliance BCC, enqueue hook
 
-_configured: dict[str, Settings] = {}
-
-
-def configure(settings: Settings) -> None:
-    """Make this process's enqueues follow `settings` (compliance BCC). Called by `serve`'s
-    destinations and the API; the CLI's settings are found through click's context."""
-    _configured["settings"] = settings
-
-
 def compliance_recipients(settings: Settings) -> list[str]:
     """Addresses that silently get a copy of all outbound mail."""
     return [a.strip() for a in settings.dkim.compliance_bcc if a.strip()]
 
 
-def _current_settings() -> Settings | None:
-    s = _configured.get("settings")
-    if s is not None:
-        return s
-    try:  # a `mailcase` command (e.g. `mailcase send`) in this process
-        import click
-
-        from mailcase.clikit import Ctx
-
-        ctx = click.get_current_context(silent=True)
-        obj = ctx.find_object(Ctx) if ctx is not None else None
-        return obj.settings() if obj is not None else None
-    except Exception:  # noqa: BLE001 - no settings: no compliance copy, nothing else changes
-        return None
-
-
-def enqueue_hook(conn: Connection, env: outbound_queue.Envelope) -> outbound_queue.Envelope:
-    """Add the compliance BCC recipients and mark suppressed ones (see module docstring).
+def enqueue_hook(settings: Settings) -> outbound_queue.EnqueueHook:
+    """The hook that adds the compliance BCC recipients of `settings` and marks suppressed ones
+    (see module docstring).
 
     The compliance addresses themselves are never suppressed: the archive must not stop
     silently because it once refused a message."""
-    settings = _current_settings()
-    rcpts = list(env.rcpt_to)
-    archive: set[str] = set()
-    if settings is not None:
+
+    def hook(conn: Connection, env: outbound_queue.Envelope) -> outbound_queue.Envelope:
+        rcpts = list(env.rcpt_to)
+        archive: set[str] = set()
         have = {r.lower() for r in rcpts}
         for extra in compliance_recipients(settings):
             archive.add(extra.lower())
             if extra.lower() not in have:
                 rcpts.append(extra)
                 have.add(extra.lower())
-    gone = suppressed_among(conn, rcpts) - archive
-    return replace(env, rcpt_to=tuple(rcpts), suppressed=frozenset(env.suppressed | gone))
+        gone = suppressed_among(conn, rcpts) - archive
+        return replace(env, rcpt_to=tuple(rcpts), suppressed=frozenset(env.suppressed | gone))
 
-
-if enqueue_hook not in outbound_queue.ENQUEUE_HOOKS:
-    outbound_queue.ENQUEUE_HOOKS.append(enqueue_hook)
+    return hook
 
 
 # ---------------------------------------------------------------- DSNs we send
@@ -534,6 +508,7 @@ def _on_permanent_failure(
             dsn_id = outbound_queue.enqueue(
                 conn, mail_from="", rcpt_to=[mail_from], content=dsn, category="system",
                 source=f"dsn:{queue_id}" if queue_id else "dsn",
+                hooks=(enqueue_hook(settings),),
             )
     except outbound_queue.EnqueueError as e:
         maillog.event("bounce", queue_id or None, dsn="not sent", to=f"<{mail_from}>",
@@ -573,8 +548,6 @@ class BounceDestination:
     name = "bounces"
 
     def __init__(self, settings: Settings | None = None) -> None:
-        if settings is not None:
-            configure(settings)
         self._key: bytes | None = None
         self._prepared: dict[int, DeliveryReport | None] = {}
 

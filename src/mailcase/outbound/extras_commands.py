@@ -1,15 +1,13 @@
 """`mailcase dkim …` and `mailcase bounces …`.
 
-Importing this module (the `mailcase` command does, for every command) also installs the
-bounce module's enqueue hook, so that `mailcase send` and any other command that queues mail
-honours the suppression list and the compliance BCC like the server does.
+Commands that queue mail get the suppression list and the compliance BCC from
+`Ctx.enqueue_hooks` (the composition root's `build_outbound`), like the server does.
 """
 
 from __future__ import annotations
 
 import click
 
-import mailcase.outbound.bounces  # noqa: F401 - installs the enqueue hook (see docstring)
 from mailcase.clikit import Ctx, echo_json, rows, table
 
 __all__ = ["register"]

@@ -7,13 +7,14 @@ mail commit together or not at all).
 
 Hooks for other parts of mailcase (documented here because they are the contract):
 
-- `ENQUEUE_HOOKS`: callables ``hook(conn, envelope) -> envelope`` run in order on every
-  `enqueue`, inside the same transaction, after validation. They may add recipients (compliance
+- `EnqueueHook`: ``hook(conn, envelope) -> envelope``, passed to `enqueue` as ``hooks=`` and run
+  in order inside the same transaction, after validation. They may add recipients (compliance
   BCC), or list addresses in ``envelope.suppressed`` (known hard bounces): those recipients are
-  stored with state "suppressed" and never sent to. Added addresses are validated too.
-- The delivery engine looks up, at delivery time, ``mailcase.outbound.dkim.sign_for_delivery``,
-  ``mailcase.outbound.bounces.return_path_for`` and
-  ``mailcase.outbound.bounces.on_permanent_failure`` (see `mailcase.delivery.engine`).
+  stored with state "suppressed" and never sent to. Added addresses are validated too. Callers
+  get them from the composition root (`mailcase.platform.build_outbound`), never from an
+  import side effect: what a process enqueues must not depend on what it happened to import.
+- The delivery engine takes `mailcase.delivery.hooks.DeliveryHooks` (DKIM signing, VERP return
+  path, DSN on permanent failure), built at the same place.
 
 Content is normalised on the way in: a bare CR or LF becomes CRLF (the SMTP smuggling class of
 problems starts with them), and the message ends with CRLF. Dot-stuffing happens on the wire.
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -56,12 +57,12 @@ from mailcase.storage.db import begin_write
 from mailcase.storage.models import email_log, utcnow
 
 __all__ = [
-    "ENQUEUE_HOOKS",
     "PASSWORD_RESET_SOURCE",
     "ClaimedMessage",
     "ClaimedRecipient",
     "Completion",
     "EnqueueError",
+    "EnqueueHook",
     "Envelope",
     "OnBounce",
     "RecipientResult",
@@ -91,7 +92,7 @@ class EnqueueError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """What `enqueue` is about to store; what `ENQUEUE_HOOKS` see and may change."""
+    """What `enqueue` is about to store; what its `EnqueueHook`s see and may change."""
 
     mail_from: str
     rcpt_to: tuple[str, ...]
@@ -102,8 +103,10 @@ class Envelope:
     suppressed: frozenset[str] = frozenset()
 
 
-#: Run on every enqueue, in order: ``hook(conn, envelope) -> envelope`` (see module docstring).
-ENQUEUE_HOOKS: list[Callable[[Connection, Envelope], Envelope]] = []
+class EnqueueHook(Protocol):
+    """Run by `enqueue` in the caller's transaction; returns the envelope to store."""
+
+    def __call__(self, conn: Connection, env: Envelope, /) -> Envelope: ...
 
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _HEADER_END = re.compile(rb"\r\n\r\n")
@@ -170,6 +173,7 @@ def enqueue(
     category: str = "user",
     source: str | None = None,
     message_id: str | None = None,
+    hooks: Sequence[EnqueueHook] = (),
 ) -> str:
     """Queue one message for delivery in `conn`'s transaction; returns its queue id.
 
@@ -178,6 +182,7 @@ def enqueue(
     decides what the Deliverability access level lets out. `source` links back to what caused
     the mail (e.g. "case:00001027"). `message_id` defaults to the content's Message-ID header.
     Raises `EnqueueError` (a ValueError) for a bad address, no recipient or a bad category.
+    `hooks` (compliance BCC, suppression list) come from `mailcase.platform.build_outbound`.
     The caller wakes the engine after its commit (`ApiContext.on_outbound_queued`); without it
     the engine still finds the message on its next poll.
     """
@@ -192,7 +197,7 @@ def enqueue(
             message_id=message_id if message_id is not None else _header_message_id(body),
         )
     )
-    for hook in ENQUEUE_HOOKS:
+    for hook in hooks:
         env = _validated(hook(conn, env))
     if env.content is not body:
         env = replace(env, content=normalize_content(env.content))

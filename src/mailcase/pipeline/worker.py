@@ -36,6 +36,7 @@ from typing import Protocol
 from sqlalchemy.engine import Connection, Engine
 
 from mailcase import eventloop, maillog
+from mailcase.errors import DeferMessage
 from mailcase.metrics import Metrics
 from mailcase.pipeline.memory import TRIM_AFTER, release_free_memory
 from mailcase.storage import messages
@@ -59,15 +60,6 @@ _MAX_ERROR = 2000
 MAX_DEFERRALS = 24
 _DEFER_FIRST = 30.0
 _DEFER_MAX = 1800.0
-
-
-class DeferMessage(Exception):  # noqa: N818 - an instruction, not an error
-    """Raised by a destination: this message cannot be processed now; try it again later
-    (after `delay` seconds when given, else after the pipeline's back-off)."""
-
-    def __init__(self, reason: str, *, delay: float | None = None) -> None:
-        super().__init__(reason)
-        self.delay = delay
 
 
 def _backoff(attempts: int) -> float:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -24,15 +23,25 @@ from mailcase import __version__
 from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
+from mailcase.outbound.queue import EnqueueHook
 from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens
-from mailcase.web.api import ROUTER_MODULES, ApiContext
+from mailcase.web.api import ApiContext
+from mailcase.web.api import automation as automation_api
+from mailcase.web.api import cases as cases_api
+from mailcase.web.api import outbound as outbound_api
+from mailcase.web.api import outbound_extras as outbound_extras_api
+from mailcase.web.api import tasks as tasks_api
 from mailcase.web.download import ApiContentHeaders, download
 
 __all__ = ["create_app"]
 
 _bearer = HTTPBearer(auto_error=False)
+
+#: The features' routers, included in this order (imported, not named: the layer contract
+#: sees what the web layer uses).
+_ROUTERS = (cases_api, automation_api, outbound_api, outbound_extras_api, tasks_api)
 
 
 class AddressIn(BaseModel):
@@ -60,6 +69,7 @@ def create_app(
     exposition: Callable[[], bytes] | None = None,
     settings: Settings | None = None,
     on_outbound_queued: Callable[[], None] = lambda: None,
+    enqueue_hooks: Sequence[EnqueueHook],
 ) -> FastAPI:
     """Build the app for one platform instance (several can live in one test process)."""
     app = FastAPI(
@@ -221,9 +231,10 @@ def create_app(
         auth=auth,
         on_addresses_changed=on_addresses_changed,
         on_outbound_queued=on_outbound_queued,
+        enqueue_hooks=enqueue_hooks,
     )
-    for name in ROUTER_MODULES:
-        app.include_router(importlib.import_module(name).router(ctx))
+    for module in _ROUTERS:
+        app.include_router(module.router(ctx))
 
     @app.exception_handler(StorageError)
     async def _storage_error(_: Request, exc: StorageError) -> JSONResponse:

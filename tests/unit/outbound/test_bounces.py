@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings
+from mailcase.features.recipients import FeatureRecipients
 from mailcase.inbound.addressbook import AddressBook
 from mailcase.mime import parse_message
 from mailcase.outbound import bounces
@@ -21,6 +22,7 @@ from mailcase.outbound.dsn import DsnFailure, build_dsn
 from mailcase.outbound.models import outbound_contents, outbound_messages, outbound_recipients
 from mailcase.outbound.queue import enqueue
 from mailcase.pipeline.worker import AddressInbox, process_pending
+from mailcase.platform import build_outbound
 from mailcase.policy import Accept, AddressRule, Reject, decide_recipient
 from mailcase.policy.recipients import AddressRules, verp_address, verp_queue_id
 from mailcase.storage import emaillog
@@ -47,7 +49,6 @@ def settings(tmp_path: Path, db_url: str) -> Iterator[Settings]:
         "server": {"hostname": "mx.mailcase.test"},
     })
     yield s
-    bounces._configured.clear()
 
 
 # ---------------------------------------------------------------- VERP, pure
@@ -103,7 +104,7 @@ def test_return_path_is_accepted_by_the_address_book(db_engine: Engine, settings
     other.dkim.bounce_domain = "Bounces.Example.TEST"
     assert bounces.return_path_for(other, "0AB1", "a@b.test").endswith("@bounces.example.test")
 
-    book = AddressBook(db_engine)
+    book = AddressBook(db_engine, policy=FeatureRecipients())
     book.reload()
     assert isinstance(decide_recipient(rp, book.rules, book.local_domains, tls_active=False),
                       Accept)
@@ -145,12 +146,11 @@ def test_enqueue_marks_suppressed_recipients_and_adds_compliance_bcc(
     db_engine: Engine, settings: Settings
 ) -> None:
     settings.dkim.compliance_bcc = ["Archive@example.test"]
-    bounces.configure(settings)
     assert bounces.compliance_recipients(settings) == ["Archive@example.test"]
     with begin_write(db_engine) as conn:
         bounces.suppress(conn, "gone@elsewhere.test", status="5.1.1", reason="x")
     with begin_write(db_engine) as conn:
-        qid = enqueue(conn, mail_from="support@example.test",
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["Gone@elsewhere.test", "ok@elsewhere.test"], content=ORIGINAL)
     with db_engine.connect() as conn:
         pk = conn.execute(select(outbound_messages.c.id).where(
@@ -179,7 +179,7 @@ async def test_dsn_to_a_verp_address_records_hard_and_soft_bounces(
     db_engine: Engine, settings: Settings
 ) -> None:
     with begin_write(db_engine) as conn:
-        qid = enqueue(conn, mail_from="support@example.test",
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example", "zwei@nirgendwo.example"],
                       content=ORIGINAL)
     rp = bounces.return_path_for(settings, qid, "support@example.test")
@@ -225,7 +225,7 @@ async def test_dsn_to_a_verp_address_records_hard_and_soft_bounces(
 
 async def test_original_message_id_is_the_fallback(db_engine: Engine, settings: Settings) -> None:
     with begin_write(db_engine) as conn:
-        qid = enqueue(conn, mail_from="support@example.test",
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     # A valid bounce address for a message we no longer know: the Message-ID finds it.
     rp = bounces.return_path_for(settings, "FFFFFFFF0000000000", "support@example.test")
@@ -271,7 +271,7 @@ class _Reply:
 
 def test_permanent_failure_sends_one_dsn_to_the_sender(db_engine: Engine, settings: Settings) -> None:
     with begin_write(db_engine) as conn:
-        qid = enqueue(conn, mail_from="support@example.test",
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     row = _message_row(db_engine, qid)
     # The engine's call: one dict per recipient (address, stage, code, reply), last reply text.
@@ -310,8 +310,8 @@ def test_no_dsn_to_a_null_sender_or_about_a_report(db_engine: Engine, settings: 
     report = build_dsn(reporting_mta="x.test", original_sender="a@b.test",
                        failures=[DsnFailure("c@d.test")], original=ORIGINAL)
     with begin_write(db_engine) as conn:
-        null = enqueue(conn, mail_from="", rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
-        rep = enqueue(conn, mail_from="someone@example.test", rcpt_to=["c@d.test"],
+        null = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="", rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
+        rep = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="someone@example.test", rcpt_to=["c@d.test"],
                       content=report)
     for qid in (null, rep):
         with begin_write(db_engine) as conn:
@@ -327,7 +327,7 @@ def test_queue_time_running_out_reports_the_transient_status(
     db_engine: Engine, settings: Settings
 ) -> None:
     with begin_write(db_engine) as conn:
-        qid = enqueue(conn, mail_from="support@example.test",
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     rcpts = [{"address": "kunde@nirgendwo.example", "stage": "rcpt", "code": 451,
               "reply": "4.7.1 greylisted, try later"}]
@@ -345,10 +345,9 @@ def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed
     db_engine: Engine, settings: Settings
 ) -> None:
     settings.dkim.compliance_bcc = ["archive@example.test"]
-    bounces.configure(settings)
     with begin_write(db_engine) as conn:
         bounces.suppress(conn, "archive@example.test", status="5.2.2", reason="full (by hand)")
-        qid = enqueue(conn, mail_from="support@example.test",
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     with db_engine.connect() as conn:
         states = dict(conn.execute(
@@ -378,7 +377,7 @@ def test_a_failing_dsn_never_breaks_the_callers_transaction(
     db_engine: Engine, settings: Settings
 ) -> None:
     with begin_write(db_engine) as conn:
-        qid = enqueue(conn, mail_from="support@example.test",
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     row = _message_row(db_engine, qid)
     row["mail_from"] = "not an address"  # enqueue of the DSN refuses it

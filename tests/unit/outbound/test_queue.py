@@ -16,12 +16,9 @@ MSG = b"From: a@example.org\r\nTo: b@example.net\r\nMessage-ID: <id1@example.org
 
 
 @pytest.fixture
-def hooks() -> Iterator[list[object]]:
-    saved = list(queue.ENQUEUE_HOOKS)
-    try:
-        yield queue.ENQUEUE_HOOKS  # type: ignore[misc]
-    finally:
-        queue.ENQUEUE_HOOKS[:] = saved
+def hooks() -> Iterator[list[queue.EnqueueHook]]:
+    """The hooks a test passes to `enqueue` (nothing is registered globally any more)."""
+    yield []
 
 
 def _message(engine: Engine, qid: str) -> dict[str, object]:
@@ -131,7 +128,7 @@ def test_queue_ids_are_unique(db_engine: Engine) -> None:
     assert len(ids) == 200
 
 
-def test_hooks_add_and_suppress_recipients(db_engine: Engine, hooks: list[object]) -> None:
+def test_hooks_add_and_suppress_recipients(db_engine: Engine, hooks: list[queue.EnqueueHook]) -> None:
     seen: list[Envelope] = []
 
     def bcc(conn: Connection, env: Envelope) -> Envelope:
@@ -150,7 +147,7 @@ def test_hooks_add_and_suppress_recipients(db_engine: Engine, hooks: list[object
     with begin_write(db_engine) as conn:
         qid = enqueue(
             conn, mail_from="a@example.org", rcpt_to=["bounced@example.net", "ok@example.net"],
-            content=MSG,
+            content=MSG, hooks=hooks,
         )
     assert seen[0].rcpt_to == ("bounced@example.net", "ok@example.net")
     row = _message(db_engine, qid)
@@ -163,7 +160,7 @@ def test_hooks_add_and_suppress_recipients(db_engine: Engine, hooks: list[object
 
 
 def test_all_recipients_suppressed_means_nothing_to_send(
-    db_engine: Engine, hooks: list[object]
+    db_engine: Engine, hooks: list[queue.EnqueueHook]
 ) -> None:
     def suppress_all(conn: Connection, env: Envelope) -> Envelope:
         return Envelope(
@@ -174,12 +171,13 @@ def test_all_recipients_suppressed_means_nothing_to_send(
 
     hooks.append(suppress_all)
     with begin_write(db_engine) as conn:
-        qid = enqueue(conn, mail_from="a@example.org", rcpt_to=["b@example.net"], content=MSG)
+        qid = enqueue(conn, mail_from="a@example.org", rcpt_to=["b@example.net"], content=MSG,
+                      hooks=hooks)
     row = _message(db_engine, qid)
     assert row["state"] == "bounced" and row["finished_at"] is not None
 
 
-def test_a_hook_cannot_smuggle_a_bad_address(db_engine: Engine, hooks: list[object]) -> None:
+def test_a_hook_cannot_smuggle_a_bad_address(db_engine: Engine, hooks: list[queue.EnqueueHook]) -> None:
     def bad(conn: Connection, env: Envelope) -> Envelope:
         return Envelope(
             mail_from=env.mail_from, rcpt_to=("x\r\nRCPT TO:<evil@x>",), content=env.content,
@@ -188,4 +186,5 @@ def test_a_hook_cannot_smuggle_a_bad_address(db_engine: Engine, hooks: list[obje
 
     hooks.append(bad)
     with pytest.raises(EnqueueError), begin_write(db_engine) as conn:
-        enqueue(conn, mail_from="a@example.org", rcpt_to=["b@example.net"], content=MSG)
+        enqueue(conn, mail_from="a@example.org", rcpt_to=["b@example.net"], content=MSG,
+                hooks=hooks)

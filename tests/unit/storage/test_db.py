@@ -14,9 +14,9 @@ from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from mailcase.errors import StorageError
+from mailcase.schema import metadata
 from mailcase.storage import db
 from mailcase.storage.models import api_tokens, settings_generation
-from mailcase.storage.schema import metadata
 
 TABLES = {
     "receiving_addresses",

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
@@ -61,13 +63,14 @@ from mailcase.features.cases.models import routing_addresses
 from mailcase.features.cases.threadtoken import with_token_in_body, with_token_in_subject
 from mailcase.outbound import dsn
 from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
-from mailcase.outbound.queue import enqueue
+from mailcase.outbound.queue import EnqueueHook, enqueue
 from mailcase.storage import messages
 from mailcase.storage.db import begin_write, is_postgresql
 from mailcase.storage.models import receiving_addresses, utcnow
 from mailcase.storage.spool import LogEntry
 
 __all__ = [
+    "Automation",
     "RuleError",
     "add_rule",
     "address_settings",
@@ -103,6 +106,26 @@ class RuleError(ValueError):
     """A rule that cannot be saved (bad template, duplicate name, missing field)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Automation:
+    """The `CaseAutomation` the composition root gives `CaseDestination`: this module's
+    gate and after-store actions, with the enqueue hooks of the process (compliance BCC,
+    suppression list) for the mail they send."""
+
+    hooks: Sequence[EnqueueHook] = ()
+
+    def admit(self, conn: Connection, settings: Settings, event: CaseEmailEvent) -> Admission:
+        return admit(conn, settings, event, hooks=self.hooks)
+
+    def on_refused_sender(
+        self, conn: Connection, settings: Settings, event: CaseEmailEvent, reason: str
+    ) -> Admission:
+        return on_refused_sender(conn, settings, event, reason, hooks=self.hooks)
+
+    def on_case_email(self, conn: Connection, settings: Settings, event: CaseEmailEvent) -> None:
+        on_case_email(conn, settings, event, hooks=self.hooks)
+
+
 # ------------------------------------------------------------------------------ the gate
 def admit(
     conn: Connection,
@@ -110,6 +133,7 @@ def admit(
     event: CaseEmailEvent,
     *,
     now: dt.datetime | None = None,
+    hooks: Sequence[EnqueueHook] = (),
 ) -> Admission:
     """Decide whether this message may open a new case (loop detection, daily limit).
 
@@ -153,7 +177,9 @@ def admit(
         ).scalar_one_or_none()
         if created is not None and created >= cfg.daily_case_limit:
             reason = f"daily case limit reached ({cfg.daily_case_limit} cases on {day} UTC)"
-            return _act(conn, settings, event, cfg.over_limit_action, reason, "over-limit", now)
+            return _act(
+                conn, settings, event, cfg.over_limit_action, reason, "over-limit", now, hooks
+            )
     _count_case(conn, day)
     return Admission("create")
 
@@ -165,11 +191,12 @@ def on_refused_sender(
     reason: str,
     *,
     now: dt.datetime | None = None,
+    hooks: Sequence[EnqueueHook] = (),
 ) -> Admission:
     """The unauthorized-sender action for a sender the routing address refused."""
     why = f"sender not authorized for <{event.routing.address}>: {reason}"
     action = settings.automation.unauthorized_action
-    return _act(conn, settings, event, action, why, "unauthorized", now or utcnow())
+    return _act(conn, settings, event, action, why, "unauthorized", now or utcnow(), hooks)
 
 
 def _act(
@@ -180,6 +207,7 @@ def _act(
     reason: str,
     what: str,
     now: dt.datetime,
+    hooks: Sequence[EnqueueHook] = (),
 ) -> Admission:
     """Carry out bounce / discard / requeue for `event`; the returned Admission says which."""
     if action == "requeue":
@@ -189,7 +217,7 @@ def _act(
         maillog.automation(event.queue_id, what=what, action="requeue", reason=reason)
         return Admission("requeue", text)
     if action == "bounce":
-        queued = _send_notice(conn, settings, event, reason, now)
+        queued = _send_notice(conn, settings, event, reason, now, hooks)
         text = f"{reason}; non-delivery notice {queued}"
         _log_inbound(conn, now, event, "bounced", text)
         maillog.automation(event.queue_id, what=what, action="bounce", reason=text)
@@ -215,7 +243,12 @@ def _count_case(conn: Connection, day: str) -> None:
 
 
 def _send_notice(
-    conn: Connection, settings: Settings, event: CaseEmailEvent, reason: str, now: dt.datetime
+    conn: Connection,
+    settings: Settings,
+    event: CaseEmailEvent,
+    reason: str,
+    now: dt.datetime,
+    hooks: Sequence[EnqueueHook],
 ) -> str:
     """Queue a non-delivery notice to the return path; says what happened (for the log)."""
     rcpt = event.mail_from.strip().strip("<>")
@@ -243,6 +276,7 @@ def _send_notice(
             content=content,
             category="system",
             source=f"inbound:{event.queue_id}",
+            hooks=hooks,
         )
     except ValueError as exc:  # an address the outbound side refuses: log, never quarantine
         _log_outbound(conn, now, event, rcpt, "rejected", f"non-delivery notice not sent: {exc}")
@@ -300,6 +334,7 @@ def on_case_email(
     event: CaseEmailEvent,
     *,
     now: dt.datetime | None = None,
+    hooks: Sequence[EnqueueHook] = (),
 ) -> None:
     """Owner notification for every inbound case email; an auto-response for a new case.
 
@@ -308,13 +343,17 @@ def on_case_email(
     if event.case_id is None:
         return
     now = now or utcnow()
-    _notify_owner(conn, settings, event, now)
+    _notify_owner(conn, settings, event, now, hooks)
     if event.is_new_case:
-        _auto_respond(conn, settings, event, now)
+        _auto_respond(conn, settings, event, now, hooks)
 
 
 def _auto_respond(
-    conn: Connection, settings: Settings, event: CaseEmailEvent, now: dt.datetime
+    conn: Connection,
+    settings: Settings,
+    event: CaseEmailEvent,
+    now: dt.datetime,
+    hooks: Sequence[EnqueueHook],
 ) -> None:
     rules = _load_rules(conn)
     if not rules:
@@ -398,6 +437,7 @@ def _auto_respond(
             category="auto",
             source=f"case:{event.case_number}",
             message_id=message_id,
+            hooks=hooks,
         )
     except ValueError as exc:  # an address compose or the queue refuses: the case stays
         _log_outbound(conn, now, event, sender, "rejected", f"auto-response not sent: {exc}")
@@ -435,7 +475,11 @@ def _auto_respond(
 
 
 def _notify_owner(
-    conn: Connection, settings: Settings, event: CaseEmailEvent, now: dt.datetime
+    conn: Connection,
+    settings: Settings,
+    event: CaseEmailEvent,
+    now: dt.datetime,
+    hooks: Sequence[EnqueueHook],
 ) -> None:
     if not notify_owner_setting(conn, settings, event.routing.address):
         return
@@ -492,6 +536,7 @@ def _notify_owner(
             content=content,
             category="system",
             source=f"case:{number}",
+            hooks=hooks,
         )
     except ValueError as exc:  # a mistyped owner address must not stop the case
         maillog.automation(event.queue_id, what="notify-skipped", owner=owner, reason=str(exc))

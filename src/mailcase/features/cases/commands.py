@@ -291,7 +291,7 @@ def cases_reply(
     try:
         result = send_reply(
             ctx.engine(), ctx.settings(), number, body=body, to=to, cc=cc,
-            from_address=from_address,
+            from_address=from_address, hooks=ctx.enqueue_hooks(),
         )
     except ReplyError as e:
         _fail(str(e))

@@ -5,7 +5,7 @@ For each message (whatever the number of routing aliases it was sent to, it is h
 through the first of them):
 
 1. `prepare` (outside the write lock): parse once (`mime.parse_message`, within
-   `pipeline.parse_time_limit`, else the safe path: see `pipeline.watchdog`; messages over
+   `pipeline.parse_time_limit`, else the safe path: see `mailcase.watchdog`; messages over
    1 MiB one at a time, as each takes several times its size in memory), authenticate
    (SPF/DKIM/DMARC/ARC through mailcase's resolver, our own Authentication-Results fields
    removed first, RFC 8601 §5).
@@ -13,23 +13,25 @@ through the first of them):
    same message was already stored through another alias or an earlier delivery (dedupe key:
    Message-ID + content hash); refuse senders the routing address does not accept ("accept
    email from", "require authenticated sender" — a temporary DNS failure defers the message,
-   see `pipeline.worker.DeferMessage`); thread it (In-Reply-To/References against stored
+   see `errors.DeferMessage`); thread it (In-Reply-To/References against stored
    Message-IDs, then a valid thread token in subject or body; forged tokens are logged and
    ignored); create or update the case, store the email, its Message-IDs and attachments,
    write the email-log entry, and call the automation hooks (see `events`).
+
+What it calls outside Email-to-Case is passed in by the composition root
+(`mailcase.platform.build_destinations`): a `CaseAutomation` (loops, limits, auto-responses)
+and the listeners of `CaseCreated` (tasks), so that this module imports neither.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -37,25 +39,45 @@ from mailcase import maillog
 from mailcase.authcheck import AuthResults, authenticate, is_authenticated, remove_own_results
 from mailcase.config import Settings
 from mailcase.dns import NoSuchRecord, Resolver
+from mailcase.errors import DeferMessage
 from mailcase.features.cases import store
 from mailcase.features.cases.decide import Decision, ThreadCase, decide, is_internal
-from mailcase.features.cases.events import Admission, CaseEmailEvent, RoutingInfo
+from mailcase.features.cases.events import Admission, CaseCreated, CaseEmailEvent, RoutingInfo
 from mailcase.features.cases.routing import routing_targets, sender_accepted
 from mailcase.features.cases.threadtoken import find_case_ids, make_token, strip_tokens
-from mailcase.features.tasks.service import create_task, task_subject
 from mailcase.mime import InboundEmail, header_block, parse_message
-from mailcase.pipeline.watchdog import Watchdog
-from mailcase.pipeline.worker import DeferMessage
 from mailcase.secrets import server_secret
 from mailcase.storage import messages
+from mailcase.watchdog import Watchdog
 
-__all__ = ["CaseDestination", "Prepared", "dedupe_key"]
+__all__ = ["CaseAutomation", "CaseCreatedListener", "CaseDestination", "Prepared", "dedupe_key"]
 
 log = logging.getLogger(__name__)
 
-_AUTOMATION = "mailcase.features.cases.automation"
 _PREPARE_THREADS = 8
 _BIG_MESSAGE = 1024 * 1024  # bytes above which a message is parsed alone, not beside others
+
+
+class CaseAutomation(Protocol):
+    """The automation Email-to-Case consults (see `events` for when and what it may do)."""
+
+    def admit(
+        self, conn: Connection, settings: Settings, event: CaseEmailEvent
+    ) -> Admission | None: ...
+
+    def on_refused_sender(
+        self, conn: Connection, settings: Settings, event: CaseEmailEvent, reason: str
+    ) -> Admission | None: ...
+
+    def on_case_email(
+        self, conn: Connection, settings: Settings, event: CaseEmailEvent
+    ) -> None: ...
+
+
+class CaseCreatedListener(Protocol):
+    """Told about every new case, in the transaction that created it."""
+
+    def __call__(self, conn: Connection, event: CaseCreated, /) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +172,12 @@ class CaseDestination:
         *,
         resolver: Resolver | None = None,
         secret: bytes | None = None,
+        automation: CaseAutomation | None = None,
+        on_case_created: Sequence[CaseCreatedListener] = (),
     ) -> None:
         self.settings = settings
+        self.automation = automation
+        self.on_case_created = tuple(on_case_created)
         self._fixed_resolver = resolver
         self.resolver = resolver or self._new_resolver()
         self._secret = secret
@@ -160,21 +186,6 @@ class CaseDestination:
         # Per batch (deliver_many): what is already stored, read in one query each.
         self._stored_pks: set[int] | None = None
         self._dedupe: dict[str, int] | None = None
-
-    # -- hooks -------------------------------------------------------------------------
-    @staticmethod
-    def _automation() -> ModuleType | None:
-        try:
-            return importlib.import_module(_AUTOMATION)
-        except ModuleNotFoundError as e:
-            if e.name != _AUTOMATION:
-                raise
-            return None
-
-    def _hook(self, name: str) -> Callable[..., Any] | None:
-        module = self._automation()
-        fn = getattr(module, name, None) if module is not None else None
-        return fn if callable(fn) else None
 
     @property
     def secret(self) -> bytes:
@@ -333,9 +344,10 @@ class CaseDestination:
     ) -> None:
         """A sender this routing address does not take: automation's unauthorized-sender
         action when it is there (it logs), else discard with an email-log entry."""
-        hook = self._hook("on_refused_sender")
-        if hook is not None:
-            result = _admission(hook(conn, self.settings, event, reason))
+        if self.automation is not None:
+            result = _admission(
+                self.automation.on_refused_sender(conn, self.settings, event, reason)
+            )
             if result is not None and result.action == "requeue":
                 raise DeferMessage(result.reason or reason, delay=self._requeue_delay())
             action = result.action if result is not None else "discard"
@@ -461,8 +473,9 @@ class CaseDestination:
         self._store(conn, m, r, p, decision, contact, event, note)
 
     def _admit(self, conn: Connection, event: CaseEmailEvent) -> Admission | None:
-        hook = self._hook("admit")
-        return None if hook is None else _admission(hook(conn, self.settings, event))
+        if self.automation is None:
+            return None
+        return _admission(self.automation.admit(conn, self.settings, event))
 
     def _store(
         self,
@@ -492,16 +505,17 @@ class CaseDestination:
                 routing_address_id=r.id,
                 parent_case_id=decision.parent_case_id,
             )
-            if r.task_status:  # "create a task with status X": same transaction as the case
-                create_task(
-                    conn,
-                    subject=task_subject(strip_tokens(email.subject) or "(no subject)"),
-                    status=r.task_status,
-                    priority=r.priority,
-                    owner=r.owner or r.queue,
-                    case_id=case_id,
-                    description=email.text_body,
-                )
+            created = CaseCreated(
+                case_id=case_id,
+                subject=strip_tokens(email.subject) or "(no subject)",
+                description=email.text_body,
+                priority=r.priority,
+                owner=r.owner,
+                queue=r.queue,
+                task_status=r.task_status,
+            )
+            for listener in self.on_case_created:  # same transaction as the case
+                listener(conn, created)
         else:
             assert decision.case_id is not None
             case_id = decision.case_id
@@ -568,9 +582,8 @@ class CaseDestination:
         self._log(
             conn, m, "processed", text + note, action=action, case=number_s, routing=r.address
         )
-        hook = self._hook("on_case_email")
-        if hook is not None:
-            hook(
+        if self.automation is not None:
+            self.automation.on_case_email(
                 conn,
                 self.settings,
                 replace(

@@ -1,7 +1,8 @@
 """Values passed from Email-to-Case to its automation (auto-responses, loops, limits, notices).
 
 The pipeline's case destination builds a `CaseEmailEvent` for every inbound message to a
-routing address and calls, when `mailcase.features.cases.automation` defines them:
+routing address and calls the `CaseAutomation` the composition root gave it (in practice
+`mailcase.features.cases.automation.Automation`):
 
 - ``admit(conn, settings, event) -> Admission | None`` before a NEW case is created
   (`event.case_id` is None then): None or ``action == "create"`` lets it through;
@@ -25,7 +26,7 @@ from typing import Literal
 from mailcase.authcheck import AuthResults
 from mailcase.mime import InboundEmail
 
-__all__ = ["Admission", "CaseEmailEvent", "RoutingInfo"]
+__all__ = ["Admission", "CaseCreated", "CaseEmailEvent", "RoutingInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +79,17 @@ class Admission:
 
     action: Literal["create", "discard", "bounce", "requeue"]
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseCreated:
+    """A new case, published in the transaction that created it (other features react to it,
+    e.g. tasks: "create a task with status X"; Email-to-Case never imports them)."""
+
+    case_id: int
+    subject: str
+    description: str
+    priority: str
+    owner: str | None
+    queue: str | None
+    task_status: str | None

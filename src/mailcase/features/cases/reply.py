@@ -22,6 +22,7 @@ from mailcase.features.cases.threadtoken import (
     with_token_in_body,
     with_token_in_subject,
 )
+from mailcase.outbound.queue import EnqueueHook
 from mailcase.secrets import server_secret
 from mailcase.storage.db import begin_write
 
@@ -67,8 +68,10 @@ def send_reply(
     cc: Sequence[str] = (),
     from_address: str | None = None,
     from_name: str = "",
+    hooks: Sequence[EnqueueHook] = (),
 ) -> ReplyResult:
-    """Queue a reply on case `number`; ReplyError when it cannot be sent."""
+    """Queue a reply on case `number`; ReplyError when it cannot be sent. `hooks`: the
+    process's enqueue hooks (`mailcase.platform.build_outbound`)."""
     from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
     from mailcase.outbound.queue import EnqueueError, enqueue
 
@@ -146,6 +149,7 @@ def send_reply(
                 category="user",
                 source=f"case:{store.format_number(n)}",
                 message_id=message_id,
+                hooks=hooks,
             )
         except (ValueError, EnqueueError) as e:
             raise ReplyError(str(e)) from None

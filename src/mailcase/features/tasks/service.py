@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
+from mailcase.features.cases.events import CaseCreated
 from mailcase.features.cases.models import cases
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import utcnow
@@ -24,6 +25,7 @@ __all__ = [
     "SUBJECT_LIMIT",
     "TaskRecord",
     "create_task",
+    "on_case_created",
     "get_task",
     "list_tasks",
     "set_status",
@@ -66,6 +68,20 @@ def task_subject(case_subject: str) -> str:
     if len(subject) > SUBJECT_LIMIT:
         subject = subject[: SUBJECT_LIMIT - 1].rstrip() + "…"
     return subject
+
+
+def on_case_created(conn: Connection, event: CaseCreated) -> None:
+    """The routing address's "create a task with status X": in the case's transaction."""
+    if event.task_status:
+        create_task(
+            conn,
+            subject=task_subject(event.subject),
+            status=event.task_status,
+            priority=event.priority,
+            owner=event.owner or event.queue,
+            case_id=event.case_id,
+            description=event.description,
+        )
 
 
 def _check_status(status: str) -> str:

@@ -13,8 +13,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
+from mailcase.schema import metadata
 from mailcase.storage.db import make_engine
-from mailcase.storage.schema import metadata
 
 config = context.config
 

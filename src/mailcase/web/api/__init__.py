@@ -7,7 +7,7 @@ A module exposes `router(ctx: ApiContext) -> APIRouter`; paths are absolute
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,17 +17,9 @@ from sqlalchemy.engine import Engine
 from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
+from mailcase.outbound.queue import EnqueueHook
 
-__all__ = ["ROUTER_MODULES", "ApiContext"]
-
-#: Modules with a `router(ctx)` function, included in this order.
-ROUTER_MODULES = (
-    "mailcase.web.api.cases",
-    "mailcase.web.api.automation",
-    "mailcase.web.api.outbound",
-    "mailcase.web.api.outbound_extras",
-    "mailcase.web.api.tasks",
-)
+__all__ = ["ApiContext"]
 
 
 @dataclass
@@ -41,6 +33,8 @@ class ApiContext:
     on_addresses_changed: Callable[[], None] = field(default=lambda: None)
     #: Wakes the delivery engine after something was enqueued (set by `serve`).
     on_outbound_queued: Callable[[], None] = field(default=lambda: None)
+    #: Run by every enqueue of the API (compliance BCC, suppression list; `platform`).
+    enqueue_hooks: Sequence[EnqueueHook] = ()
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Run `fn(engine, *args, **kw)` in a worker thread; storage errors become 409."""

@@ -253,6 +253,7 @@ def router(ctx: ApiContext) -> APIRouter:
                     to=body.to,
                     cc=body.cc,
                     from_address=body.from_address,
+                    hooks=ctx.enqueue_hooks,
                 )
             )
         except ReplyError as e:

@@ -10,6 +10,7 @@ Relay passwords are write-only: accepted on POST, never returned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -57,7 +58,7 @@ class FilterIn(BaseModel):
     active: bool = True
 
 
-def _enqueue(engine: Engine, body: OutboundIn) -> str:
+def _enqueue(engine: Engine, body: OutboundIn, hooks: Sequence[queue.EnqueueHook]) -> str:
     if body.eml is not None:
         content = body.eml.encode("utf-8")
     else:
@@ -67,7 +68,7 @@ def _enqueue(engine: Engine, body: OutboundIn) -> str:
                                         subject=body.subject, text=body.text))
     with begin_write(engine) as conn:
         return queue.enqueue(conn, mail_from=body.mail_from, rcpt_to=body.to, content=content,
-                             category=body.category, source="api")
+                             category=body.category, source="api", hooks=hooks)
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -87,7 +88,7 @@ def router(ctx: ApiContext) -> APIRouter:
     async def send(body: OutboundIn) -> dict[str, Any]:
         """Queue a message for delivery."""
         try:
-            qid = await ctx.db(_enqueue, body)
+            qid = await ctx.db(_enqueue, body, ctx.enqueue_hooks)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         ctx.on_outbound_queued()

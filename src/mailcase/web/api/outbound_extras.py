@@ -26,7 +26,6 @@ class DKIMKeyIn(BaseModel):
 def router(ctx: ApiContext) -> APIRouter:
     """The routes, each behind `ctx.auth`."""
     r = APIRouter(dependencies=ctx.auth, tags=["dkim", "bounces"])
-    bounces.configure(ctx.settings)
 
     def _bad(e: dkim.DKIMError) -> HTTPException:
         status = 404 if "has no" in str(e) else 409 if "already" in str(e) else 422

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from mailcase.config import Settings, load_settings
-from mailcase.pipeline.destinations import build_destinations
 from mailcase.pipeline.worker import process_pending
+from mailcase.platform import build_destinations
 from mailcase.storage.spool import Spool
 from tests.unit.storage.helpers import accepted_reply, make_message
 

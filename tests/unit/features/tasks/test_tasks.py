@@ -11,8 +11,8 @@ from sqlalchemy import Engine, delete, update
 from mailcase.features.cases import store
 from mailcase.features.cases.models import case_emails, cases
 from mailcase.features.tasks import service
-from mailcase.pipeline.destinations import build_destinations
 from mailcase.pipeline.worker import process_pending
+from mailcase.platform import build_destinations
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import inbound_deliveries, inbound_messages
 from tests.unit.features.cases.helpers import deliver, eml, settings

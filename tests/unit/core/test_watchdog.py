@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from mailcase.pipeline.watchdog import Watchdog
+from mailcase.watchdog import Watchdog
 
 
 def test_result_and_error_within_the_limit() -> None:
