@@ -23,7 +23,7 @@ test: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
-	MAILCASE_TEST_PEERS=required $(BIN)/pytest -q -p no:cacheprovider
+	REQUIRE_TEST_PEERS=1 $(BIN)/pytest -q -p no:cacheprovider
 
 lint: venv
 	$(BIN)/ruff check src tests bench

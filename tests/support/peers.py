@@ -2,7 +2,7 @@
 
 A developer running ``pytest`` by hand on a machine without a peer gets a skip naming what to
 install. ``make test`` installs and checks every peer (``scripts/install-test-deps.sh``) and sets
-``MAILCASE_TEST_PEERS=required``: there a missing peer is a failure, never a skip, so a broken
+``REQUIRE_TEST_PEERS=1`` (not a ``MAILCASE_`` name: those are config keys): there a missing peer is a failure, never a skip, so a broken
 install cannot turn the tests it exists for into a green run.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 __all__ = ["REQUIRED", "missing", "needs"]
 
-REQUIRED = os.environ.get("MAILCASE_TEST_PEERS") == "required"
+REQUIRED = os.environ.get("REQUIRE_TEST_PEERS") == "1"
 
 
 def missing(reason: str) -> NoReturn:
