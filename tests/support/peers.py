@@ -2,8 +2,9 @@
 
 A developer running ``pytest`` by hand on a machine without a peer gets a skip naming what to
 install. ``make test`` installs and checks every peer (``scripts/install-test-deps.sh``) and sets
-``REQUIRE_TEST_PEERS=1`` (not a ``MAILCASE_`` name: those are config keys): there a missing peer is a failure, never a skip, so a broken
-install cannot turn the tests it exists for into a green run.
+``REQUIRE_TEST_PEERS=1`` (not a ``MAILCASE_`` name: those are config keys). There a missing peer
+is a failure, never a skip, so a broken install cannot turn the tests it exists for into a green
+run.
 """
 
 from __future__ import annotations
