@@ -37,6 +37,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_port_free(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
 def wait_port(host: str, port: int, timeout: float = 30.0,
               proc: subprocess.Popen[bytes] | forkserver.ForkedProcess | None = None) -> None:
     deadline = time.monotonic() + timeout
@@ -112,6 +124,9 @@ class Platform:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+                # The acceptor processes die of the parent's death (PR_SET_PDEATHSIG), but
+                # after it: a start right now could find them still holding the port.
+                _wait_port_free("127.0.0.1", self.smtp_port, 10.0)
         rc = self.proc.returncode
         self.proc = None
         return rc
