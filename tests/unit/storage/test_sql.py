@@ -235,3 +235,49 @@ def test_every_model_uses_the_one_big_id() -> None:
     ]
     assert len(keys) >= 10
     assert [c for c in keys if c.type is not sql.BigId] == []
+
+
+#: SQLite's own SQL, as it would appear in code (string constants or `func.<name>`).
+_SQLITE_ONLY = ("BEGIN IMMEDIATE", "PRAGMA", "zeroblob", "json_each", "sqlite_master")
+
+
+def _sqlite_only_sql(path: Path) -> list[str]:
+    """What in `path` is SQL for one dialect: an import of a dialect's constructs, or SQLite's
+    own SQL in code (docstrings and comments may name it)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value) for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "sqlalchemy.dialects"
+        ):
+            found.append(f"{path.name}:{node.lineno}: from {node.module} import")
+        elif isinstance(node, ast.Import):
+            found += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names
+                      if a.name.startswith("sqlalchemy.dialects")]
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and id(node) not in docstrings
+              and any(s.lower() in node.value.lower() for s in _SQLITE_ONLY)):
+            found.append(f"{path.name}:{node.lineno}: {node.value[:60]!r}")
+        elif isinstance(node, ast.Attribute) and node.attr in _SQLITE_ONLY:
+            found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    return found
+
+
+def test_no_sqlite_only_sql_outside_storage() -> None:
+    """DESIGN.md: "No SQLite-only SQL outside `storage/`" (the rest asks `storage.sql`)."""
+    src = Path(sql.__file__).resolve().parents[1]
+    found = [
+        hit
+        for path in sorted(src.rglob("*.py"))
+        if src / "storage" not in path.parents
+        for hit in _sqlite_only_sql(path)
+    ]
+    assert found == []
