@@ -29,8 +29,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from mailcase import maillog
@@ -44,6 +42,7 @@ from mailcase.storage import messages
 from mailcase.storage.db import begin_write, make_engine
 from mailcase.storage.models import utcnow
 from mailcase.storage.spool import LogEntry
+from mailcase.storage.sql import insert_ignore, upsert
 
 if TYPE_CHECKING:
     from mailcase.mime.model import DeliveryReport
@@ -94,10 +93,7 @@ def ensure_verp_key(conn: Connection) -> bytes:
     if key is not None:
         return key
     values = {"id": _VERP_KEY_ID, "key": secrets.token_bytes(32), "created_at": utcnow()}
-    stmt: Any = (
-        pg_insert(verp_keys) if conn.dialect.name == "postgresql" else sqlite_insert(verp_keys)
-    )
-    conn.execute(stmt.values(**values).on_conflict_do_nothing())
+    conn.execute(insert_ignore(conn, verp_keys).values(**values))
     key = load_verp_key(conn)
     assert key is not None
     return key
@@ -217,12 +213,9 @@ def suppress(
         "queue_id": queue_id, "source": source[:16], "bounces": 1,
         "first_bounced_at": now, "last_bounced_at": now,
     }
-    if conn.dialect.name == "postgresql":
-        stmt: Any = pg_insert(bounced_addresses).values(**values)
-    else:
-        stmt = sqlite_insert(bounced_addresses).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[bounced_addresses.c.address],
+    stmt = upsert(
+        conn, bounced_addresses, values,
+        key=[bounced_addresses.c.address],
         set_={
             "status": status, "reason": values["reason"], "queue_id": queue_id,
             "last_bounced_at": now, "bounces": bounced_addresses.c.bounces + 1,
@@ -304,12 +297,8 @@ def record_bounce(
         "outbound_queue_id": outbound_queue_id, "message_id": message_id,
         "remote_mta": remote_mta, "diagnostic": (diagnostic or "")[:2000] or None,
     }
-    if conn.dialect.name == "postgresql":
-        stmt: Any = pg_insert(bounce_events).values(**values)
-    else:
-        stmt = sqlite_insert(bounce_events).values(**values)
     inserted = conn.execute(
-        stmt.on_conflict_do_nothing().returning(bounce_events.c.id)
+        insert_ignore(conn, bounce_events).values(**values).returning(bounce_events.c.id)
     ).first()
     if inserted is None:
         return None  # the same report again (e.g. a message processed after a crash)

@@ -25,7 +25,6 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import (
-    BigInteger,
     CheckConstraint,
     Index,
     Integer,
@@ -39,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailcase.storage.models import Base, utcnow
+from mailcase.storage.sql import BigId as _BigId
 
 __all__ = [
     "BOUNCE_KINDS",
@@ -53,8 +53,6 @@ __all__ = [
     "dkim_keys",
     "verp_keys",
 ]
-
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 DKIM_ALGORITHMS = ("rsa", "ed25519")
 #: pending: created, record not (yet) found; active: signing; retired: replaced by a rotation.

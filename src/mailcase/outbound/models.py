@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailcase.storage.models import Base, utcnow
+from mailcase.storage.sql import BigId as _BigId
 
 __all__ = [
     "ATTEMPT_RESULTS",
@@ -63,9 +64,6 @@ __all__ = [
     "relay_filters",
     "relays",
 ]
-
-# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 #: Deliverability categories: "system" (password reset class), "auto" (auto-responses,
 #: alerts), "user" (what a person wrote).

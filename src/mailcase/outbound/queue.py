@@ -55,6 +55,7 @@ from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage._records import LogEntry, log_row
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import email_log, utcnow
+from mailcase.storage.sql import claim_rows
 
 __all__ = [
     "PASSWORD_RESET_SOURCE",
@@ -369,8 +370,7 @@ def claim(
         )
         if exclude:
             stmt = stmt.where(m.c.id.not_in(list(exclude)))
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True, of=m)
+        stmt = claim_rows(stmt, of=m)
         msgs = conn.execute(stmt).all()
         if not msgs:
             return []

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from mailcase.errors import StorageError
 from mailcase.filemodes import private_dir, private_file, tighten
+from mailcase.storage.sql import is_postgresql, is_sqlite
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -146,22 +147,6 @@ def _private_database_files(path: Path) -> None:
         tighten(path.with_name(path.name + suffix))
 
 
-def is_sqlite(bind: Engine | Connection | Session) -> bool:
-    """True when `bind` talks to SQLite."""
-    return _dialect_name(bind) == "sqlite"
-
-
-def is_postgresql(bind: Engine | Connection | Session) -> bool:
-    """True when `bind` talks to PostgreSQL."""
-    return _dialect_name(bind) == "postgresql"
-
-
-def _dialect_name(bind: Engine | Connection | Session) -> str:
-    if isinstance(bind, Session):
-        return bind.get_bind().dialect.name
-    return bind.dialect.name
-
-
 class _SQLiteWriteLock:
     """A thread lock for this process, then an flock for the other processes on the file."""
 
@@ -227,7 +212,7 @@ def write_lock(engine: Engine) -> Iterator[None]:
     (an older CLI, a manual sqlite3 shell) still meets the busy timeout, never an error.
     PostgreSQL needs nothing: its writers do not exclude each other.
     """
-    if engine.dialect.name != "sqlite":
+    if not is_sqlite(engine):
         yield
         return
     with _WRITE_LOCKS_GUARD:
@@ -300,7 +285,7 @@ def upgrade(
             with engine.connect() as conn:
                 conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
-                    if conn.dialect.name == "postgresql":
+                    if is_postgresql(conn):
                         conn.execute(
                             text("SELECT pg_advisory_xact_lock(:key)"),
                             {"key": _MIGRATION_LOCK_KEY},
@@ -311,7 +296,7 @@ def upgrade(
             return
         except OperationalError as exc:
             # A long migration elsewhere can outlast SQLite's busy timeout: wait more.
-            locked = engine.dialect.name == "sqlite" and "locked" in str(exc.orig)
+            locked = is_sqlite(engine) and "locked" in str(exc.orig)
             if not locked or time.monotonic() > deadline:
                 raise
         finally:

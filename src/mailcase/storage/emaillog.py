@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from mailcase.storage._records import LogEntry, log_row
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import email_log
+from mailcase.storage.sql import json_array_values
 
 __all__ = ["COLUMNS", "append", "query", "to_csv", "to_json"]
 
@@ -73,10 +74,7 @@ def query(
         stmt = stmt.where(_t.c.direction == direction)
     if address is not None:
         wanted = address.strip().lower()
-        if engine.dialect.name == "sqlite":
-            rcpts = func.json_each(_t.c.rcpt_to).table_valued("value")
-        else:
-            rcpts = func.json_array_elements_text(_t.c.rcpt_to).table_valued("value")
+        rcpts = json_array_values(engine, _t.c.rcpt_to)
         any_rcpt = exists(
             select(literal(1)).select_from(rcpts).where(func.lower(rcpts.c.value) == wanted)
         )

@@ -43,8 +43,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mailcase.errors import StorageError
@@ -59,6 +57,7 @@ from mailcase.storage.models import (
     utcnow,
 )
 from mailcase.storage.rawinsert import raw_insert
+from mailcase.storage.sql import claim_rows, insert_ignore, is_sqlite
 
 __all__ = [
     "ClaimedMessage",
@@ -165,12 +164,6 @@ def _rowcount(conn: Executor, stmt: Executable) -> int:
     return int(cast(CursorResult[Any], conn.execute(stmt)).rowcount)
 
 
-def _dialect(target: Engine | Executor) -> str:
-    if isinstance(target, Session):
-        return target.get_bind().dialect.name
-    return target.dialect.name
-
-
 # -- reading -------------------------------------------------------------------------------
 def list_messages(
     engine: Engine, state: str | None = None, limit: int = 100, *, before_id: int | None = None
@@ -220,16 +213,12 @@ def claim_received(conn: Executor, limit: int) -> list[MessageSummary]:
     Must run inside a write transaction (`db.begin_write` / `db.write_session`); on SQLite
     anything else is refused, because a deferred transaction would not hold the lock.
     """
-    if _dialect(conn) == "sqlite":
+    if is_sqlite(conn):
         raw = conn.connection() if isinstance(conn, Session) else conn
         if not (raw.in_transaction() and raw.get_execution_options().get(WRITE_OPTION)):
             raise StorageError("claim_received needs a write transaction (db.begin_write)")
-    stmt = (
-        select(*_SUMMARY_COLUMNS)
-        .where(_m.c.state == "received")
-        .order_by(_m.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no locking clause
+    stmt = claim_rows(
+        select(*_SUMMARY_COLUMNS).where(_m.c.state == "received").order_by(_m.c.id).limit(limit)
     )
     return [_summary(r) for r in conn.execute(stmt)]
 
@@ -257,10 +246,7 @@ def load_content(conn: Executor, message_pk: int) -> bytes:
 def record_delivery(conn: Executor, message_pk: int, address: str) -> bool:
     """Record that the message reached `address`; False if that was already recorded."""
     values = {"message_pk": message_pk, "address": address, "delivered_at": utcnow()}
-    if _dialect(conn) == "postgresql":
-        stmt: Any = pg_insert(_d).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite_insert(_d).values(**values).on_conflict_do_nothing()
+    stmt = insert_ignore(conn, _d).values(**values)
     # RETURNING says whether a row went in (rowcount is -1 with PostgreSQL's RETURNING).
     return conn.execute(stmt.returning(_d.c.id)).first() is not None
 
@@ -298,14 +284,10 @@ def record_deliveries(conn: Executor, pairs: Iterable[tuple[int, str]]) -> None:
     rows = [{"message_pk": pk, "address": a, "delivered_at": now} for pk, a in pairs]
     if not rows:
         return
-    if _dialect(conn) == "sqlite" and isinstance(conn, Connection):
+    if isinstance(conn, Connection) and is_sqlite(conn):
         raw_insert(_d, _DELIVERY_COLUMNS, conn.dialect, skip_conflicts=True).executemany(conn, rows)
         return
-    if _dialect(conn) == "postgresql":
-        stmt: Any = pg_insert(_d).on_conflict_do_nothing()
-    else:
-        stmt = sqlite_insert(_d).on_conflict_do_nothing()
-    conn.execute(stmt, rows)
+    conn.execute(insert_ignore(conn, _d), rows)
 
 
 def mark_processed_many(conn: Executor, message_pks: Sequence[int]) -> None:
@@ -329,7 +311,7 @@ def insert_logs(conn: Executor, entries: Iterable[LogEntry]) -> None:
     rows = [log_row(e) for e in entries]
     if not rows:
         return
-    if _dialect(conn) == "sqlite" and isinstance(conn, Connection):
+    if isinstance(conn, Connection) and is_sqlite(conn):
         raw_insert(email_log, _LOG_COLUMNS, conn.dialect).executemany(conn, rows)
     else:
         conn.execute(insert(email_log), rows)

@@ -44,6 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from mailcase.storage.sql import BigId as _BigId
+
 __all__ = [
     "ApiToken",
     "Base",
@@ -77,9 +79,6 @@ NAMING_CONVENTION = {
 
 #: States of an inbound message: spooled, done, or set aside for a person to look at.
 MESSAGE_STATES = ("received", "processed", "quarantined")
-
-# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias.
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:

@@ -50,6 +50,7 @@ from mailcase.storage._records import (
 from mailcase.storage.db import WRITE_OPTION, write_lock
 from mailcase.storage.models import email_log, inbound_contents, inbound_messages
 from mailcase.storage.rawinsert import RawInsert
+from mailcase.storage.sql import BLOB_STREAM_MIN, immediate, insert_streamed, is_sqlite
 
 __all__ = ["LogEntry", "Spool", "SpooledMessage"]
 
@@ -69,8 +70,7 @@ _PG_STATEMENT_TIMEOUT_MS = 30_000
 _STOP = object()
 # SQLite: content at least this big is written with incremental blob I/O instead of being
 # bound as a parameter, which would copy it twice more (the bound value and the record).
-_STREAM_MIN_BYTES = 1024 * 1024
-_STREAM_CHUNK = 1024 * 1024
+_STREAM_MIN_BYTES = BLOB_STREAM_MIN
 
 
 @dataclass(slots=True)
@@ -155,27 +155,23 @@ class _RawSQLiteInserts:
         as much as the inserts of a small batch. Each message's "accepted" log entry is copied
         from its row in SQL."""
         raw: Any = conn.connection.driver_connection
-        raw.execute("BEGIN IMMEDIATE")
         cur = raw.cursor()
         try:
-            accepted = []
-            for p, row in zip(pending, msg_rows, strict=True):
-                pk = self._msg.execute(cur, row)
-                content = p.msg.content
-                if len(content) < _STREAM_MIN_BYTES:
-                    cur.execute(self._content_sql, (pk, content))
-                else:
-                    Spool._stream_sqlite(conn, pk, content)
-                accepted.append((p.reply_code, clean_text(p.reply_text), pk))
-            if accepted:
-                cur.executemany(self._accepted_sql, accepted)
-            if log_rows:
-                cur.executemany(self._log.sql, [self._log.params(r) for r in log_rows])
-            raw.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
-            raise
+            with immediate(raw):
+                accepted = []
+                for p, row in zip(pending, msg_rows, strict=True):
+                    pk = self._msg.execute(cur, row)
+                    content = p.msg.content
+                    if len(content) < _STREAM_MIN_BYTES:
+                        cur.execute(self._content_sql, (pk, content))
+                    else:
+                        insert_streamed(raw, _contents.name, {"message_pk": pk}, "content",
+                                        content)
+                    accepted.append((p.reply_code, clean_text(p.reply_text), pk))
+                if accepted:
+                    cur.executemany(self._accepted_sql, accepted)
+                if log_rows:
+                    cur.executemany(self._log.sql, [self._log.params(r) for r in log_rows])
         finally:
             cur.close()
 
@@ -197,7 +193,7 @@ class Spool:
         self._closed = False
         self._conn: Connection | None = None
         self._inflight: list[_Pending] = []
-        self._raw = _RawSQLiteInserts(engine) if engine.dialect.name == "sqlite" else None
+        self._raw = _RawSQLiteInserts(engine) if is_sqlite(engine) else None
 
     # -- public API ------------------------------------------------------------------------
     def start(self) -> None:
@@ -368,29 +364,6 @@ class Spool:
             [{"message_pk": pk, "content": p.msg.content}
              for pk, p in zip(ids, pending, strict=True)],
         )
-
-    @staticmethod
-    def _stream_sqlite(conn: Connection, pk: int, content: bytes | bytearray | memoryview) -> None:
-        """Insert a zero-filled blob, then write the content into it in chunks.
-
-        The blob is opened by the rowid the insert got, not by `pk`: `message_pk` is not
-        the table's rowid (BIGINT PRIMARY KEY is no rowid alias in SQLite), and the two part
-        ways as soon as a content row is missing (purged) or inserted out of order.
-        """
-        view = memoryview(content).cast("B")
-        raw: Any = conn.connection.driver_connection
-        cur = raw.cursor()
-        try:
-            cur.execute(
-                f"INSERT INTO {_contents.name} (message_pk, content) VALUES (?, zeroblob(?))",  # noqa: S608 - our table name
-                (pk, len(view)),
-            )
-            rowid = cur.lastrowid
-        finally:
-            cur.close()
-        with raw.blobopen(_contents.name, "content", rowid) as blob:
-            for start in range(0, len(view), _STREAM_CHUNK):
-                blob.write(view[start : start + _STREAM_CHUNK])
 
     def _commit_batch(self, pending: list[_Pending], logs: list[LogEntry]) -> None:
         try:

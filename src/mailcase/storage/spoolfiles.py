@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 
 from mailcase.storage.db import make_engine, upgrade, write_lock
 from mailcase.storage.models import email_log, inbound_contents, inbound_messages
+from mailcase.storage.sql import BLOB_STREAM_MIN, immediate, insert_copied, is_sqlite
 
 __all__ = [
     "SpoolMover",
@@ -49,8 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_STREAM_MIN_BYTES = 1024 * 1024
-_STREAM_CHUNK = 1024 * 1024
+_STREAM_MIN_BYTES = BLOB_STREAM_MIN
 # Trim a spool file once this many moved messages accumulated, or this long after the last
 # trim: each trim is a commit on the acceptor's file, so not after every move.
 _TRIM_ROWS = 2000
@@ -115,7 +115,7 @@ class SpoolMover:
     """Moves committed messages and log entries from the spool files into the main database."""
 
     def __init__(self, main: Engine, directory: Path) -> None:
-        if main.dialect.name != "sqlite":
+        if not is_sqlite(main):
             raise ValueError("spool files are for SQLite; PostgreSQL acceptors commit directly")
         self.main, self.directory = main, directory
         self._engines: dict[Path, Engine] = {}
@@ -172,13 +172,8 @@ class SpoolMover:
     def _move_locked(self, db: Any, path: Path) -> tuple[int, bool]:
         db.execute("ATTACH DATABASE ? AS sp", (str(path.resolve()),))
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 result = self._copy(db, path)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         finally:
             db.execute("DETACH DATABASE sp")
         return result
@@ -254,19 +249,8 @@ class SpoolMover:
 
     @staticmethod
     def _stream(db: Any, main_pk: int, sp_rowid: int, size: int) -> None:
-        cur = db.execute(
-            f"INSERT INTO main.{inbound_contents.name} (message_pk, content) "  # noqa: S608
-            "VALUES (?, zeroblob(?))",
-            (main_pk, size),
-        )
-        rowid = cur.lastrowid
-        table = inbound_contents.name
-        with (
-            db.blobopen(table, "content", sp_rowid, readonly=True, name="sp") as src,
-            db.blobopen(table, "content", rowid, name="main") as dst,
-        ):
-            while chunk := src.read(_STREAM_CHUNK):
-                dst.write(chunk)
+        insert_copied(db, inbound_contents.name, {"message_pk": main_pk}, "content",
+                      ("sp", sp_rowid, size))
 
     def _trim(self, path: Path, *, force: bool) -> None:
         """Delete moved rows from the spool file, keeping the newest (ids must keep growing)."""
@@ -285,16 +269,10 @@ class SpoolMover:
         with write_lock(engine):
             raw_conn: Any = engine.raw_connection()
             try:
-                db = raw_conn.driver_connection
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(raw_conn.driver_connection) as db:
                     db.execute("DELETE FROM inbound_contents WHERE message_pk <= ?", (last_msg,))
                     db.execute("DELETE FROM inbound_messages WHERE id < ?", (last_msg,))
                     db.execute("DELETE FROM email_log WHERE id < ?", (last_log,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
             finally:
                 raw_conn.close()
         self._trimmed[path] = (now, last_msg)

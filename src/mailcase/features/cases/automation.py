@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from mailcase import maillog
@@ -65,9 +63,10 @@ from mailcase.outbound import dsn
 from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
 from mailcase.outbound.queue import EnqueueHook, enqueue
 from mailcase.storage import messages
-from mailcase.storage.db import begin_write, is_postgresql
+from mailcase.storage.db import begin_write
 from mailcase.storage.models import receiving_addresses, utcnow
 from mailcase.storage.spool import LogEntry
+from mailcase.storage.sql import upsert
 
 __all__ = [
     "Automation",
@@ -230,16 +229,11 @@ def _act(
 
 def _count_case(conn: Connection, day: str) -> None:
     """One more case on `day` (an upsert: concurrent workers on PostgreSQL count right)."""
-    stmt: Any
-    if is_postgresql(conn):
-        stmt = pg_insert(automation_daily_counts).values(day=day, cases=1)
-    else:
-        stmt = sqlite_insert(automation_daily_counts).values(day=day, cases=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[automation_daily_counts.c.day],
+    conn.execute(upsert(
+        conn, automation_daily_counts, {"day": day, "cases": 1},
+        key=[automation_daily_counts.c.day],
         set_={"cases": automation_daily_counts.c.cases + 1},
-    )
-    conn.execute(stmt)
+    ))
 
 
 def _send_notice(

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailcase.storage.models import Base, utcnow
+from mailcase.storage.sql import BigId as _BigId
 
 __all__ = [
     "SENT_KINDS",
@@ -53,8 +54,6 @@ __all__ = [
 
 #: Kinds of automatic mail recorded in `automation_sent`.
 SENT_KINDS = ("auto-reply", "bounce", "notification")
-
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class AutoResponseRule(Base):

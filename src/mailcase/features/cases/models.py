@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailcase.storage.models import Base, utcnow
+from mailcase.storage.sql import BigId as _BigId
 
 __all__ = [
     "CASE_STATUSES",
@@ -73,8 +74,6 @@ CASE_STATUSES = ("New", "Working", "Escalated", "Closed")
 PRIORITIES = ("Low", "Medium", "High", "Urgent")
 #: Directions of a case email.
 DIRECTIONS = ("inbound", "outbound")
-
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class RoutingAddress(Base):

@@ -32,8 +32,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mailcase.errors import StorageError
 from mailcase.features.cases.decide import ThreadCase
@@ -53,8 +51,9 @@ from mailcase.features.cases.models import (
 from mailcase.features.cases.routing import normalize_accept_entry
 from mailcase.storage import addresses
 from mailcase.storage._records import clean_text
-from mailcase.storage.db import begin_write, is_postgresql
+from mailcase.storage.db import begin_write
 from mailcase.storage.models import receiving_addresses, utcnow
+from mailcase.storage.sql import insert_ignore
 
 __all__ = [
     "AttachmentRecord",
@@ -529,11 +528,7 @@ def index_message_ids(
     if not keys:
         return
     rows = [{"message_key": k, "case_id": case_id, "case_email_id": email_id} for k in keys]
-    if is_postgresql(conn):
-        stmt: Any = pg_insert(_mid).on_conflict_do_nothing()
-    else:
-        stmt = sqlite_insert(_mid).on_conflict_do_nothing()
-    conn.execute(stmt, rows)
+    conn.execute(insert_ignore(conn, _mid), rows)
 
 
 def case_ids_for_message_ids(conn: Connection, message_ids: Sequence[str]) -> dict[str, int]:
@@ -645,10 +640,7 @@ def set_status(conn: Connection, case_id: int, status: str) -> None:
 
 def _upsert_blob(conn: Connection, sha256: str, data: bytes) -> int:
     values = {"sha256": sha256, "size": len(data), "data": data, "created_at": utcnow()}
-    if is_postgresql(conn):
-        stmt: Any = pg_insert(_b).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite_insert(_b).values(**values).on_conflict_do_nothing()
+    stmt = insert_ignore(conn, _b).values(**values)
     existing = conn.execute(select(_b.c.id).where(_b.c.sha256 == sha256)).scalar()
     if existing is not None:
         return int(existing)

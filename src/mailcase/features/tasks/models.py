@@ -15,14 +15,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Table, Text, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Table, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailcase.storage.models import Base, utcnow
+from mailcase.storage.sql import BigId as _BigId
 
 __all__ = ["Task", "tasks"]
-
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Task(Base):
