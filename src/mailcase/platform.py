@@ -36,7 +36,7 @@ from mailcase import eventloop
 from mailcase.config import Settings, parse_hostport
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.delivery.hooks import DeliveryHooks
-from mailcase.features.cases.automation import Automation
+from mailcase.features.cases.automation.service import Automation
 from mailcase.features.cases.destination import CaseDestination
 from mailcase.features.recipients import FeatureRecipients
 from mailcase.features.tasks.service import on_case_created as create_case_task

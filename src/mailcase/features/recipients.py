@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from mailcase.config import AutomationSettings
-from mailcase.features.cases.limits import cases_today, rcpt_reply
+from mailcase.features.cases.automation.limits import cases_today, rcpt_reply
 from mailcase.features.cases.models import routing_addresses
 from mailcase.outbound import bounces
 from mailcase.smtp.replies import Reply

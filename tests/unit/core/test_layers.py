@@ -47,7 +47,7 @@ TANGLES = [
     # The address book read feature tables and the VERP key of outbound.
     ("inbound/addressbook.py", "from mailcase.features.cases.models import routing_addresses",
      "mailcase layers run one way"),
-    ("inbound/addressbook.py", "from mailcase.features.cases.limits import cases_today",
+    ("inbound/addressbook.py", "from mailcase.features.cases.automation.limits import cases_today",
      "mailcase layers run one way"),
     ("inbound/addressbook.py", "from mailcase.outbound.bounces import load_verp_key",
      "mailcase layers run one way"),

@@ -40,14 +40,7 @@ from mailcase import maillog
 from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.features.cases import store
-from mailcase.features.cases.automation_models import (
-    auto_response_rules,
-    automation_address_settings,
-    automation_daily_counts,
-    automation_loop_hits,
-    automation_sent,
-)
-from mailcase.features.cases.autoresponse import (
+from mailcase.features.cases.automation.autoresponse import (
     Rule,
     TemplateError,
     check_templates,
@@ -57,8 +50,15 @@ from mailcase.features.cases.autoresponse import (
     render,
     suppression_reason,
 )
+from mailcase.features.cases.automation.loops import fingerprint
+from mailcase.features.cases.automation.models import (
+    auto_response_rules,
+    automation_address_settings,
+    automation_daily_counts,
+    automation_loop_hits,
+    automation_sent,
+)
 from mailcase.features.cases.events import Admission, CaseEmailEvent
-from mailcase.features.cases.loops import fingerprint
 from mailcase.features.cases.models import routing_addresses
 from mailcase.features.cases.threadtoken import with_token_in_body, with_token_in_subject
 from mailcase.outbound import dsn

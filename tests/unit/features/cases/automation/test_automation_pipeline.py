@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from mailcase.config import Settings, load_settings
-from mailcase.features.cases import automation, store
+from mailcase.features.cases import store
+from mailcase.features.cases.automation import service as automation
 from mailcase.mime import parse_message
 from mailcase.outbound.models import outbound_contents, outbound_messages
 from mailcase.storage import messages

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailcase.config import Settings, load_settings
-from mailcase.features.cases import automation, store
-from mailcase.features.cases.automation_models import automation_daily_counts, automation_sent
+from mailcase.features.cases import store
+from mailcase.features.cases.automation import service as automation
+from mailcase.features.cases.automation.models import automation_daily_counts, automation_sent
 from mailcase.features.cases.events import CaseEmailEvent
 from mailcase.features.cases.models import case_emails
 from mailcase.mime import parse_message

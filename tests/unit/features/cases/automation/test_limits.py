@@ -9,15 +9,16 @@ import pytest
 from sqlalchemy import Engine
 
 from mailcase.config import AutomationSettings
-from mailcase.features.cases import automation, store
-from mailcase.features.cases.limits import (
+from mailcase.features.cases import store
+from mailcase.features.cases.automation import service as automation
+from mailcase.features.cases.automation.limits import (
     OVER_LIMIT_BOUNCE,
     OVER_LIMIT_REQUEUE,
     cases_today,
     rcpt_reply,
 )
 from mailcase.storage.db import begin_write
-from tests.unit.features.automation.test_automation_storage import T0, _event, _settings
+from tests.unit.features.cases.automation.test_automation_storage import T0, _event, _settings
 
 
 @pytest.mark.parametrize(
