@@ -8,9 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, event
 
-from mailcase.features.cases import store
 from mailcase.features.cases.delivery_status import case_delivery, format_delivery
 from mailcase.features.cases.reply import send_reply
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import routing as routing_store
 from mailcase.outbound import queue
 from mailcase.outbound.bounces import record_bounce
 from mailcase.outbound.queue import Completion, RecipientResult
@@ -28,7 +29,7 @@ def _never(created: datetime, now: datetime, attempts: int) -> datetime | None:
 
 async def _case_with_reply(engine: Engine, tmp: Path, to: tuple[str, ...]) -> str:
     s = settings(tmp)
-    store.add_routing(engine, "support@ours.test", name="Ours Support")
+    routing_store.add_routing(engine, "support@ours.test", name="Ours Support")
     await deliver(engine, s, eml(message_id="<q1@customer.test>", subject="Broken screen"))
     return send_reply(engine, s, 1, body="Send it in, please.", to=to).outbound_queue_id
 
@@ -37,7 +38,7 @@ async def test_reply_goes_from_queued_to_deferred_to_bounced(
     db_engine: Engine, tmp_path: Path
 ) -> None:
     qid = await _case_with_reply(db_engine, tmp_path, ("ann@customer.test", "bob@other.test"))
-    emails = store.list_emails(db_engine, 1) or []
+    emails = email_store.list_emails(db_engine, 1) or []
     inbound, reply = emails
     d = case_delivery(db_engine, "00000001")
     assert d is not None and set(d) == {reply.id}  # inbound emails have no delivery
@@ -82,7 +83,7 @@ async def test_a_later_dsn_turns_a_delivered_reply_bounced(
     queue.record(db_engine, [Completion(msg, (
         RecipientResult(msg.recipients[0], "delivered", stage="data", code=250, text="2.0.0 Ok"),
     ), True)], schedule=_never)
-    reply = (store.list_emails(db_engine, 1) or [])[1]
+    reply = (email_store.list_emails(db_engine, 1) or [])[1]
     d = case_delivery(db_engine, 1) or {}
     assert d[reply.id]["state"] == "delivered" and d[reply.id]["delivered_at"] is not None
     assert d[reply.id]["recipients"][0]["dsn_status"] is None

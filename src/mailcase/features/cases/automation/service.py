@@ -39,7 +39,6 @@ from sqlalchemy.exc import IntegrityError
 from mailcase import maillog
 from mailcase.config import Settings
 from mailcase.errors import StorageError
-from mailcase.features.cases import store
 from mailcase.features.cases.automation.autoresponse import (
     Rule,
     TemplateError,
@@ -60,6 +59,8 @@ from mailcase.features.cases.automation.models import (
 )
 from mailcase.features.cases.events import Admission, CaseEmailEvent
 from mailcase.features.cases.models import routing_addresses
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import threads as thread_store
 from mailcase.features.cases.threadtoken import with_token_in_body, with_token_in_subject
 from mailcase.outbound import dsn
 from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
@@ -444,7 +445,7 @@ def _auto_respond(
         maillog.automation(event.queue_id, what="not-sent", kind="auto-reply", reason=str(exc))
         return
     refs = [*references, event.email.message_id] if event.email.message_id else list(references)
-    email_id = store.add_email(
+    email_id = email_store.add_email(
         conn,
         event.case_id,  # type: ignore[arg-type]  # checked in on_case_email
         direction="outbound",
@@ -461,7 +462,7 @@ def _auto_respond(
         outbound_queue_id=queue_id,
         routing_address=event.routing.address,
     )
-    store.index_message_ids(conn, event.case_id, email_id, [message_id])  # type: ignore[arg-type]
+    thread_store.index_message_ids(conn, event.case_id, email_id, [message_id])  # type: ignore[arg-type]
     _record_sent(conn, now, "auto-reply", sender, event.case_id, rule.id, queue_id, message_id)
     maillog.automation(
         event.queue_id,
