@@ -387,10 +387,11 @@ def _register_feature_commands() -> None:
     from mailcase.features.cases.automation import commands as automation_commands
     from mailcase.features.tasks import commands as task_commands
     from mailcase.outbound import commands as outbound_commands
-    from mailcase.outbound import extras_commands
+    from mailcase.outbound import dkim_commands
+    from mailcase.outbound.bounces import commands as bounce_commands
 
     for module in (case_commands, automation_commands, outbound_commands, relay_commands,
-                   extras_commands, task_commands):
+                   dkim_commands, bounce_commands, task_commands):
         module.register(cli)
 
 

@@ -141,7 +141,7 @@ async def test_a_permanent_failure_goes_through_the_bounce_hook(
     tmp_path: Path, dns: DNSServer, db: Engine, sink: SmtpSink
 ) -> None:
     """The engine, built with the composition root's hooks (`build_outbound`), hands
-    permanent failures to mailcase.outbound.bounces.on_permanent_failure, which queues a DSN
+    permanent failures to mailcase.outbound.bounces.notify.on_permanent_failure, which queues a DSN
     to the sender in the same transaction. A platform built without that hook fails here."""
     from mailcase.outbound import queue
 

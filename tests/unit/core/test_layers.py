@@ -49,7 +49,7 @@ TANGLES = [
      "mailcase layers run one way"),
     ("inbound/addressbook.py", "from mailcase.features.cases.automation.limits import cases_today",
      "mailcase layers run one way"),
-    ("inbound/addressbook.py", "from mailcase.outbound.bounces import load_verp_key",
+    ("inbound/addressbook.py", "from mailcase.outbound.bounces.verp import load_verp_key",
      "mailcase layers run one way"),
     # outbound and delivery imported each other (relay tables one way, relay CLI the other).
     ("outbound/commands.py", "from mailcase.delivery.relays import list_relays",

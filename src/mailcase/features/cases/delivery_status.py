@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, and_, func, literal, or_, select
 
 from mailcase.features.cases.models import case_emails
 from mailcase.features.cases.store import cases as case_store
-from mailcase.outbound.extras_models import bounce_events
+from mailcase.outbound.bounces.models import bounce_events
 from mailcase.outbound.models import outbound_messages, outbound_recipients
 
 __all__ = [

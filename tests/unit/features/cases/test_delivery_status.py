@@ -13,7 +13,7 @@ from mailcase.features.cases.reply import send_reply
 from mailcase.features.cases.store import emails as email_store
 from mailcase.features.cases.store import routing as routing_store
 from mailcase.outbound import queue
-from mailcase.outbound.bounces import record_bounce
+from mailcase.outbound.bounces.suppression import record_bounce
 from mailcase.outbound.queue import Completion, RecipientResult
 from mailcase.storage.db import begin_write
 from tests.unit.features.cases.helpers import deliver, eml, settings

@@ -17,7 +17,10 @@ from mailcase.config import Settings
 from mailcase.features.recipients import FeatureRecipients
 from mailcase.inbound.addressbook import AddressBook
 from mailcase.mime import parse_message
-from mailcase.outbound import bounces
+from mailcase.outbound.bounces import destination as bounce_destination
+from mailcase.outbound.bounces import hook as bounce_hook
+from mailcase.outbound.bounces import notify as bounce_notify
+from mailcase.outbound.bounces import suppression, verp
 from mailcase.outbound.dsn import DsnFailure, build_dsn
 from mailcase.outbound.models import outbound_contents, outbound_messages, outbound_recipients
 from mailcase.outbound.queue import enqueue
@@ -94,15 +97,15 @@ def test_forged_or_altered_verp_addresses_are_refused() -> None:
 
 
 def test_return_path_is_accepted_by_the_address_book(db_engine: Engine, settings: Settings) -> None:
-    rp = bounces.return_path_for(settings, "0AB12CD34EF5678901", "support@example.test")
+    rp = verp.return_path_for(settings, "0AB12CD34EF5678901", "support@example.test")
     assert rp.startswith("bounce+0ab12cd34ef5678901.") and rp.endswith("@mx.mailcase.test")
-    assert bounces.return_path_for(settings, "0AB12CD34EF5678901", "") == ""
+    assert verp.return_path_for(settings, "0AB12CD34EF5678901", "") == ""
     off = settings.model_copy(deep=True)
     off.dkim.verp = False
-    assert bounces.return_path_for(off, "0AB12CD34EF5678901", "a@b.test") == "a@b.test"
+    assert verp.return_path_for(off, "0AB12CD34EF5678901", "a@b.test") == "a@b.test"
     other = settings.model_copy(deep=True)
     other.dkim.bounce_domain = "Bounces.Example.TEST"
-    assert bounces.return_path_for(other, "0AB1", "a@b.test").endswith("@bounces.example.test")
+    assert verp.return_path_for(other, "0AB1", "a@b.test").endswith("@bounces.example.test")
 
     book = AddressBook(db_engine, policy=FeatureRecipients())
     book.reload()
@@ -115,40 +118,40 @@ def test_return_path_is_accepted_by_the_address_book(db_engine: Engine, settings
 
 def test_suppression_list_on_both_engines(db_engine: Engine) -> None:
     with begin_write(db_engine) as conn:
-        assert not bounces.is_suppressed(conn, "Kunde@Nirgendwo.example")
-        bounces.suppress(conn, "<Kunde@Nirgendwo.example>", status="5.1.1", reason="unknown",
+        assert not suppression.is_suppressed(conn, "Kunde@Nirgendwo.example")
+        suppression.suppress(conn, "<Kunde@Nirgendwo.example>", status="5.1.1", reason="unknown",
                          queue_id="Q1")
-        bounces.suppress(conn, "kunde@nirgendwo.example", status="5.1.2", reason="again",
+        suppression.suppress(conn, "kunde@nirgendwo.example", status="5.1.2", reason="again",
                          queue_id="Q2")
     with db_engine.connect() as conn:
-        assert bounces.is_suppressed(conn, "KUNDE@nirgendwo.example")
-        assert bounces.suppressed_among(conn, ["a@b.test", "kunde@NIRGENDWO.example"]) == {
+        assert suppression.is_suppressed(conn, "KUNDE@nirgendwo.example")
+        assert suppression.suppressed_among(conn, ["a@b.test", "kunde@NIRGENDWO.example"]) == {
             "kunde@nirgendwo.example"}
-    [rec] = bounces.list_bounces(db_engine)
+    [rec] = suppression.list_bounces(db_engine)
     assert (rec.address, rec.status, rec.bounces, rec.queue_id) == (
         "kunde@nirgendwo.example", "5.1.2", 2, "Q2")
     # One report recorded once, however often it is processed.
     with begin_write(db_engine) as conn:
-        assert bounces.record_bounce(conn, source="dsn:Q9", recipient="x@y.test",
+        assert suppression.record_bounce(conn, source="dsn:Q9", recipient="x@y.test",
                                      status="5.1.1") == "hard"
-        assert bounces.record_bounce(conn, source="dsn:Q9", recipient="X@y.test",
+        assert suppression.record_bounce(conn, source="dsn:Q9", recipient="X@y.test",
                                      status="5.1.1") is None
-        assert bounces.record_bounce(conn, source="dsn:Q9", recipient="z@y.test",
+        assert suppression.record_bounce(conn, source="dsn:Q9", recipient="z@y.test",
                                      status="2.0.0", action="delivered") is None
-    assert [e.recipient for e in bounces.list_events(db_engine)] == ["x@y.test"]
-    assert bounces.clear(db_engine, "x@y.test")
-    assert bounces.clear(db_engine, "Kunde@nirgendwo.example")
-    assert not bounces.clear(db_engine, "kunde@nirgendwo.example")
-    assert bounces.list_bounces(db_engine) == []
+    assert [e.recipient for e in suppression.list_events(db_engine)] == ["x@y.test"]
+    assert suppression.clear(db_engine, "x@y.test")
+    assert suppression.clear(db_engine, "Kunde@nirgendwo.example")
+    assert not suppression.clear(db_engine, "kunde@nirgendwo.example")
+    assert suppression.list_bounces(db_engine) == []
 
 
 def test_enqueue_marks_suppressed_recipients_and_adds_compliance_bcc(
     db_engine: Engine, settings: Settings
 ) -> None:
     settings.dkim.compliance_bcc = ["Archive@example.test"]
-    assert bounces.compliance_recipients(settings) == ["Archive@example.test"]
+    assert bounce_hook.compliance_recipients(settings) == ["Archive@example.test"]
     with begin_write(db_engine) as conn:
-        bounces.suppress(conn, "gone@elsewhere.test", status="5.1.1", reason="x")
+        suppression.suppress(conn, "gone@elsewhere.test", status="5.1.1", reason="x")
     with begin_write(db_engine) as conn:
         qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["Gone@elsewhere.test", "ok@elsewhere.test"], content=ORIGINAL)
@@ -182,7 +185,7 @@ async def test_dsn_to_a_verp_address_records_hard_and_soft_bounces(
         qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example", "zwei@nirgendwo.example"],
                       content=ORIGINAL)
-    rp = bounces.return_path_for(settings, qid, "support@example.test")
+    rp = verp.return_path_for(settings, qid, "support@example.test")
     dsn = build_dsn(
         reporting_mta="mail.nirgendwo.example",
         original_sender=rp,
@@ -193,16 +196,16 @@ async def test_dsn_to_a_verp_address_records_hard_and_soft_bounces(
         ],
         original=ORIGINAL,
     ).replace(b"Action: failed\r\nStatus: 4.2.2", b"Action: delayed\r\nStatus: 4.2.2")
-    dest = bounces.BounceDestination(settings)
+    dest = bounce_destination.BounceDestination(settings)
     msg = make_message(rcpt_to=(rp,), content=bytearray(dsn), mail_from="",
                        message_id=None)
     plain = make_message(rcpt_to=("support@example.test",))
     await _spool(db_engine, msg, plain)
     assert process_pending(db_engine, [AddressInbox(), dest]) == 2
 
-    [hard] = bounces.list_bounces(db_engine)
+    [hard] = suppression.list_bounces(db_engine)
     assert (hard.address, hard.status, hard.queue_id) == ("kunde@nirgendwo.example", "5.1.1", qid)
-    events = {e.recipient: e for e in bounces.list_events(db_engine)}
+    events = {e.recipient: e for e in suppression.list_events(db_engine)}
     assert events["kunde@nirgendwo.example"].kind == "hard"
     assert events["kunde@nirgendwo.example"].message_id == "<orig-1@example.test>"
     assert events["zwei@nirgendwo.example"].kind == "soft"
@@ -219,8 +222,8 @@ async def test_dsn_to_a_verp_address_records_hard_and_soft_bounces(
     again = make_message(rcpt_to=(rp,), content=bytearray(dsn), mail_from="")
     await _spool(db_engine, again)
     process_pending(db_engine, [AddressInbox(), dest])
-    assert bounces.list_bounces(db_engine)[0].bounces == 2
-    assert len(bounces.list_events(db_engine, recipient="kunde@nirgendwo.example")) == 2
+    assert suppression.list_bounces(db_engine)[0].bounces == 2
+    assert len(suppression.list_events(db_engine, recipient="kunde@nirgendwo.example")) == 2
 
 
 async def test_original_message_id_is_the_fallback(db_engine: Engine, settings: Settings) -> None:
@@ -228,21 +231,21 @@ async def test_original_message_id_is_the_fallback(db_engine: Engine, settings: 
         qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     # A valid bounce address for a message we no longer know: the Message-ID finds it.
-    rp = bounces.return_path_for(settings, "FFFFFFFF0000000000", "support@example.test")
+    rp = verp.return_path_for(settings, "FFFFFFFF0000000000", "support@example.test")
     dsn = build_dsn(reporting_mta="m.example", original_sender=rp,
                     failures=[DsnFailure("kunde@nirgendwo.example", "5.1.1", "550 nope")],
                     original=ORIGINAL)
     await _spool(db_engine, make_message(rcpt_to=(rp,), content=bytearray(dsn)))
-    process_pending(db_engine, [bounces.BounceDestination(settings)])
-    [ev] = bounces.list_events(db_engine)
+    process_pending(db_engine, [bounce_destination.BounceDestination(settings)])
+    [ev] = suppression.list_events(db_engine)
     assert ev.outbound_queue_id == qid
 
 
 async def test_not_a_report_is_ignored(db_engine: Engine, settings: Settings) -> None:
-    rp = bounces.return_path_for(settings, "0AB1", "support@example.test")
+    rp = verp.return_path_for(settings, "0AB1", "support@example.test")
     await _spool(db_engine, make_message(rcpt_to=(rp,)))
-    assert process_pending(db_engine, [AddressInbox(), bounces.BounceDestination(settings)]) == 1
-    assert bounces.list_events(db_engine) == []
+    assert process_pending(db_engine, [AddressInbox(), bounce_destination.BounceDestination(settings)]) == 1
+    assert suppression.list_events(db_engine) == []
 
 
 def _dsns(engine: Engine) -> list[tuple[str, str, bytes, str | None]]:
@@ -278,7 +281,7 @@ def test_permanent_failure_sends_one_dsn_to_the_sender(db_engine: Engine, settin
     rcpts = [{"address": "kunde@nirgendwo.example", "stage": "rcpt", "code": 550,
               "reply": "5.1.1 <kunde@nirgendwo.example>: User unknown"}]
     with begin_write(db_engine) as conn:
-        bounces.on_permanent_failure(conn, settings, row, rcpts, rcpts[0]["reply"])
+        bounce_notify.on_permanent_failure(conn, settings, row, rcpts, rcpts[0]["reply"])
     [(mail_from, category, content, source)] = _dsns(db_engine)
     assert (mail_from, category, source) == ("", "system", f"dsn:{qid}")
     report = parse_message(content).delivery_report
@@ -289,14 +292,14 @@ def test_permanent_failure_sends_one_dsn_to_the_sender(db_engine: Engine, settin
     assert "550 5.1.1 <kunde@nirgendwo.example>: User unknown" in rec.diagnostic_code
     # The remote's 5xx is a hard bounce: the address is suppressed.
     with db_engine.connect() as conn:
-        assert bounces.is_suppressed(conn, "kunde@nirgendwo.example")
+        assert suppression.is_suppressed(conn, "kunde@nirgendwo.example")
 
     # The DSN itself failing permanently (mail_from ""): no DSN about a DSN.
     dsn_qid = next(iter(_dsn_ids(db_engine)))
     with begin_write(db_engine) as conn:
-        bounces.on_permanent_failure(conn, settings, _message_row(db_engine, dsn_qid),
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, dsn_qid),
                                      ["support@example.test"], _Reply())
-    assert bounces.list_events(db_engine, recipient="support@example.test")[0].status == "5.1.1"
+    assert suppression.list_events(db_engine, recipient="support@example.test")[0].status == "5.1.1"
     assert len(_dsns(db_engine)) == 1
 
 
@@ -315,12 +318,12 @@ def test_no_dsn_to_a_null_sender_or_about_a_report(db_engine: Engine, settings: 
                       content=report)
     for qid in (null, rep):
         with begin_write(db_engine) as conn:
-            bounces.on_permanent_failure(conn, settings, _message_row(db_engine, qid),
+            bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid),
                                          ["kunde@nirgendwo.example"], "expired after 24 h")
     assert _dsns(db_engine) == []
     # A local failure (no remote 5xx) does not suppress the address.
     with db_engine.connect() as conn:
-        assert not bounces.is_suppressed(conn, "kunde@nirgendwo.example")
+        assert not suppression.is_suppressed(conn, "kunde@nirgendwo.example")
 
 
 def test_queue_time_running_out_reports_the_transient_status(
@@ -332,13 +335,13 @@ def test_queue_time_running_out_reports_the_transient_status(
     rcpts = [{"address": "kunde@nirgendwo.example", "stage": "rcpt", "code": 451,
               "reply": "4.7.1 greylisted, try later"}]
     with begin_write(db_engine) as conn:
-        bounces.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
                                      "4.7.1 greylisted, try later")
     [(_, _, content, _)] = _dsns(db_engine)
     [rec] = parse_message(content).delivery_report.recipients  # type: ignore[union-attr]
     assert (rec.action, rec.status) == ("failed", "4.7.1")
     with db_engine.connect() as conn:
-        assert not bounces.is_suppressed(conn, "kunde@nirgendwo.example")
+        assert not suppression.is_suppressed(conn, "kunde@nirgendwo.example")
 
 
 def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed(
@@ -346,7 +349,7 @@ def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed
 ) -> None:
     settings.dkim.compliance_bcc = ["archive@example.test"]
     with begin_write(db_engine) as conn:
-        bounces.suppress(conn, "archive@example.test", status="5.2.2", reason="full (by hand)")
+        suppression.suppress(conn, "archive@example.test", status="5.2.2", reason="full (by hand)")
         qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks, mail_from="support@example.test",
                       rcpt_to=["kunde@nirgendwo.example"], content=ORIGINAL)
     with db_engine.connect() as conn:
@@ -355,19 +358,19 @@ def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed
             .join(outbound_messages, outbound_messages.c.id == outbound_recipients.c.message_pk)
             .where(outbound_messages.c.queue_id == qid)).all())
     assert states == {"kunde@nirgendwo.example": "queued", "archive@example.test": "queued"}
-    bounces.clear(db_engine, "archive@example.test")
+    suppression.clear(db_engine, "archive@example.test")
     rcpts = [{"address": "archive@example.test", "stage": "data", "code": 552,
               "reply": "5.2.2 mailbox full"}]
     with begin_write(db_engine) as conn:
-        bounces.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
                                      "5.2.2 mailbox full")
     assert _dsns(db_engine) == []
-    assert bounces.list_bounces(db_engine) == []
+    assert suppression.list_bounces(db_engine) == []
     # The real recipient failing still gets its DSN, without naming the archive.
     rcpts = [{"address": "kunde@nirgendwo.example", "stage": "rcpt", "code": 550,
               "reply": "5.1.1 unknown"}]
     with begin_write(db_engine) as conn:
-        bounces.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
                                      "5.1.1 unknown")
     [(_, _, content, _)] = _dsns(db_engine)
     assert b"archive" not in content.split(b"Content-Type: text/rfc822-headers")[0]
@@ -382,13 +385,13 @@ def test_a_failing_dsn_never_breaks_the_callers_transaction(
     row = _message_row(db_engine, qid)
     row["mail_from"] = "not an address"  # enqueue of the DSN refuses it
     with begin_write(db_engine) as conn:
-        bounces.on_permanent_failure(conn, settings, row, [
+        bounce_notify.on_permanent_failure(conn, settings, row, [
             {"address": "kunde@nirgendwo.example", "code": 550, "reply": "5.1.1 unknown"}],
             "5.1.1 unknown")
-        bounces.suppress(conn, "after@example.test", status="5.1.1", reason="still usable")
+        suppression.suppress(conn, "after@example.test", status="5.1.1", reason="still usable")
     assert _dsns(db_engine) == []
     # The bounce is still recorded; only the DSN was given up; the transaction committed.
-    assert sorted(b.address for b in bounces.list_bounces(db_engine)) == [
+    assert sorted(b.address for b in suppression.list_bounces(db_engine)) == [
         "after@example.test", "kunde@nirgendwo.example"]
 
 
@@ -402,14 +405,14 @@ def test_verp_check_never_raises_and_never_accepts_noise(text: str) -> None:
 
 
 def test_verp_key_is_made_once_when_missing(db_engine: Engine) -> None:
-    from mailcase.outbound.extras_models import verp_keys
+    from mailcase.outbound.bounces.models import verp_keys
 
     with begin_write(db_engine) as conn:
-        made_by_migration = bounces.load_verp_key(conn)
+        made_by_migration = verp.load_verp_key(conn)
         assert made_by_migration is not None and len(made_by_migration) == 32
         conn.execute(verp_keys.delete())
-    assert bounces.load_verp_key(db_engine) is None
+    assert verp.load_verp_key(db_engine) is None
     with begin_write(db_engine) as conn:
-        first = bounces.ensure_verp_key(conn)
+        first = verp.ensure_verp_key(conn)
     with begin_write(db_engine) as conn:
-        assert bounces.ensure_verp_key(conn) == first != made_by_migration
+        assert verp.ensure_verp_key(conn) == first != made_by_migration
