@@ -51,7 +51,7 @@ from mailcase.outbound.bounces import destination as bounce_destination
 from mailcase.outbound.bounces import hook as bounce_hook
 from mailcase.outbound.bounces import notify as bounce_notify
 from mailcase.outbound.bounces import verp
-from mailcase.outbound.queue import EnqueueHook
+from mailcase.outbound.queue.enqueue import EnqueueHook
 from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import AddressInbox, Destination, Pipeline
 from mailcase.secrets import server_secret

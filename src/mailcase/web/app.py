@@ -23,7 +23,7 @@ from mailcase import __version__
 from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
-from mailcase.outbound.queue import EnqueueHook
+from mailcase.outbound.queue.enqueue import EnqueueHook
 from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens

@@ -24,7 +24,7 @@ from mailcase.features.cases.threadtoken import (
     with_token_in_body,
     with_token_in_subject,
 )
-from mailcase.outbound.queue import EnqueueHook
+from mailcase.outbound.queue.enqueue import EnqueueHook
 from mailcase.secrets import server_secret
 from mailcase.storage.db import begin_write
 
@@ -75,7 +75,7 @@ def send_reply(
     """Queue a reply on case `number`; ReplyError when it cannot be sent. `hooks`: the
     process's enqueue hooks (`mailcase.platform.build_outbound`)."""
     from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
-    from mailcase.outbound.queue import EnqueueError, enqueue
+    from mailcase.outbound.queue.enqueue import EnqueueError, enqueue
 
     if not body.strip() and not (html or "").strip():
         raise ReplyError("a reply needs a body")

@@ -12,8 +12,8 @@ from dataclasses import replace
 from sqlalchemy.engine import Connection
 
 from mailcase.config import Settings
-from mailcase.outbound import queue as outbound_queue
 from mailcase.outbound.bounces.suppression import suppressed_among
+from mailcase.outbound.queue import enqueue as queue_enqueue
 
 __all__ = [
     "compliance_recipients",
@@ -26,14 +26,14 @@ def compliance_recipients(settings: Settings) -> list[str]:
     return [a.strip() for a in settings.dkim.compliance_bcc if a.strip()]
 
 
-def enqueue_hook(settings: Settings) -> outbound_queue.EnqueueHook:
+def enqueue_hook(settings: Settings) -> queue_enqueue.EnqueueHook:
     """The hook that adds the compliance BCC recipients of `settings` and marks suppressed ones
     (see module docstring).
 
     The compliance addresses themselves are never suppressed: the archive must not stop
     silently because it once refused a message."""
 
-    def hook(conn: Connection, env: outbound_queue.Envelope) -> outbound_queue.Envelope:
+    def hook(conn: Connection, env: queue_enqueue.Envelope) -> queue_enqueue.Envelope:
         rcpts = list(env.rcpt_to)
         archive: set[str] = set()
         have = {r.lower() for r in rcpts}

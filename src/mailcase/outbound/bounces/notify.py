@@ -16,11 +16,11 @@ from sqlalchemy.engine import Connection
 
 from mailcase import maillog
 from mailcase.config import Settings
-from mailcase.outbound import queue as outbound_queue
 from mailcase.outbound.bounces.hook import compliance_recipients, enqueue_hook
 from mailcase.outbound.bounces.suppression import record_bounce
 from mailcase.outbound.dsn import DsnFailure, build_dsn
 from mailcase.outbound.models import outbound_contents
+from mailcase.outbound.queue import enqueue as queue_enqueue
 from mailcase.policy.recipients import VERP_PREFIX
 from mailcase.storage.models import utcnow
 
@@ -158,12 +158,12 @@ def _on_permanent_failure(
                 queue_id=queue_id or None,
                 arrival_date=_get(message_row, "created_at"),
             )
-            dsn_id = outbound_queue.enqueue(
+            dsn_id = queue_enqueue.enqueue(
                 conn, mail_from="", rcpt_to=[mail_from], content=dsn, category="system",
                 source=f"dsn:{queue_id}" if queue_id else "dsn",
                 hooks=(enqueue_hook(settings),),
             )
-    except outbound_queue.EnqueueError as e:
+    except queue_enqueue.EnqueueError as e:
         maillog.event("bounce", queue_id or None, dsn="not sent", to=f"<{mail_from}>",
                       reason=str(e))
         return

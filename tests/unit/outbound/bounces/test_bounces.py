@@ -23,7 +23,7 @@ from mailcase.outbound.bounces import notify as bounce_notify
 from mailcase.outbound.bounces import suppression, verp
 from mailcase.outbound.dsn import DsnFailure, build_dsn
 from mailcase.outbound.models import outbound_contents, outbound_messages, outbound_recipients
-from mailcase.outbound.queue import enqueue
+from mailcase.outbound.queue.enqueue import enqueue
 from mailcase.pipeline.worker import AddressInbox, process_pending
 from mailcase.platform import build_outbound
 from mailcase.policy import Accept, AddressRule, Reject, decide_recipient

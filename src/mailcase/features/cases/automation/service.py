@@ -64,7 +64,7 @@ from mailcase.features.cases.store import threads as thread_store
 from mailcase.features.cases.threadtoken import with_token_in_body, with_token_in_subject
 from mailcase.outbound import dsn
 from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
-from mailcase.outbound.queue import EnqueueHook, enqueue
+from mailcase.outbound.queue.enqueue import EnqueueHook, enqueue
 from mailcase.storage import messages
 from mailcase.storage.db import begin_write, is_postgresql
 from mailcase.storage.models import receiving_addresses, utcnow
