@@ -1,4 +1,4 @@
-"""The engine's side of the queue (claim, record, hold, retry, list) on SQLite and PostgreSQL."""
+"""The engine's side of the queue (claim, record, hold) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -155,17 +155,6 @@ def test_access_levels_hold_and_release(db_engine: Engine) -> None:
     assert queue_views.queue_counts(db_engine) == {"queued": 4}
 
 
-def test_retry_now_makes_a_deferred_message_due(db_engine: Engine) -> None:
-    (qid,) = _enqueue(db_engine)
-    (msg,) = queue_claim.claim(db_engine, limit=10, lease=900)
-    queue_claim.record(db_engine, [Completion(msg, (_result(msg.recipients[0], "transient"),), True)],
-                 schedule=_in_ten_minutes)
-    assert queue_claim.claim(db_engine, limit=10, lease=900) == []
-    assert queue_views.retry_now(db_engine, qid)
-    assert [m.queue_id for m in queue_claim.claim(db_engine, limit=10, lease=900)] == [qid]
-    assert not queue_views.retry_now(db_engine, "NOSUCHID")
-
-
 def test_concurrent_claimers_never_take_the_same_message(db_engine: Engine) -> None:
     ids = set(_enqueue(db_engine, 60))
     got: list[list[str]] = [[], [], []]
@@ -183,12 +172,3 @@ def test_concurrent_claimers_never_take_the_same_message(db_engine: Engine) -> N
         t.join(60)
     every = [q for g in got for q in g]
     assert sorted(every) == sorted(ids)  # all claimed, none twice
-
-
-def test_list_and_show(db_engine: Engine) -> None:
-    (qid,) = _enqueue(db_engine, rcpt_to=["b@example.net"], source="case:7")
-    (row,) = queue_views.list_messages(db_engine)
-    assert row["queue_id"] == qid and row["source"] == "case:7"
-    assert row["recipients"] == [{"address": "b@example.net", "state": "queued"}]
-    assert queue_views.list_messages(db_engine, state="delivered") == []
-    assert queue_views.show_message(db_engine, "nope") is None
