@@ -94,7 +94,7 @@ def run_mailcase(load: str, n: int, size: int, port: int, dns: DNSServer, timeou
     with begin_write(engine) as conn:
         for i in range(n):
             queue_enqueue.enqueue(conn, mail_from="bench@sender.test", rcpt_to=["rcpt@bench.test"],
-                          content=message(i, size))
+                                  content=message(i, size))
     settings = Settings(
         data_dir=tmp,
         dns={"nameservers": [dns.address], "timeout": 2.0},

@@ -116,7 +116,7 @@ def _enqueue(db: Engine, *rcpts: str, mail_from: str = "a@sender.test") -> tuple
     content = f"From: {mail_from}\r\nSubject: relay\r\nMessage-ID: {mid}\r\n\r\nx\r\n"
     with begin_write(db) as conn:
         qid = queue_enqueue.enqueue(conn, mail_from=mail_from, rcpt_to=list(rcpts),
-                            content=content.encode())
+                                    content=content.encode())
     return qid, mid
 
 

@@ -115,7 +115,7 @@ def _enqueue(db: Engine, rcpt: str) -> tuple[str, str]:
     content = f"From: a@sender.test\r\nTo: {rcpt}\r\nSubject: tls\r\nMessage-ID: {mid}\r\n\r\nx\r\n"
     with begin_write(db) as conn:
         qid = queue_enqueue.enqueue(conn, mail_from="a@sender.test", rcpt_to=[rcpt],
-                            content=content.encode())
+                                    content=content.encode())
     return qid, mid
 
 

@@ -56,7 +56,7 @@ def enqueue_many(engine: Engine, n: int, *, mail_from: str = "a@sender.test",
     with begin_write(engine) as conn:
         for i in range(n):
             ids.append(queue_enqueue.enqueue(conn, mail_from=mail_from, rcpt_to=rcpt_to,
-                                     content=message(i), category=category, source=source))
+                                             content=message(i), category=category, source=source))
     return ids
 
 

@@ -214,7 +214,7 @@ def test_routing_crud_links_receiving_address(db_engine: Engine) -> None:
     from mailcase.storage import addresses
 
     r = routing_store.add_routing(db_engine, "support@ours.test", require_tls=True, accept_from=["@Customer.test"],
-                          require_authenticated_sender=True, task_status="Not Started")
+                                  require_authenticated_sender=True, task_status="Not Started")
     assert r.require_tls and r.accept_from == ("customer.test",) and r.require_authenticated_sender
     rec = addresses.get(db_engine, "support@ours.test")
     assert rec is not None and rec.require_tls and rec.enabled

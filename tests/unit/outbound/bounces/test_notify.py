@@ -67,7 +67,7 @@ def test_permanent_failure_sends_one_dsn_to_the_sender(db_engine: Engine, settin
     dsn_qid = next(iter(_dsn_ids(db_engine)))
     with begin_write(db_engine) as conn:
         bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, dsn_qid),
-                                     ["support@example.test"], _Reply())
+                                           ["support@example.test"], _Reply())
     assert suppression.list_events(db_engine, recipient="support@example.test")[0].status == "5.1.1"
     assert len(_dsns(db_engine)) == 1
 
@@ -88,7 +88,7 @@ def test_no_dsn_to_a_null_sender_or_about_a_report(db_engine: Engine, settings: 
     for qid in (null, rep):
         with begin_write(db_engine) as conn:
             bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid),
-                                         ["kunde@nirgendwo.example"], "expired after 24 h")
+                                               ["kunde@nirgendwo.example"], "expired after 24 h")
     assert _dsns(db_engine) == []
     # A local failure (no remote 5xx) does not suppress the address.
     with db_engine.connect() as conn:
@@ -105,7 +105,7 @@ def test_queue_time_running_out_reports_the_transient_status(
               "reply": "4.7.1 greylisted, try later"}]
     with begin_write(db_engine) as conn:
         bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
-                                     "4.7.1 greylisted, try later")
+                                           "4.7.1 greylisted, try later")
     [(_, _, content, _)] = _dsns(db_engine)
     [rec] = parse_message(content).delivery_report.recipients  # type: ignore[union-attr]
     assert (rec.action, rec.status) == ("failed", "4.7.1")
@@ -132,7 +132,7 @@ def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed
               "reply": "5.2.2 mailbox full"}]
     with begin_write(db_engine) as conn:
         bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
-                                     "5.2.2 mailbox full")
+                                           "5.2.2 mailbox full")
     assert _dsns(db_engine) == []
     assert suppression.list_bounces(db_engine) == []
     # The real recipient failing still gets its DSN, without naming the archive.
@@ -140,7 +140,7 @@ def test_failed_compliance_copy_is_neither_reported_to_the_sender_nor_suppressed
               "reply": "5.1.1 unknown"}]
     with begin_write(db_engine) as conn:
         bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
-                                     "5.1.1 unknown")
+                                           "5.1.1 unknown")
     [(_, _, content, _)] = _dsns(db_engine)
     assert b"archive" not in content.split(b"Content-Type: text/rfc822-headers")[0]
 

@@ -128,7 +128,7 @@ def test_an_interrupted_attempt_is_closed_and_retried(db_engine: Engine) -> None
     queue_claim.claim(db_engine, limit=10, lease=900)  # ... and the process dies here
     assert queue_claim.recover_inflight(db_engine) == 1
     (again,) = queue_claim.claim(db_engine, limit=10, lease=900,
-                           now=datetime.now(UTC) + timedelta(seconds=1))
+                                 now=datetime.now(UTC) + timedelta(seconds=1))
     assert again.attempt == 2
     m = queue_views.show_message(db_engine, qid)
     assert m is not None
@@ -149,7 +149,7 @@ def test_access_levels_hold_and_release(db_engine: Engine) -> None:
     assert states == {user: "held", auto: "held", system: "held", reset: "queued"}
     assert queue_claim.release_held(db_engine, "system") == 1
     claimed = queue_claim.claim(db_engine, limit=10, lease=900, access_level="system",
-                          now=later + timedelta(seconds=1))
+                                now=later + timedelta(seconds=1))
     assert [c.queue_id for c in claimed] == [system]
     assert queue_claim.release_held(db_engine, "all") == 2
     assert queue_views.queue_counts(db_engine) == {"queued": 4}

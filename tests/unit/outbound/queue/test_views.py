@@ -15,7 +15,7 @@ def test_retry_now_makes_a_deferred_message_due(db_engine: Engine) -> None:
     (qid,) = _enqueue(db_engine)
     (msg,) = queue_claim.claim(db_engine, limit=10, lease=900)
     queue_claim.record(db_engine, [Completion(msg, (_result(msg.recipients[0], "transient"),), True)],
-                 schedule=_in_ten_minutes)
+                       schedule=_in_ten_minutes)
     assert queue_claim.claim(db_engine, limit=10, lease=900) == []
     assert queue_views.retry_now(db_engine, qid)
     assert [m.queue_id for m in queue_claim.claim(db_engine, limit=10, lease=900)] == [qid]
