@@ -53,8 +53,8 @@ from tests.support.smtpsink import SmtpSink, smtp_sink_available  # noqa: E402
 
 from mailcase.config import Settings  # noqa: E402
 from mailcase.delivery.engine import DeliveryEngine  # noqa: E402
-from mailcase.outbound import queue  # noqa: E402
 from mailcase.outbound.models import outbound_messages  # noqa: E402
+from mailcase.outbound.queue import enqueue as queue_enqueue  # noqa: E402
 from mailcase.platform import build_outbound  # noqa: E402
 from mailcase.storage.db import begin_write, make_engine, upgrade  # noqa: E402
 
@@ -93,8 +93,8 @@ def run_mailcase(load: str, n: int, size: int, port: int, dns: DNSServer, timeou
     upgrade(engine)
     with begin_write(engine) as conn:
         for i in range(n):
-            queue.enqueue(conn, mail_from="bench@sender.test", rcpt_to=["rcpt@bench.test"],
-                          content=message(i, size))
+            queue_enqueue.enqueue(conn, mail_from="bench@sender.test", rcpt_to=["rcpt@bench.test"],
+                                  content=message(i, size))
     settings = Settings(
         data_dir=tmp,
         dns={"nameservers": [dns.address], "timeout": 2.0},

@@ -383,14 +383,15 @@ def _register_feature_commands() -> None:
     """Each feature keeps its commands in its own module, with a `register(cli)` function
     (imported here, not named by strings: the layer contract sees what the CLI uses)."""
     from mailcase.delivery import commands as relay_commands
-    from mailcase.features.cases import automation_commands
     from mailcase.features.cases import commands as case_commands
+    from mailcase.features.cases.automation import commands as automation_commands
     from mailcase.features.tasks import commands as task_commands
     from mailcase.outbound import commands as outbound_commands
-    from mailcase.outbound import extras_commands
+    from mailcase.outbound import dkim_commands
+    from mailcase.outbound.bounces import commands as bounce_commands
 
     for module in (case_commands, automation_commands, outbound_commands, relay_commands,
-                   extras_commands, task_commands):
+                   dkim_commands, bounce_commands, task_commands):
         module.register(cli)
 
 

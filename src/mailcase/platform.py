@@ -36,7 +36,7 @@ from mailcase import eventloop
 from mailcase.config import Settings, parse_hostport
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.delivery.hooks import DeliveryHooks
-from mailcase.features.cases.automation import Automation
+from mailcase.features.cases.automation.service import Automation
 from mailcase.features.cases.destination import CaseDestination
 from mailcase.features.recipients import FeatureRecipients
 from mailcase.features.tasks.service import on_case_created as create_case_task
@@ -46,8 +46,12 @@ from mailcase.inbound.addressbook import AddressBook
 from mailcase.inbound.gateway import Gateway
 from mailcase.inbound.listener import acceptor_processes, check_listen_address, start_listener
 from mailcase.metrics import Metrics
-from mailcase.outbound import bounces, dkim
-from mailcase.outbound.queue import EnqueueHook
+from mailcase.outbound import dkim
+from mailcase.outbound.bounces import destination as bounce_destination
+from mailcase.outbound.bounces import hook as bounce_hook
+from mailcase.outbound.bounces import notify as bounce_notify
+from mailcase.outbound.bounces import verp
+from mailcase.outbound.queue.enqueue import EnqueueHook
 from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import AddressInbox, Destination, Pipeline
 from mailcase.secrets import server_secret
@@ -112,11 +116,11 @@ class Outbound:
 def build_outbound(settings: Settings) -> Outbound:
     """The outbound hooks of this instance (synchronous: the CLI uses it too)."""
     return Outbound(
-        enqueue_hooks=(bounces.enqueue_hook(settings),),
+        enqueue_hooks=(bounce_hook.enqueue_hook(settings),),
         delivery=DeliveryHooks(
             sign=dkim.sign_for_delivery,
-            return_path=bounces.return_path_for,
-            on_permanent_failure=bounces.on_permanent_failure,
+            return_path=verp.return_path_for,
+            on_permanent_failure=bounce_notify.on_permanent_failure,
         ),
     )
 
@@ -136,7 +140,7 @@ def build_destinations(
         automation=Automation(outbound.enqueue_hooks),
         on_case_created=(create_case_task,),
     )
-    return [AddressInbox(), cases, bounces.BounceDestination(settings)]
+    return [AddressInbox(), cases, bounce_destination.BounceDestination(settings)]
 
 
 # ---------------------------------------------------------------- the platform

@@ -6,10 +6,11 @@ module imports them all so that Alembic and the model/migration comparison see e
 
 from __future__ import annotations
 
-import mailcase.features.cases.automation_models
+import mailcase.features.cases.automation.models
 import mailcase.features.cases.models
 import mailcase.features.tasks.models
-import mailcase.outbound.extras_models
+import mailcase.outbound.bounces.models
+import mailcase.outbound.dkim_models
 import mailcase.outbound.models  # noqa: F401 - imported for their tables
 from mailcase.storage.models import metadata
 

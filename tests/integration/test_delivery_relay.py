@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from mailcase.config import Settings
 from mailcase.delivery import relays
 from mailcase.delivery.engine import DeliveryEngine
-from mailcase.outbound import queue
+from mailcase.outbound.queue import enqueue as queue_enqueue
 from mailcase.platform import build_outbound
 from mailcase.storage.db import begin_write, make_engine, upgrade
 from tests.support.delivery import delivery_settings, run_until_settled, show
@@ -115,8 +115,8 @@ def _enqueue(db: Engine, *rcpts: str, mail_from: str = "a@sender.test") -> tuple
     mid = f"<{uuid.uuid4().hex}@sender.test>"
     content = f"From: {mail_from}\r\nSubject: relay\r\nMessage-ID: {mid}\r\n\r\nx\r\n"
     with begin_write(db) as conn:
-        qid = queue.enqueue(conn, mail_from=mail_from, rcpt_to=list(rcpts),
-                            content=content.encode())
+        qid = queue_enqueue.enqueue(conn, mail_from=mail_from, rcpt_to=list(rcpts),
+                                    content=content.encode())
     return qid, mid
 
 

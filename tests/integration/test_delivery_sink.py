@@ -141,15 +141,15 @@ async def test_a_permanent_failure_goes_through_the_bounce_hook(
     tmp_path: Path, dns: DNSServer, db: Engine, sink: SmtpSink
 ) -> None:
     """The engine, built with the composition root's hooks (`build_outbound`), hands
-    permanent failures to mailcase.outbound.bounces.on_permanent_failure, which queues a DSN
+    permanent failures to mailcase.outbound.bounces.notify.on_permanent_failure, which queues a DSN
     to the sender in the same transaction. A platform built without that hook fails here."""
-    from mailcase.outbound import queue
+    from mailcase.outbound.queue import views as queue_views
 
     settings = delivery_settings(tmp_path, dns.address, mx_port=sink.port)
     eng = DeliveryEngine(settings, db, hooks=build_outbound(settings).delivery)
     (qid,) = enqueue_many(db, 1, mail_from="someone@example.net", rcpt_to=["x@nullmx.test"])
     await run_until_settled(eng)
-    dsns = [m for m in queue.list_messages(db) if m["queue_id"] != qid]
+    dsns = [m for m in queue_views.list_messages(db) if m["queue_id"] != qid]
     assert len(dsns) == 1, dsns
     (dsn,) = dsns
     assert dsn["mail_from"] == "" and dsn["category"] == "system"

@@ -20,7 +20,7 @@ import trustme
 from sqlalchemy import Engine
 
 from mailcase.delivery.engine import DeliveryEngine
-from mailcase.outbound import queue
+from mailcase.outbound.queue import enqueue as queue_enqueue
 from mailcase.platform import build_outbound
 from mailcase.storage import emaillog
 from mailcase.storage.db import begin_write, make_engine, upgrade
@@ -114,8 +114,8 @@ def _enqueue(db: Engine, rcpt: str) -> tuple[str, str]:
     mid = f"<{uuid.uuid4().hex}@sender.test>"
     content = f"From: a@sender.test\r\nTo: {rcpt}\r\nSubject: tls\r\nMessage-ID: {mid}\r\n\r\nx\r\n"
     with begin_write(db) as conn:
-        qid = queue.enqueue(conn, mail_from="a@sender.test", rcpt_to=[rcpt],
-                            content=content.encode())
+        qid = queue_enqueue.enqueue(conn, mail_from="a@sender.test", rcpt_to=[rcpt],
+                                    content=content.encode())
     return qid, mid
 
 

@@ -18,8 +18,9 @@ from sqlalchemy import Engine, func, select
 
 from mailcase.config import Settings
 from mailcase.delivery.engine import DeliveryEngine
-from mailcase.outbound import queue
 from mailcase.outbound.models import outbound_messages
+from mailcase.outbound.queue import enqueue as queue_enqueue
+from mailcase.outbound.queue import views as queue_views
 from mailcase.storage.db import begin_write
 
 __all__ = ["delivery_settings", "enqueue_many", "message", "run_until_settled", "show"]
@@ -54,8 +55,8 @@ def enqueue_many(engine: Engine, n: int, *, mail_from: str = "a@sender.test",
     ids: list[str] = []
     with begin_write(engine) as conn:
         for i in range(n):
-            ids.append(queue.enqueue(conn, mail_from=mail_from, rcpt_to=rcpt_to,
-                                     content=message(i), category=category, source=source))
+            ids.append(queue_enqueue.enqueue(conn, mail_from=mail_from, rcpt_to=rcpt_to,
+                                             content=message(i), category=category, source=source))
     return ids
 
 
@@ -92,6 +93,6 @@ async def run_until_settled(eng: DeliveryEngine, *, limit: float = 60.0) -> None
 
 
 def show(engine: Engine, qid: str) -> dict[str, Any]:
-    out = queue.show_message(engine, qid)
+    out = queue_views.show_message(engine, qid)
     assert out is not None
     return out

@@ -7,7 +7,7 @@ Runs in `mailcase serve` beside the pipeline:
 
 One round:
 
-1. **Claim** (`outbound.queue.claim`): due messages get an "inflight" attempt row per pending
+1. **Claim** (`outbound.queue.claim.claim`): due messages get an "inflight" attempt row per pending
    recipient and move their next attempt a lease ahead, in one transaction, *before* any
    connection is opened.
 2. **Route** each pending recipient: the first matching Email Relay filter, else the MX hosts
@@ -17,7 +17,7 @@ One round:
 3. **Deliver** through `mailcase.delivery.client`: every recipient ends as Delivered,
    Transient or Permanent with the TLS facts. At most ``max_per_destination`` connections per
    destination and ``max_connections`` in all.
-4. **Record** the results as soon as they arrive (`outbound.queue.record`, batched by one
+4. **Record** the results as soon as they arrive (`outbound.queue.claim.record`, batched by one
    writer task: whatever arrived during the previous write goes in the next).
 
 Delivery is **at least once**. A crash between the remote server's 250 and the commit of that
@@ -33,7 +33,7 @@ Hooks into the outbound extras arrive as `mailcase.delivery.hooks.DeliveryHooks`
 on a signing error the message goes unsigned (logged).
 
 Deliverability access level (``delivery.access_level``): mail it keeps back is set "held" and
-released (due at once) when the level allows it again; see `outbound.queue.release_held`.
+released (due at once) when the level allows it again; see `outbound.queue.claim.release_held`.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ from mailcase.delivery.relays import RelayInfo, RelayTable, load_table
 from mailcase.delivery.route import RouteFailure, resolve_mx, resolve_relay
 from mailcase.dns import Resolver
 from mailcase.metrics import Metrics
-from mailcase.outbound import queue
-from mailcase.outbound.queue import (
+from mailcase.outbound.queue import claim as queue_claim
+from mailcase.outbound.queue.claim import (
     ClaimedMessage,
     ClaimedRecipient,
     Completion,
@@ -153,10 +153,10 @@ class DeliveryEngine:
     async def run(self) -> None:
         """Deliver until cancelled."""
         if self.engine.dialect.name == "sqlite":
-            n = await asyncio.to_thread(queue.recover_inflight, self.engine)
+            n = await asyncio.to_thread(queue_claim.recover_inflight, self.engine)
             if n:
                 log.info("delivery: %d message(s) were in flight at the last stop; retrying", n)
-        await asyncio.to_thread(queue.release_held, self.engine, self.d.access_level)
+        await asyncio.to_thread(queue_claim.release_held, self.engine, self.d.access_level)
         writer = asyncio.create_task(self._writer(), name="delivery-writer")
         try:
             while True:
@@ -195,7 +195,7 @@ class DeliveryEngine:
     async def _claim_and_dispatch(self, room: int) -> int:
         try:
             claimed = await asyncio.to_thread(
-                queue.claim, self.engine, limit=room, lease=self.d.claim_lease,
+                queue_claim.claim, self.engine, limit=room, lease=self.d.claim_lease,
                 access_level=self.d.access_level, now=self.clock(),
                 exclude=list(self._remaining),
             )
@@ -460,7 +460,7 @@ class DeliveryEngine:
             self._on_failure(conn, self.settings, row, rcpts, reply)
 
     def _write(self, batch: list[Completion]) -> None:
-        done = queue.record(
+        done = queue_claim.record(
             self.engine, batch, schedule=self._schedule, on_bounce=self._bounce,
             now=self.clock(),
         )

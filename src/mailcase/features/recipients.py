@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from mailcase.config import AutomationSettings
-from mailcase.features.cases.limits import cases_today, rcpt_reply
+from mailcase.features.cases.automation.limits import cases_today, rcpt_reply
 from mailcase.features.cases.models import routing_addresses
-from mailcase.outbound import bounces
+from mailcase.outbound.bounces import verp
 from mailcase.smtp.replies import Reply
 
 __all__ = ["FeatureRecipients"]
@@ -36,4 +36,4 @@ class FeatureRecipients:
         return rcpt_reply(automation, cases_today(engine))
 
     def verp_key(self, engine: Engine) -> bytes | None:
-        return bounces.load_verp_key(engine)
+        return verp.load_verp_key(engine)

@@ -39,7 +39,7 @@ def _build_message(
 def send_cmd(obj: Ctx, mail_from: str, to: tuple[str, ...], subject: str,
              body_file: Path | None, eml: Path | None, category: str) -> None:
     """Queue a message for delivery; prints its queue id."""
-    from mailcase.outbound.queue import EnqueueError, enqueue
+    from mailcase.outbound.queue.enqueue import EnqueueError, enqueue
     from mailcase.storage.db import begin_write
 
     if eml is not None and body_file is not None:
@@ -74,7 +74,7 @@ def outbound() -> None:
 @click.pass_obj
 def outbound_list(obj: Ctx, as_json: bool, state: str | None, limit: int) -> None:
     """Queued and sent messages, newest first."""
-    from mailcase.outbound.queue import list_messages
+    from mailcase.outbound.queue.views import list_messages
 
     data = list_messages(obj.engine(), state=state, limit=limit)
     if as_json:
@@ -92,7 +92,7 @@ def outbound_list(obj: Ctx, as_json: bool, state: str | None, limit: int) -> Non
 @click.pass_obj
 def outbound_show(obj: Ctx, queue_id: str, as_json: bool) -> None:
     """One message: envelope, recipients and every attempt with its TLS facts."""
-    from mailcase.outbound.queue import show_message
+    from mailcase.outbound.queue.views import show_message
 
     m = show_message(obj.engine(), queue_id)
     if m is None:
@@ -123,7 +123,7 @@ def outbound_show(obj: Ctx, queue_id: str, as_json: bool) -> None:
 @click.pass_obj
 def outbound_retry(obj: Ctx, queue_id: str) -> None:
     """Try a queued message again now (instead of at its next scheduled attempt)."""
-    from mailcase.outbound.queue import retry_now
+    from mailcase.outbound.queue.views import retry_now
 
     if not retry_now(obj.engine(), queue_id):
         raise click.ClickException(

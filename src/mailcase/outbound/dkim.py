@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailcase.config import Settings
 from mailcase.dns import Resolver
 from mailcase.dns.resolver import NoSuchRecord, TemporaryDNSError
-from mailcase.outbound.extras_models import DKIM_ALGORITHMS, dkim_keys
+from mailcase.outbound.dkim_models import DKIM_ALGORITHMS, dkim_keys
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import utcnow
 

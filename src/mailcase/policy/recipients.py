@@ -81,8 +81,8 @@ def decide_recipient(
     """Decide one RCPT. `recipient` is local@domain as received; matching is case-insensitive.
 
     `routing_refusal`: the reply for routing addresses while the daily case limit is reached
-    (451 to requeue, 550 to bounce; see `features.cases.limits`): refusing at RCPT time costs
-    the sender's MTA a retry or its own bounce, and sends no backscatter from us.
+    (451 to requeue, 550 to bounce; see `features.cases.automation.limits`): refusing at RCPT
+    time costs the sender's MTA a retry or its own bounce, and sends no backscatter from us.
     """
     key = recipient.lower()
     rule = rules.get(key)

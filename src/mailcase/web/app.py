@@ -23,15 +23,16 @@ from mailcase import __version__
 from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
-from mailcase.outbound.queue import EnqueueHook
+from mailcase.outbound.queue.enqueue import EnqueueHook
 from mailcase.plain import to_plain
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.storage import addresses, emaillog, messages, tokens
 from mailcase.web.api import ApiContext
 from mailcase.web.api import automation as automation_api
+from mailcase.web.api import bounces as bounces_api
 from mailcase.web.api import cases as cases_api
+from mailcase.web.api import dkim as dkim_api
 from mailcase.web.api import outbound as outbound_api
-from mailcase.web.api import outbound_extras as outbound_extras_api
 from mailcase.web.api import tasks as tasks_api
 from mailcase.web.download import ApiContentHeaders, download
 
@@ -41,7 +42,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 #: The features' routers, included in this order (imported, not named: the layer contract
 #: sees what the web layer uses).
-_ROUTERS = (cases_api, automation_api, outbound_api, outbound_extras_api, tasks_api)
+_ROUTERS = (cases_api, automation_api, outbound_api, dkim_api, bounces_api, tasks_api)
 
 
 class AddressIn(BaseModel):

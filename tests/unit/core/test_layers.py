@@ -47,9 +47,9 @@ TANGLES = [
     # The address book read feature tables and the VERP key of outbound.
     ("inbound/addressbook.py", "from mailcase.features.cases.models import routing_addresses",
      "mailcase layers run one way"),
-    ("inbound/addressbook.py", "from mailcase.features.cases.limits import cases_today",
+    ("inbound/addressbook.py", "from mailcase.features.cases.automation.limits import cases_today",
      "mailcase layers run one way"),
-    ("inbound/addressbook.py", "from mailcase.outbound.bounces import load_verp_key",
+    ("inbound/addressbook.py", "from mailcase.outbound.bounces.verp import load_verp_key",
      "mailcase layers run one way"),
     # outbound and delivery imported each other (relay tables one way, relay CLI the other).
     ("outbound/commands.py", "from mailcase.delivery.relays import list_relays",

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from mailcase.config import Settings
 from mailcase.dns import Resolver
 from mailcase.outbound import dkim
-from mailcase.outbound.extras_models import dkim_keys
+from mailcase.outbound.dkim_models import dkim_keys
 from tests.support.dnsserver import DNSServer
 
 MESSAGE = (

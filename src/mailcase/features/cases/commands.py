@@ -94,10 +94,10 @@ def routing_add(
 ) -> None:
     """Add a routing address (also accepted by the SMTP server from now on)."""
     from mailcase.errors import StorageError
-    from mailcase.features.cases import store
+    from mailcase.features.cases.store import routing as routing_store
 
     try:
-        r = store.add_routing(
+        r = routing_store.add_routing(
             ctx.engine(),
             address,
             name=name,
@@ -127,9 +127,9 @@ def routing_add(
 @click.pass_obj
 def routing_list(ctx: Ctx, as_json: bool) -> None:
     """List routing addresses."""
-    from mailcase.features.cases import store
+    from mailcase.features.cases.store import routing as routing_store
 
-    items = store.list_routing(ctx.engine())
+    items = routing_store.list_routing(ctx.engine())
     if as_json:
         echo_json(items)
     else:
@@ -141,9 +141,9 @@ def routing_list(ctx: Ctx, as_json: bool) -> None:
 @click.pass_obj
 def routing_show(ctx: Ctx, address: str) -> None:
     """Show one routing address as JSON."""
-    from mailcase.features.cases import store
+    from mailcase.features.cases.store import routing as routing_store
 
-    r = store.get_routing(ctx.engine(), address)
+    r = routing_store.get_routing(ctx.engine(), address)
     if r is None:
         _fail(f"no routing address {address} (see `mailcase routing list`)")
     echo_json(r)
@@ -154,9 +154,9 @@ def routing_show(ctx: Ctx, address: str) -> None:
 @click.pass_obj
 def routing_disable(ctx: Ctx, address: str) -> None:
     """Stop taking mail for a routing address (SMTP refuses it; its cases stay)."""
-    from mailcase.features.cases import store
+    from mailcase.features.cases.store import routing as routing_store
 
-    if store.update_routing(ctx.engine(), address, enabled=False) is None:
+    if routing_store.update_routing(ctx.engine(), address, enabled=False) is None:
         _fail(f"no routing address {address} (see `mailcase routing list`)")
     click.echo(f"disabled routing address {address.strip().lower()}")
 
@@ -166,9 +166,9 @@ def routing_disable(ctx: Ctx, address: str) -> None:
 @click.pass_obj
 def routing_enable(ctx: Ctx, address: str) -> None:
     """Take mail for a disabled routing address again."""
-    from mailcase.features.cases import store
+    from mailcase.features.cases.store import routing as routing_store
 
-    if store.update_routing(ctx.engine(), address, enabled=True) is None:
+    if routing_store.update_routing(ctx.engine(), address, enabled=True) is None:
         _fail(f"no routing address {address} (see `mailcase routing list`)")
     click.echo(f"enabled routing address {address.strip().lower()}")
 
@@ -185,10 +185,10 @@ def cases_group() -> None:
 @click.pass_obj
 def cases_list(ctx: Ctx, status: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List cases, newest first."""
-    from mailcase.features.cases import store
+    from mailcase.features.cases.store import cases as case_store
 
     try:
-        items = store.list_cases(ctx.engine(), status, limit=limit)
+        items = case_store.list_cases(ctx.engine(), status, limit=limit)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--status") from None
     if as_json:
@@ -203,18 +203,19 @@ def cases_list(ctx: Ctx, status: tuple[str, ...], limit: int, as_json: bool) -> 
 @click.pass_obj
 def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
     """Show a case and its emails."""
-    from mailcase.features.cases import store
     from mailcase.features.cases.delivery_status import case_delivery, format_delivery
+    from mailcase.features.cases.store import cases as case_store
+    from mailcase.features.cases.store import emails as email_store
     from mailcase.plain import to_plain
 
     try:
-        case = store.get_case(ctx.engine(), number)
+        case = case_store.get_case(ctx.engine(), number)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="NUMBER") from None
     if case is None:
         _fail(f"no case {number} (see `mailcase cases list`)")
         return
-    emails = store.list_emails(ctx.engine(), number) or []
+    emails = email_store.list_emails(ctx.engine(), number) or []
     deliveries = case_delivery(ctx.engine(), number) or {}
     if as_json:
         plain = []

@@ -18,9 +18,9 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Connection, Engine, and_, func, literal, or_, select
 
-from mailcase.features.cases import store
 from mailcase.features.cases.models import case_emails
-from mailcase.outbound.extras_models import bounce_events
+from mailcase.features.cases.store import cases as case_store
+from mailcase.outbound.bounces.models import bounce_events
 from mailcase.outbound.models import outbound_messages, outbound_recipients
 
 __all__ = [
@@ -79,7 +79,7 @@ def delivery_by_email(
     Emails are matched to their queue message by the stored queue id; an email stored without
     one falls back to its Message-ID within the case's own source (``case:<number>``). Emails
     with no queue message (e.g. stored before the queue existed) are left out."""
-    source = f"case:{store.format_number(case_number)}"
+    source = f"case:{case_store.format_number(case_number)}"
     on_message = or_(
         _m.c.queue_id == _e.c.outbound_queue_id,
         and_(
@@ -153,9 +153,9 @@ def delivery_by_email(
 
 def case_delivery(engine: Engine, number: int | str) -> dict[int, DeliveryStatus] | None:
     """`delivery_by_email` for case `number`; None if there is no such case."""
-    n = store.parse_number(number)
+    n = case_store.parse_number(number)
     with engine.connect() as conn:
-        case_id = store.case_by_number(conn, n)
+        case_id = case_store.case_by_number(conn, n)
         if case_id is None:
             return None
         return delivery_by_email(conn, case_id, n)

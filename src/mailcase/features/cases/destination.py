@@ -40,10 +40,14 @@ from mailcase.authcheck import AuthResults, authenticate, is_authenticated, remo
 from mailcase.config import Settings
 from mailcase.dns import NoSuchRecord, Resolver
 from mailcase.errors import DeferMessage
-from mailcase.features.cases import store
 from mailcase.features.cases.decide import Decision, ThreadCase, decide, is_internal
 from mailcase.features.cases.events import Admission, CaseCreated, CaseEmailEvent, RoutingInfo
 from mailcase.features.cases.routing import routing_targets, sender_accepted
+from mailcase.features.cases.store import cases as case_store
+from mailcase.features.cases.store import contacts as contact_store
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import routing as routing_store
+from mailcase.features.cases.store import threads as thread_store
 from mailcase.features.cases.threadtoken import find_case_ids, make_token, strip_tokens
 from mailcase.mime import InboundEmail, header_block, parse_message
 from mailcase.secrets import server_secret
@@ -202,7 +206,7 @@ class CaseDestination:
         """Parse and authenticate the batch's messages to routing addresses."""
         self._prepared = {}
         with engine.connect() as conn:
-            routing = store.routing_map(conn)
+            routing = routing_store.routing_map(conn)
             wanted = [m for m in batch if routing_targets(m.rcpt_to, routing)]
             contents = {m.id: messages.load_content(conn, m.id) for m in wanted}
         if wanted and self._fixed_resolver is None:
@@ -277,20 +281,20 @@ class CaseDestination:
 
     # -- Destination -------------------------------------------------------------------
     def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
-        routing = store.routing_map(conn)
+        routing = routing_store.routing_map(conn)
         targets = routing_targets(message.rcpt_to, routing)
         if not targets or targets[0].address != address.strip().lower():
             return  # not a routing address, or the message goes through its first alias
         self._handle(conn, message, targets[0], routing)
 
     def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
-        routing = store.routing_map(conn)
+        routing = routing_store.routing_map(conn)
         work = [(m, t[0]) for m in batch if (t := routing_targets(m.rcpt_to, routing))]
         if not work:
             return
-        self._stored_pks = store.stored_message_pks(conn, [m.id for m, _ in work])
+        self._stored_pks = email_store.stored_message_pks(conn, [m.id for m, _ in work])
         keys = [self._get_prepared(conn, m).dedupe_key for m, _ in work]
-        self._dedupe = store.dedupe_numbers(conn, keys)
+        self._dedupe = email_store.dedupe_numbers(conn, keys)
         try:
             for m, target in work:
                 self._handle(conn, m, target, routing)
@@ -376,10 +380,10 @@ class CaseDestination:
         if report is not None and report.original_message_id:
             ids.append(report.original_message_id)  # a DSN about one of our case emails
         if ids:
-            found = store.case_ids_for_message_ids(conn, ids)
+            found = thread_store.case_ids_for_message_ids(conn, ids)
             for mid in ids:
                 if mid in found:
-                    case = store.thread_case(conn, found[mid], own)
+                    case = thread_store.thread_case(conn, found[mid], own)
                     if case is not None:
                         return case, "message-id", []
         refused: list[str] = []
@@ -387,7 +391,7 @@ class CaseDestination:
             valid, bad = find_case_ids(self.secret, text)
             refused.extend(b for b in bad if b not in refused)
             for case_id in valid:
-                case = store.thread_case(conn, case_id, own)
+                case = thread_store.thread_case(conn, case_id, own)
                 if case is not None:
                     return case, "token", refused
         return None, None, refused
@@ -402,17 +406,17 @@ class CaseDestination:
         if self._stored_pks is not None:
             if m.id in self._stored_pks:
                 return  # exactly-once: already on a case
-        elif store.stored_for_message(conn, m.id):
+        elif email_store.stored_for_message(conn, m.id):
             return
         p = self._get_prepared(conn, m)
         email = p.email
         if self._dedupe is not None:
             dup_number = self._dedupe.get(p.dedupe_key)
         else:
-            found = store.existing_by_dedupe(conn, p.dedupe_key)
+            found = email_store.existing_by_dedupe(conn, p.dedupe_key)
             dup_number = None if found is None else found[1]
         if dup_number is not None:
-            number = store.format_number(dup_number)
+            number = case_store.format_number(dup_number)
             self._log(
                 conn, m, "processed",
                 f"duplicate of a message already on case {number}: not stored again",
@@ -420,7 +424,7 @@ class CaseDestination:
             )
             return
         sender = (email.from_address or m.mail_from).strip().lower()
-        contact = store.find_contact(conn, sender) if sender else None
+        contact = contact_store.find_contact(conn, sender) if sender else None
         contact_email = contact.email if contact else sender
         contact_name = contact.name if contact else email.from_name
         event = self._event(m, r, p, contact_email, contact_name)
@@ -484,14 +488,14 @@ class CaseDestination:
         r: RoutingInfo,
         p: Prepared,
         decision: Decision,
-        contact: store.ContactRecord | None,
+        contact: contact_store.ContactRecord | None,
         event: CaseEmailEvent,
         note: str,
     ) -> None:
         email = p.email
         is_new = decision.action == "new_case"
         if is_new:
-            case_id, number_i = store.create_case(
+            case_id, number_i = case_store.create_case(
                 conn,
                 subject=strip_tokens(email.subject) or "(no subject)",
                 description=email.text_body,
@@ -520,11 +524,11 @@ class CaseDestination:
             assert decision.case_id is not None
             case_id = decision.case_id
             if decision.reopen:
-                store.set_status(conn, case_id, "Working")
+                case_store.set_status(conn, case_id, "Working")
             number_i = 0
         auth = p.auth
         headers = [[k, v] for k, v in email.headers] if r.save_headers else None
-        email_id = store.add_email(
+        email_id = email_store.add_email(
             conn,
             case_id,
             touch=not is_new and not decision.reopen,
@@ -558,14 +562,14 @@ class CaseDestination:
             headers_truncated=email.headers_truncated,
         )
         if email.message_id:
-            store.index_message_ids(conn, case_id, email_id, [email.message_id])
-        store.store_attachments(conn, email_id, email.attachments)
+            thread_store.index_message_ids(conn, case_id, email_id, [email.message_id])
+        email_store.store_attachments(conn, email_id, email.attachments)
         if is_new:
             subject, status = strip_tokens(email.subject) or "(no subject)", "New"
             owner, queue = r.owner, r.queue
         else:
-            number_i, subject, status, owner, queue = store.case_brief(conn, case_id)
-        number_s = store.format_number(number_i)
+            number_i, subject, status, owner, queue = case_store.case_brief(conn, case_id)
+        number_s = case_store.format_number(number_i)
         if self._stored_pks is not None:
             self._stored_pks.add(m.id)
         if self._dedupe is not None:

@@ -2,7 +2,7 @@
 
 The pipeline's case destination builds a `CaseEmailEvent` for every inbound message to a
 routing address and calls the `CaseAutomation` the composition root gave it (in practice
-`mailcase.features.cases.automation.Automation`):
+`mailcase.features.cases.automation.service.Automation`):
 
 - ``admit(conn, settings, event) -> Admission | None`` before a NEW case is created
   (`event.case_id` is None then): None or ``action == "create"`` lets it through;

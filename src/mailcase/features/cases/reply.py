@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from mailcase.config import Settings
-from mailcase.features.cases import store
 from mailcase.features.cases.models import case_emails, cases, contacts, routing_addresses
+from mailcase.features.cases.store import cases as case_store
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import threads as thread_store
 from mailcase.features.cases.threadtoken import (
     make_token,
     strip_tokens,
     with_token_in_body,
     with_token_in_subject,
 )
-from mailcase.outbound.queue import EnqueueHook
+from mailcase.outbound.queue.enqueue import EnqueueHook
 from mailcase.secrets import server_secret
 from mailcase.storage.db import begin_write
 
@@ -73,11 +75,11 @@ def send_reply(
     """Queue a reply on case `number`; ReplyError when it cannot be sent. `hooks`: the
     process's enqueue hooks (`mailcase.platform.build_outbound`)."""
     from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
-    from mailcase.outbound.queue import EnqueueError, enqueue
+    from mailcase.outbound.queue.enqueue import EnqueueError, enqueue
 
     if not body.strip() and not (html or "").strip():
         raise ReplyError("a reply needs a body")
-    n = store.parse_number(number)
+    n = case_store.parse_number(number)
     secret = server_secret(settings)
     domain = settings.cases.message_id_domain or settings.server.hostname
     with begin_write(engine) as conn:
@@ -98,7 +100,7 @@ def send_reply(
             .where(_c.c.number == n)
         ).first()
         if row is None:
-            raise ReplyError(f"no case {store.format_number(n)}")
+            raise ReplyError(f"no case {case_store.format_number(n)}")
         case_id, subject, supplied, contact_email, routing_address, routing_name = row
         last = conn.execute(
             select(_e.c.direction, _e.c.from_address, _e.c.message_id, _e.c.reference_ids)
@@ -114,7 +116,9 @@ def send_reply(
         ).scalar()
         recipients = tuple(to) or tuple(a for a in [last_in or contact_email or supplied] if a)
         if not recipients:
-            raise ReplyError(f"case {store.format_number(n)} has no address to reply to; give --to")
+            raise ReplyError(
+                f"case {case_store.format_number(n)} has no address to reply to; give --to"
+            )
         sender = from_address or routing_address
         if not sender:
             raise ReplyError("the case has no routing address to send from; give a from address")
@@ -147,13 +151,13 @@ def send_reply(
                 rcpt_to=[*recipients, *cc],
                 content=content,
                 category="user",
-                source=f"case:{store.format_number(n)}",
+                source=f"case:{case_store.format_number(n)}",
                 message_id=message_id,
                 hooks=hooks,
             )
         except (ValueError, EnqueueError) as e:
             raise ReplyError(str(e)) from None
-        email_id = store.add_email(
+        email_id = email_store.add_email(
             conn,
             int(case_id),
             direction="outbound",
@@ -169,7 +173,7 @@ def send_reply(
             reference_ids=references,
             outbound_queue_id=queue_id,
         )
-        store.index_message_ids(conn, int(case_id), email_id, [message_id])
+        thread_store.index_message_ids(conn, int(case_id), email_id, [message_id])
     return ReplyResult(
-        store.format_number(n), email_id, queue_id, message_id, recipients, out_subject
+        case_store.format_number(n), email_id, queue_id, message_id, recipients, out_subject
     )

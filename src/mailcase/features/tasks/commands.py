@@ -33,7 +33,7 @@ def tasks_group() -> None:
 @click.pass_obj
 def tasks_list(ctx: Ctx, status: str | None, case: str | None, limit: int, as_json: bool) -> None:
     """List tasks, newest first."""
-    from mailcase.features.cases.store import parse_number
+    from mailcase.features.cases.store.cases import parse_number
     from mailcase.features.tasks import service
 
     number: int | None = None

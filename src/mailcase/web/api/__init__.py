@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from mailcase.config import Settings
 from mailcase.errors import StorageError
 from mailcase.metrics import Metrics
-from mailcase.outbound.queue import EnqueueHook
+from mailcase.outbound.queue.enqueue import EnqueueHook
 
 __all__ = ["ApiContext"]
 

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, Field
 
-from mailcase.features.cases import automation
-from mailcase.features.cases.autoresponse import TEMPLATE_VARIABLES, Rule
+from mailcase.features.cases.automation import service as automation
+from mailcase.features.cases.automation.autoresponse import TEMPLATE_VARIABLES, Rule
 from mailcase.web.api import ApiContext
 
 __all__ = ["router"]

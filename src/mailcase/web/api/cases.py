@@ -17,8 +17,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
-from mailcase.features.cases import store
 from mailcase.features.cases.delivery_status import case_delivery
+from mailcase.features.cases.store import cases as case_store
+from mailcase.features.cases.store import contacts as contact_store
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import routing as routing_store
 from mailcase.features.tasks.service import list_tasks
 from mailcase.plain import to_plain
 from mailcase.web.api import ApiContext
@@ -88,7 +91,7 @@ class ContactIn(BaseModel):
 _CID = re.compile(r"""(src\s*=\s*["']?)cid:([^"'\s>]+)""", re.IGNORECASE)
 
 
-def _link_cids(html: str, number: str, attachments: list[store.AttachmentRecord]) -> str:
+def _link_cids(html: str, number: str, attachments: list[email_store.AttachmentRecord]) -> str:
     by_cid = {a.content_id.strip("<>"): a.id for a in attachments if a.content_id}
     if not by_cid or "cid:" not in html.lower():
         return html
@@ -104,7 +107,7 @@ def _link_cids(html: str, number: str, attachments: list[store.AttachmentRecord]
 
 def _number(number: str) -> str:
     try:
-        return store.format_number(store.parse_number(number))
+        return case_store.format_number(case_store.parse_number(number))
     except ValueError:
         raise HTTPException(404, f"no case {number!r}") from None
 
@@ -118,14 +121,14 @@ def router(ctx: ApiContext) -> APIRouter:
     # ------------------------------------------------------------------ routing addresses
     @r.get("/api/v1/routing-addresses", dependencies=ctx.auth, tags=rtags)
     async def list_routing() -> list[dict[str, Any]]:
-        return to_plain(await ctx.db(store.list_routing))  # type: ignore[no-any-return]
+        return to_plain(await ctx.db(routing_store.list_routing))  # type: ignore[no-any-return]
 
     @r.post("/api/v1/routing-addresses", dependencies=ctx.auth, tags=rtags, status_code=201)
     async def add_routing(body: RoutingIn) -> dict[str, Any]:
         data = body.model_dump()
         address = data.pop("address")
         try:
-            row = await ctx.db(store.add_routing, address, **data)
+            row = await ctx.db(routing_store.add_routing, address, **data)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         ctx.on_addresses_changed()
@@ -133,7 +136,7 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @r.get("/api/v1/routing-addresses/{address}", dependencies=ctx.auth, tags=rtags)
     async def get_routing(address: str) -> dict[str, Any]:
-        row = await ctx.db(store.get_routing, address)
+        row = await ctx.db(routing_store.get_routing, address)
         if row is None:
             raise HTTPException(404, f"no routing address {address!r}")
         return to_plain(row)  # type: ignore[no-any-return]
@@ -142,7 +145,7 @@ def router(ctx: ApiContext) -> APIRouter:
     async def patch_routing(address: str, body: RoutingPatch) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
         try:
-            row = await ctx.db(store.update_routing, address, **changes)
+            row = await ctx.db(routing_store.update_routing, address, **changes)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         if row is None:
@@ -154,7 +157,7 @@ def router(ctx: ApiContext) -> APIRouter:
         "/api/v1/routing-addresses/{address}", dependencies=ctx.auth, tags=rtags, status_code=204
     )
     async def delete_routing(address: str) -> Response:
-        if not await ctx.db(store.delete_routing, address):
+        if not await ctx.db(routing_store.delete_routing, address):
             raise HTTPException(404, f"no routing address {address!r}")
         ctx.on_addresses_changed()
         return Response(status_code=204)
@@ -164,12 +167,12 @@ def router(ctx: ApiContext) -> APIRouter:
     async def list_contacts(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:
-        return to_plain(await ctx.db(store.list_contacts, limit))  # type: ignore[no-any-return]
+        return to_plain(await ctx.db(contact_store.list_contacts, limit))  # type: ignore[no-any-return]
 
     @r.post("/api/v1/contacts", dependencies=ctx.auth, tags=tags, status_code=201)
     async def add_contact(body: ContactIn) -> dict[str, Any]:
         try:
-            row = await ctx.db(store.add_contact, body.email, body.name)
+            row = await ctx.db(contact_store.add_contact, body.email, body.name)
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         return to_plain(row)  # type: ignore[no-any-return]
@@ -183,9 +186,9 @@ def router(ctx: ApiContext) -> APIRouter:
     ) -> list[dict[str, Any]]:
         """Cases, newest first; `status` may be repeated; `before` (a number) pages."""
         try:
-            before_n = None if before is None else store.parse_number(before)
+            before_n = None if before is None else case_store.parse_number(before)
             rows = await ctx.db(
-                store.list_cases, tuple(status or ()), limit=limit, before_number=before_n
+                case_store.list_cases, tuple(status or ()), limit=limit, before_number=before_n
             )
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
@@ -193,7 +196,7 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @r.get("/api/v1/cases/{number}", dependencies=ctx.auth, tags=tags)
     async def get_case(number: str) -> dict[str, Any]:
-        row = await ctx.db(store.get_case, _number(number))
+        row = await ctx.db(case_store.get_case, _number(number))
         if row is None:
             raise HTTPException(404, f"no case {number!r}")
         out: dict[str, Any] = to_plain(row)
@@ -204,7 +207,7 @@ def router(ctx: ApiContext) -> APIRouter:
     async def patch_case(number: str, body: CasePatch) -> dict[str, Any]:
         try:
             row = await ctx.db(
-                store.update_case,
+                case_store.update_case,
                 _number(number),
                 status=body.status,
                 priority=body.priority,
@@ -220,7 +223,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.get("/api/v1/cases/{number}/emails", dependencies=ctx.auth, tags=tags)
     async def list_emails(number: str) -> list[dict[str, Any]]:
         n = _number(number)
-        rows = await ctx.db(store.list_emails, n)
+        rows = await ctx.db(email_store.list_emails, n)
         if rows is None:
             raise HTTPException(404, f"no case {number!r}")
         deliveries = await ctx.db(case_delivery, n) or {}
@@ -267,7 +270,7 @@ def router(ctx: ApiContext) -> APIRouter:
     )
     async def get_attachment(number: str, attachment_id: int) -> Response:
         """The attachment's bytes; always as a download (never rendered by the browser)."""
-        got = await ctx.db(store.get_attachment, _number(number), attachment_id)
+        got = await ctx.db(email_store.get_attachment, _number(number), attachment_id)
         if got is None:
             raise HTTPException(404, f"no attachment {attachment_id} on case {number!r}")
         att, data = got

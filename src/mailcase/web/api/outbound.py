@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from mailcase.delivery import relays as relay_store
-from mailcase.outbound import queue
+from mailcase.outbound.queue import enqueue as queue_enqueue
+from mailcase.outbound.queue import views as queue_views
 from mailcase.plain import to_plain
 from mailcase.storage.db import begin_write
 from mailcase.web.api import ApiContext
@@ -58,7 +59,7 @@ class FilterIn(BaseModel):
     active: bool = True
 
 
-def _enqueue(engine: Engine, body: OutboundIn, hooks: Sequence[queue.EnqueueHook]) -> str:
+def _enqueue(engine: Engine, body: OutboundIn, hooks: Sequence[queue_enqueue.EnqueueHook]) -> str:
     if body.eml is not None:
         content = body.eml.encode("utf-8")
     else:
@@ -67,8 +68,9 @@ def _enqueue(engine: Engine, body: OutboundIn, hooks: Sequence[queue.EnqueueHook
         content = compose(OutgoingEmail(from_addr=body.mail_from, to=tuple(body.to),
                                         subject=body.subject, text=body.text))
     with begin_write(engine) as conn:
-        return queue.enqueue(conn, mail_from=body.mail_from, rcpt_to=body.to, content=content,
-                             category=body.category, source="api", hooks=hooks)
+        return queue_enqueue.enqueue(conn, mail_from=body.mail_from, rcpt_to=body.to,
+                                     content=content, category=body.category, source="api",
+                                     hooks=hooks)
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -82,7 +84,7 @@ def router(ctx: ApiContext) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:
         """The outbound queue, newest first, with each recipient's state."""
-        return to_plain(await ctx.db(queue.list_messages, state=state, limit=limit))  # type: ignore[no-any-return]
+        return to_plain(await ctx.db(queue_views.list_messages, state=state, limit=limit))  # type: ignore[no-any-return]
 
     @r.post("/api/v1/outbound", dependencies=auth, tags=["outbound"], status_code=201)
     async def send(body: OutboundIn) -> dict[str, Any]:
@@ -97,7 +99,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.get("/api/v1/outbound/{queue_id}", dependencies=auth, tags=["outbound"])
     async def show_outbound(queue_id: str) -> dict[str, Any]:
         """One message with its recipients and every attempt (TLS facts, stage, reply)."""
-        m = await ctx.db(queue.show_message, queue_id)
+        m = await ctx.db(queue_views.show_message, queue_id)
         if m is None:
             raise HTTPException(404, f"no outbound message {queue_id!r}")
         return to_plain(m)  # type: ignore[no-any-return]
@@ -105,7 +107,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.post("/api/v1/outbound/{queue_id}/retry", dependencies=auth, tags=["outbound"])
     async def retry(queue_id: str) -> dict[str, Any]:
         """Make a queued message due now."""
-        if not await ctx.db(queue.retry_now, queue_id):
+        if not await ctx.db(queue_views.retry_now, queue_id):
             raise HTTPException(
                 404, f"no queued message {queue_id!r} (delivered, bounced and held mail is "
                 "not retried)")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from mailcase.features.cases.store import parse_number
+from mailcase.features.cases.store.cases import parse_number
 from mailcase.features.tasks import service
 from mailcase.web.api import ApiContext
 

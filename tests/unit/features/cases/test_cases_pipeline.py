@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from mailcase.features.cases import store
 from mailcase.features.cases.models import attachment_blobs, case_attachments, cases
+from mailcase.features.cases.store import cases as case_store
+from mailcase.features.cases.store import contacts as contact_store
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import routing as routing_store
 from mailcase.features.cases.threadtoken import make_token
 from mailcase.secrets import server_secret
 from mailcase.storage import emaillog, messages
@@ -18,17 +21,17 @@ from mailcase.storage.db import begin_write
 from tests.unit.features.cases.helpers import deliver, eml, settings
 
 
-def _only_case(engine: Engine) -> store.CaseRecord:
-    got = store.list_cases(engine)
+def _only_case(engine: Engine) -> case_store.CaseRecord:
+    got = case_store.list_cases(engine)
     assert len(got) == 1, got
     return got[0]
 
 
 async def test_new_case_fields_and_plain_address_untouched(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "Support@Ours.test", name="Support", priority="High", owner="alice")
+    routing_store.add_routing(db_engine, "Support@Ours.test", name="Support", priority="High", owner="alice")
     await deliver(db_engine, s, eml(body="It is burning.\r\nSend help.\r\n"), rcpt_to=("other@ours.test",))
-    assert store.list_cases(db_engine) == []
+    assert case_store.list_cases(db_engine) == []
     await deliver(db_engine, s, eml(cc="Bob <bob@customer.test>", body="It is burning.\r\n"))
     case = _only_case(db_engine)
     assert case.number == "00000001"
@@ -36,7 +39,7 @@ async def test_new_case_fields_and_plain_address_untouched(db_engine: Engine, tm
     assert case.description == "It is burning.\n"
     assert (case.supplied_name, case.supplied_email, case.contact_id) == ("Ann Customer", "ann@customer.test", None)
     assert (case.owner, case.routing_address) == ("alice", "support@ours.test")
-    emails = store.list_emails(db_engine, "00000001")
+    emails = email_store.list_emails(db_engine, "00000001")
     assert emails is not None and len(emails) == 1
     e = emails[0]
     assert e.direction == "inbound" and e.from_address == "ann@customer.test"
@@ -51,19 +54,19 @@ async def test_new_case_fields_and_plain_address_untouched(db_engine: Engine, tm
 
 async def test_contact_matched_and_headers_saved(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test", save_headers=True)
-    contact = store.add_contact(db_engine, "Ann@Customer.test", "Ann Known")
+    routing_store.add_routing(db_engine, "support@ours.test", save_headers=True)
+    contact = contact_store.add_contact(db_engine, "Ann@Customer.test", "Ann Known")
     await deliver(db_engine, s, eml())
     case = _only_case(db_engine)
     assert (case.contact_id, case.contact_email, case.contact_name) == (contact.id, "ann@customer.test", "Ann Known")
-    emails = store.list_emails(db_engine, case.number) or []
+    emails = email_store.list_emails(db_engine, case.number) or []
     assert emails[0].headers is not None
     assert ["Subject", "Printer on fire"] in emails[0].headers
 
 
 async def test_threading_by_message_id_token_and_forged_token(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test")
+    routing_store.add_routing(db_engine, "support@ours.test")
     await deliver(db_engine, s, eml(message_id="<first@customer.test>"))
     first = _only_case(db_engine)
     # 1. In-Reply-To, subject with tags.
@@ -74,13 +77,13 @@ async def test_threading_by_message_id_token_and_forged_token(db_engine: Engine,
     # 3. Only the token, in the body, subject changed.
     token = make_token(server_secret(s), first.id)
     await deliver(db_engine, s, eml(subject="totally different", body=f"see below\r\n[ {token} ]\r\n"))
-    assert len(store.list_cases(db_engine)) == 1
-    assert store.get_case(db_engine, first.number).email_count == 4  # type: ignore[union-attr]
+    assert len(case_store.list_cases(db_engine)) == 1
+    assert case_store.get_case(db_engine, first.number).email_count == 4  # type: ignore[union-attr]
     # 4. A forged token: another secret -> ignored, a new case.
     forged = make_token(b"x" * 32, first.id)
     await deliver(db_engine, s, eml(subject=f"Re: Printer [ {forged} ]"))
-    assert len(store.list_cases(db_engine)) == 2
-    newest = store.list_cases(db_engine)[0]
+    assert len(case_store.list_cases(db_engine)) == 2
+    newest = case_store.list_cases(db_engine)[0]
     assert newest.number == "00000002"
     log = emaillog.query(db_engine, outcome="processed")
     assert any("ignored forged token" in (r["reason"] or "") for r in log)
@@ -88,15 +91,15 @@ async def test_threading_by_message_id_token_and_forged_token(db_engine: Engine,
 
 async def test_same_message_twice_makes_one_case(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test")
-    store.add_routing(db_engine, "help@ours.test")
+    routing_store.add_routing(db_engine, "support@ours.test")
+    routing_store.add_routing(db_engine, "help@ours.test")
     content = eml(message_id="<dup@customer.test>", to="support@ours.test, help@ours.test")
     await deliver(db_engine, s, content, rcpt_to=("help@ours.test", "support@ours.test"))
     # The same message delivered again (a retry by the sender's MTA: new Received header).
     again = content.replace(b"Received: from client.customer.test", b"Received: from relay2.customer.test")
     await deliver(db_engine, s, again, rcpt_to=("support@ours.test",))
     case = _only_case(db_engine)
-    assert case.email_count == 0 or store.get_case(db_engine, case.number).email_count == 1  # type: ignore[union-attr]
+    assert case.email_count == 0 or case_store.get_case(db_engine, case.number).email_count == 1  # type: ignore[union-attr]
     assert case.routing_address == "help@ours.test"  # the first routing recipient
     log = emaillog.query(db_engine, outcome="processed")
     assert any("duplicate of a message already on case 00000001" in (r["reason"] or "") for r in log)
@@ -106,13 +109,13 @@ async def test_same_message_twice_makes_one_case(db_engine: Engine, tmp_path: Pa
 @pytest.mark.parametrize(("policy", "cases_after", "flag"), [("attach_flagged", 1, True), ("attach", 1, False), ("new_case", 2, False)])
 async def test_sender_not_on_thread(db_engine: Engine, tmp_path: Path, policy: str, cases_after: int, flag: bool) -> None:
     s = settings(tmp_path, sender_not_on_thread=policy)
-    store.add_routing(db_engine, "support@ours.test")
+    routing_store.add_routing(db_engine, "support@ours.test")
     await deliver(db_engine, s, eml(message_id="<t1@customer.test>", cc="carol@customer.test"))
     # Carol was on Cc: on the thread.
     await deliver(db_engine, s, eml(from_="carol@customer.test", in_reply_to="<t1@customer.test>"), mail_from="carol@customer.test")
     await deliver(db_engine, s, eml(from_="mallory@evil.test", in_reply_to="<t1@customer.test>"), mail_from="mallory@evil.test")
-    assert len(store.list_cases(db_engine)) == cases_after
-    emails = store.list_emails(db_engine, "00000001") or []
+    assert len(case_store.list_cases(db_engine)) == cases_after
+    emails = email_store.list_emails(db_engine, "00000001") or []
     flags = [(e.from_address, e.sender_not_on_thread) for e in emails]
     expected = [("ann@customer.test", False), ("carol@customer.test", False)]
     if cases_after == 1:
@@ -123,17 +126,17 @@ async def test_sender_not_on_thread(db_engine: Engine, tmp_path: Path, policy: s
 @pytest.mark.parametrize(("policy", "status", "cases_after"), [("reopen", "Working", 1), ("attach", "Closed", 1), ("new_linked_case", "Closed", 2)])
 async def test_reply_to_closed_case(db_engine: Engine, tmp_path: Path, policy: str, status: str, cases_after: int) -> None:
     s = settings(tmp_path, closed_case_reply=policy)
-    store.add_routing(db_engine, "support@ours.test")
+    routing_store.add_routing(db_engine, "support@ours.test")
     await deliver(db_engine, s, eml(message_id="<c1@customer.test>"))
-    assert store.update_case(db_engine, "00000001", status="closed") is not None
-    closed = store.get_case(db_engine, 1)
+    assert case_store.update_case(db_engine, "00000001", status="closed") is not None
+    closed = case_store.get_case(db_engine, 1)
     assert closed is not None and closed.closed_at is not None
     await deliver(db_engine, s, eml(in_reply_to="<c1@customer.test>", subject="Re: Printer on fire"))
-    first = store.get_case(db_engine, 1)
+    first = case_store.get_case(db_engine, 1)
     assert first is not None and first.status == status
-    assert len(store.list_cases(db_engine)) == cases_after
+    assert len(case_store.list_cases(db_engine)) == cases_after
     if cases_after == 2:
-        linked = store.get_case(db_engine, 2)
+        linked = case_store.get_case(db_engine, 2)
         assert linked is not None and linked.parent_number == "00000001"
     if status == "Working":
         assert first.closed_at is None
@@ -141,21 +144,21 @@ async def test_reply_to_closed_case(db_engine: Engine, tmp_path: Path, policy: s
 
 async def test_accept_from_refuses_and_logs(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test", accept_from=["customer.test"])
+    routing_store.add_routing(db_engine, "support@ours.test", accept_from=["customer.test"])
     await deliver(db_engine, s, eml(from_="stranger@elsewhere.test"), mail_from="stranger@elsewhere.test")
-    assert store.list_cases(db_engine) == []
+    assert case_store.list_cases(db_engine) == []
     refused = [r for r in emaillog.query(db_engine) if "not in accept-from list" in (r["reason"] or "")]
     assert refused and refused[0]["outcome"] in ("rejected", "bounced")
     # The raw message is kept.
     (m,) = messages.list_messages(db_engine)
     assert m.state == "processed" and messages.get_message(db_engine, m.queue_id).content  # type: ignore[union-attr]
     await deliver(db_engine, s, eml())
-    assert len(store.list_cases(db_engine)) == 1
+    assert len(case_store.list_cases(db_engine)) == 1
 
 
 async def test_attachments_stored_once(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test")
+    routing_store.add_routing(db_engine, "support@ours.test")
     multipart = (
         'Content-Type: multipart/mixed; boundary="b"'
     )
@@ -169,12 +172,12 @@ async def test_attachments_stored_once(db_engine: Engine, tmp_path: Path) -> Non
     with db_engine.connect() as c:
         assert c.execute(select(func.count()).select_from(attachment_blobs)).scalar_one() == 1
         assert c.execute(select(func.count()).select_from(case_attachments)).scalar_one() == 2
-    emails = store.list_emails(db_engine, 2) or []
+    emails = email_store.list_emails(db_engine, 2) or []
     (att,) = emails[0].attachments
     assert (att.filename, att.content_type, att.size) == ("r.pdf", "application/pdf", 15)
-    got = store.get_attachment(db_engine, 2, att.id)
+    got = email_store.get_attachment(db_engine, 2, att.id)
     assert got is not None and got[1].startswith(b"%PDF-1.4")
-    assert store.get_attachment(db_engine, 1, att.id) is None  # not an attachment of case 1
+    assert email_store.get_attachment(db_engine, 1, att.id) is None  # not an attachment of case 1
 
 
 def test_case_numbers_concurrent_and_gapless(db_engine: Engine) -> None:
@@ -186,7 +189,7 @@ def test_case_numbers_concurrent_and_gapless(db_engine: Engine) -> None:
         try:
             for _ in range(10):
                 with begin_write(db_engine) as conn:
-                    _, n = store.create_case(
+                    _, n = case_store.create_case(
                         conn, subject="s", description="d", priority="Medium", origin="Email",
                         contact_id=None, supplied_name="", supplied_email="", owner=None,
                         queue=None, routing_address_id=None,
@@ -210,18 +213,18 @@ def test_case_numbers_concurrent_and_gapless(db_engine: Engine) -> None:
 def test_routing_crud_links_receiving_address(db_engine: Engine) -> None:
     from mailcase.storage import addresses
 
-    r = store.add_routing(db_engine, "support@ours.test", require_tls=True, accept_from=["@Customer.test"],
-                          require_authenticated_sender=True, task_status="Not Started")
+    r = routing_store.add_routing(db_engine, "support@ours.test", require_tls=True, accept_from=["@Customer.test"],
+                                  require_authenticated_sender=True, task_status="Not Started")
     assert r.require_tls and r.accept_from == ("customer.test",) and r.require_authenticated_sender
     rec = addresses.get(db_engine, "support@ours.test")
     assert rec is not None and rec.require_tls and rec.enabled
     with pytest.raises(Exception, match="already exists"):
-        store.add_routing(db_engine, "support@ours.test")
+        routing_store.add_routing(db_engine, "support@ours.test")
     with pytest.raises(ValueError):
-        store.add_routing(db_engine, "x@ours.test", priority="whenever")
-    off = store.update_routing(db_engine, "support@ours.test", enabled=False)
+        routing_store.add_routing(db_engine, "x@ours.test", priority="whenever")
+    off = routing_store.update_routing(db_engine, "support@ours.test", enabled=False)
     assert off is not None and not off.enabled
     assert addresses.get(db_engine, "support@ours.test").enabled is False  # type: ignore[union-attr]
-    assert store.delete_routing(db_engine, "support@ours.test")
+    assert routing_store.delete_routing(db_engine, "support@ours.test")
     assert addresses.get(db_engine, "support@ours.test") is None
-    assert store.list_routing(db_engine) == []
+    assert routing_store.list_routing(db_engine) == []

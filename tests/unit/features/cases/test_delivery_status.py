@@ -8,12 +8,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine, event
 
-from mailcase.features.cases import store
 from mailcase.features.cases.delivery_status import case_delivery, format_delivery
 from mailcase.features.cases.reply import send_reply
-from mailcase.outbound import queue
-from mailcase.outbound.bounces import record_bounce
-from mailcase.outbound.queue import Completion, RecipientResult
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import routing as routing_store
+from mailcase.outbound.bounces.suppression import record_bounce
+from mailcase.outbound.queue import claim as queue_claim
+from mailcase.outbound.queue.claim import Completion, RecipientResult
 from mailcase.storage.db import begin_write
 from tests.unit.features.cases.helpers import deliver, eml, settings
 
@@ -28,7 +29,7 @@ def _never(created: datetime, now: datetime, attempts: int) -> datetime | None:
 
 async def _case_with_reply(engine: Engine, tmp: Path, to: tuple[str, ...]) -> str:
     s = settings(tmp)
-    store.add_routing(engine, "support@ours.test", name="Ours Support")
+    routing_store.add_routing(engine, "support@ours.test", name="Ours Support")
     await deliver(engine, s, eml(message_id="<q1@customer.test>", subject="Broken screen"))
     return send_reply(engine, s, 1, body="Send it in, please.", to=to).outbound_queue_id
 
@@ -37,16 +38,16 @@ async def test_reply_goes_from_queued_to_deferred_to_bounced(
     db_engine: Engine, tmp_path: Path
 ) -> None:
     qid = await _case_with_reply(db_engine, tmp_path, ("ann@customer.test", "bob@other.test"))
-    emails = store.list_emails(db_engine, 1) or []
+    emails = email_store.list_emails(db_engine, 1) or []
     inbound, reply = emails
     d = case_delivery(db_engine, "00000001")
     assert d is not None and set(d) == {reply.id}  # inbound emails have no delivery
     assert d[reply.id]["queue_id"] == qid and d[reply.id]["state"] == "queued"
     assert [r["state"] for r in d[reply.id]["recipients"]] == ["queued", "queued"]
 
-    (msg,) = queue.claim(db_engine, limit=10, lease=900)
+    (msg,) = queue_claim.claim(db_engine, limit=10, lease=900)
     ann, bob = sorted(msg.recipients, key=lambda r: r.address)
-    queue.record(db_engine, [Completion(msg, (
+    queue_claim.record(db_engine, [Completion(msg, (
         RecipientResult(ann, "delivered", stage="data", code=250, text="2.0.0 Ok"),
         RecipientResult(bob, "transient", stage="connect", text="connection refused"),
     ), True)], schedule=_in_ten_minutes)
@@ -58,9 +59,9 @@ async def test_reply_goes_from_queued_to_deferred_to_bounced(
     assert rc["bob@other.test"]["last_stage"] == "connect"
     assert rc["bob@other.test"]["last_reply"] == "connection refused"
 
-    (msg2,) = queue.claim(db_engine, limit=10, lease=900, now=datetime.now(UTC) + timedelta(hours=1))
+    (msg2,) = queue_claim.claim(db_engine, limit=10, lease=900, now=datetime.now(UTC) + timedelta(hours=1))
     (bob2,) = msg2.recipients
-    queue.record(db_engine, [Completion(msg2, (
+    queue_claim.record(db_engine, [Completion(msg2, (
         RecipientResult(bob2, "permanent", stage="rcpt", code=550, text="5.1.1 no such user"),
     ), True)], schedule=_never)
     d = case_delivery(db_engine, 1) or {}
@@ -78,11 +79,11 @@ async def test_a_later_dsn_turns_a_delivered_reply_bounced(
     db_engine: Engine, tmp_path: Path
 ) -> None:
     qid = await _case_with_reply(db_engine, tmp_path, ("ann@customer.test",))
-    (msg,) = queue.claim(db_engine, limit=10, lease=900)
-    queue.record(db_engine, [Completion(msg, (
+    (msg,) = queue_claim.claim(db_engine, limit=10, lease=900)
+    queue_claim.record(db_engine, [Completion(msg, (
         RecipientResult(msg.recipients[0], "delivered", stage="data", code=250, text="2.0.0 Ok"),
     ), True)], schedule=_never)
-    reply = (store.list_emails(db_engine, 1) or [])[1]
+    reply = (email_store.list_emails(db_engine, 1) or [])[1]
     d = case_delivery(db_engine, 1) or {}
     assert d[reply.id]["state"] == "delivered" and d[reply.id]["delivered_at"] is not None
     assert d[reply.id]["recipients"][0]["dsn_status"] is None

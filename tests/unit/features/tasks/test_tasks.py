@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, delete, update
 
-from mailcase.features.cases import store
 from mailcase.features.cases.models import case_emails, cases
+from mailcase.features.cases.store import cases as case_store
+from mailcase.features.cases.store import routing as routing_store
 from mailcase.features.tasks import service
 from mailcase.pipeline.worker import process_pending
 from mailcase.platform import build_destinations
@@ -20,23 +21,23 @@ from tests.unit.features.cases.helpers import deliver, eml, settings
 
 async def test_task_status_makes_one_task_for_a_new_case(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test", priority="High", owner="alice", task_status="Not Started")
+    routing_store.add_routing(db_engine, "support@ours.test", priority="High", owner="alice", task_status="Not Started")
     body = "It is burning.\r\n" + "x" * 1500 + "\r\n"
     await deliver(db_engine, s, eml(subject="Printer on fire", body=body, message_id="<t1@customer.test>"))
-    (case,) = store.list_cases(db_engine)
+    (case,) = case_store.list_cases(db_engine)
     (task,) = service.list_tasks(db_engine)
     assert (task.subject, task.status, task.priority, task.owner) == ("Email: Printer on fire", "Not Started", "High", "alice")
     assert (task.case_id, task.case_number) == (case.id, case.number)
     assert task.description.startswith("It is burning.\n") and len(task.description) == 1000
     # A reply on the same case adds an email, not a task.
     await deliver(db_engine, s, eml(subject="Re: Printer on fire", in_reply_to="<t1@customer.test>"))
-    assert len(store.list_cases(db_engine)) == 1
+    assert len(case_store.list_cases(db_engine)) == 1
     assert len(service.list_tasks(db_engine)) == 1
 
 
 async def test_queue_is_the_owner_and_long_subjects_are_cut(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test", queue="Tier 1", task_status="Waiting")
+    routing_store.add_routing(db_engine, "support@ours.test", queue="Tier 1", task_status="Waiting")
     await deliver(db_engine, s, eml(subject="word " * 100))
     (task,) = service.list_tasks(db_engine, status="Waiting")
     assert task.owner == "Tier 1" and task.priority == "Medium"
@@ -46,16 +47,16 @@ async def test_queue_is_the_owner_and_long_subjects_are_cut(db_engine: Engine, t
 
 async def test_without_task_status_no_task(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test")
+    routing_store.add_routing(db_engine, "support@ours.test")
     await deliver(db_engine, s, eml())
-    assert len(store.list_cases(db_engine)) == 1
+    assert len(case_store.list_cases(db_engine)) == 1
     assert service.list_tasks(db_engine) == []
 
 
 async def test_duplicate_and_reprocessed_message_still_one_task(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test", task_status="Not Started")
-    store.add_routing(db_engine, "help@ours.test", task_status="Not Started")
+    routing_store.add_routing(db_engine, "support@ours.test", task_status="Not Started")
+    routing_store.add_routing(db_engine, "help@ours.test", task_status="Not Started")
     content = eml(message_id="<dup@customer.test>", to="support@ours.test, help@ours.test")
     # Two routing aliases in one message: one case, one task.
     await deliver(db_engine, s, content, rcpt_to=("help@ours.test", "support@ours.test"))
@@ -68,14 +69,14 @@ async def test_duplicate_and_reprocessed_message_still_one_task(db_engine: Engin
         conn.execute(delete(inbound_deliveries))
         conn.execute(update(inbound_messages).values(state="received"))
     assert process_pending(db_engine, build_destinations(s, db_engine)) == 2
-    assert len(store.list_cases(db_engine)) == 1
+    assert len(case_store.list_cases(db_engine)) == 1
     (task,) = service.list_tasks(db_engine)
     assert task.case_number == "00000001"
 
 
 async def test_set_status_filters_and_case_delete(db_engine: Engine, tmp_path: Path) -> None:
     s = settings(tmp_path)
-    store.add_routing(db_engine, "support@ours.test", task_status="Not Started")
+    routing_store.add_routing(db_engine, "support@ours.test", task_status="Not Started")
     await deliver(db_engine, s, eml(subject="one"))
     await deliver(db_engine, s, eml(subject="two"))
     t2, t1 = service.list_tasks(db_engine)

@@ -37,15 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from mailcase import maillog
 from mailcase.config import Settings
 from mailcase.errors import StorageError
-from mailcase.features.cases import store
-from mailcase.features.cases.automation_models import (
-    auto_response_rules,
-    automation_address_settings,
-    automation_daily_counts,
-    automation_loop_hits,
-    automation_sent,
-)
-from mailcase.features.cases.autoresponse import (
+from mailcase.features.cases.automation.autoresponse import (
     Rule,
     TemplateError,
     check_templates,
@@ -55,13 +47,22 @@ from mailcase.features.cases.autoresponse import (
     render,
     suppression_reason,
 )
+from mailcase.features.cases.automation.loops import fingerprint
+from mailcase.features.cases.automation.models import (
+    auto_response_rules,
+    automation_address_settings,
+    automation_daily_counts,
+    automation_loop_hits,
+    automation_sent,
+)
 from mailcase.features.cases.events import Admission, CaseEmailEvent
-from mailcase.features.cases.loops import fingerprint
 from mailcase.features.cases.models import routing_addresses
+from mailcase.features.cases.store import emails as email_store
+from mailcase.features.cases.store import threads as thread_store
 from mailcase.features.cases.threadtoken import with_token_in_body, with_token_in_subject
 from mailcase.outbound import dsn
 from mailcase.outbound.compose import OutgoingEmail, compose, new_message_id
-from mailcase.outbound.queue import EnqueueHook, enqueue
+from mailcase.outbound.queue.enqueue import EnqueueHook, enqueue
 from mailcase.storage import messages
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import receiving_addresses, utcnow
@@ -438,7 +439,7 @@ def _auto_respond(
         maillog.automation(event.queue_id, what="not-sent", kind="auto-reply", reason=str(exc))
         return
     refs = [*references, event.email.message_id] if event.email.message_id else list(references)
-    email_id = store.add_email(
+    email_id = email_store.add_email(
         conn,
         event.case_id,  # type: ignore[arg-type]  # checked in on_case_email
         direction="outbound",
@@ -455,7 +456,7 @@ def _auto_respond(
         outbound_queue_id=queue_id,
         routing_address=event.routing.address,
     )
-    store.index_message_ids(conn, event.case_id, email_id, [message_id])  # type: ignore[arg-type]
+    thread_store.index_message_ids(conn, event.case_id, email_id, [message_id])  # type: ignore[arg-type]
     _record_sent(conn, now, "auto-reply", sender, event.case_id, rule.id, queue_id, message_id)
     maillog.automation(
         event.queue_id,

@@ -10,10 +10,13 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailcase.config import Settings, load_settings
-from mailcase.features.cases import automation, store
-from mailcase.features.cases.automation_models import automation_daily_counts, automation_sent
+from mailcase.features.cases.automation import service as automation
+from mailcase.features.cases.automation.models import automation_daily_counts, automation_sent
 from mailcase.features.cases.events import CaseEmailEvent
 from mailcase.features.cases.models import case_emails
+from mailcase.features.cases.store import cases as case_store
+from mailcase.features.cases.store import routing as routing_store
+from mailcase.features.cases.store import threads as thread_store
 from mailcase.mime import parse_message
 from mailcase.outbound.models import outbound_contents, outbound_messages, outbound_recipients
 from mailcase.storage.db import begin_write
@@ -50,7 +53,7 @@ def _raw(
 
 @pytest.fixture
 def routing(db_engine: Engine) -> Any:
-    return store.add_routing(db_engine, ROUTING, name="Support", owner="owner@corp.test")
+    return routing_store.add_routing(db_engine, ROUTING, name="Support", owner="owner@corp.test")
 
 
 def _event(
@@ -82,7 +85,7 @@ def _event(
 
 def _case(engine: Engine, routing: Any) -> tuple[int, int]:
     with begin_write(engine) as conn:
-        return store.create_case(
+        return case_store.create_case(
             conn,
             subject="Printer on fire",
             description="It burns.",
@@ -155,7 +158,7 @@ def test_loop_stops_case_creation_for_the_window(
 
 def test_loop_is_per_routing_address(db_engine: Engine, routing: Any, tmp_path: Path) -> None:
     settings = _settings(tmp_path, loop_threshold=1, loop_window=60)
-    other = store.add_routing(db_engine, "sales@example.test", name="Sales")
+    other = routing_store.add_routing(db_engine, "sales@example.test", name="Sales")
     assert _admit(db_engine, settings, _event(routing), T0) == "create"
     assert _admit(db_engine, settings, _event(other), T0) == "create"
     assert _admit(db_engine, settings, _event(routing), T0) == "discard"
@@ -285,7 +288,7 @@ def test_acknowledgement_queued_threaded_and_indexed(
     assert ack["message_id"] == parsed.message_id
     # The acknowledgement is on the case and its Message-ID threads a reply to it.
     with db_engine.connect() as conn:
-        assert store.case_ids_for_message_ids(conn, [parsed.message_id or ""]) == {
+        assert thread_store.case_ids_for_message_ids(conn, [parsed.message_id or ""]) == {
             parsed.message_id: case[0]
         }
         row = conn.execute(select(case_emails).where(case_emails.c.direction == "outbound")).one()
@@ -330,7 +333,7 @@ def test_never_respond(
     why: str,
 ) -> None:
     settings = _settings(tmp_path)
-    store.add_routing(db_engine, "sales@example.test", name="Sales")
+    routing_store.add_routing(db_engine, "sales@example.test", name="Sales")
     _add_rule(db_engine)
     case = _case(db_engine, routing)
     _respond(
@@ -396,8 +399,8 @@ def test_notify_owner_per_address_or_global(
 
 
 def test_notify_owner_never_to_our_own_address(db_engine: Engine, tmp_path: Path) -> None:
-    looped = store.add_routing(db_engine, ROUTING, name="Support", owner="sales@example.test")
-    store.add_routing(db_engine, "sales@example.test", name="Sales")
+    looped = routing_store.add_routing(db_engine, ROUTING, name="Support", owner="sales@example.test")
+    routing_store.add_routing(db_engine, "sales@example.test", name="Sales")
     case = _case(db_engine, looped)
     _respond(db_engine, _settings(tmp_path, notify_owner=True), _event(looped, case=case))
     assert _outbound(db_engine) == []

@@ -17,7 +17,7 @@ import datetime as dt
 from sqlalchemy import Connection, Engine, select
 
 from mailcase.config import AutomationSettings
-from mailcase.features.cases.automation_models import automation_daily_counts
+from mailcase.features.cases.automation.models import automation_daily_counts
 from mailcase.smtp.replies import Reply
 
 __all__ = ["OVER_LIMIT_BOUNCE", "OVER_LIMIT_REQUEUE", "cases_today", "rcpt_reply"]

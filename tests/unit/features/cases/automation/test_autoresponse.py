@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailcase.features.cases.autoresponse import (
+from mailcase.features.cases.automation.autoresponse import (
     TEMPLATE_VARIABLES,
     Rule,
     TemplateError,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailcase.features.cases.loops import fingerprint, normalize_subject
+from mailcase.features.cases.automation.loops import fingerprint, normalize_subject
 
 TOKEN = "thread::b3.k5yq3a2cxwzbjr7d4j6ezp2a::"
 

@@ -96,7 +96,7 @@ def add(
     disabled: bool,
 ) -> None:
     """Add a rule; its templates are checked in the sandbox before it is saved."""
-    from mailcase.features.cases import automation
+    from mailcase.features.cases.automation import service as automation
 
     if (text_template is None) == (template_file is None):
         raise click.UsageError(
@@ -127,7 +127,7 @@ def add(
 @click.pass_obj
 def list_cmd(obj: Ctx, as_json: bool) -> None:
     """List rules in the order they are tried."""
-    from mailcase.features.cases import automation
+    from mailcase.features.cases.automation import service as automation
 
     data = [_rule_row(r) for r in automation.list_rules(obj.engine())]
     if as_json:
@@ -153,7 +153,7 @@ def list_cmd(obj: Ctx, as_json: bool) -> None:
 @click.pass_obj
 def show(obj: Ctx, rule: str, as_json: bool) -> None:
     """Show one rule (by id or name) with its templates."""
-    from mailcase.features.cases import automation
+    from mailcase.features.cases.automation import service as automation
 
     found = automation.get_rule(obj.engine(), rule)
     if found is None:
@@ -200,7 +200,7 @@ def update(
     **changes: Any,
 ) -> None:
     """Change a rule (by id or name)."""
-    from mailcase.features.cases import automation
+    from mailcase.features.cases.automation import service as automation
 
     values = {k: v for k, v in changes.items() if v is not None}
     if template_file is not None:
@@ -223,7 +223,7 @@ def update(
 @click.pass_obj
 def remove(obj: Ctx, rule: str) -> None:
     """Delete a rule (by id or name)."""
-    from mailcase.features.cases import automation
+    from mailcase.features.cases.automation import service as automation
 
     if not automation.remove_rule(obj.engine(), rule):
         raise click.ClickException(f"no rule {rule!r}; see `mailcase autoresponse list`")
@@ -237,7 +237,7 @@ def remove(obj: Ctx, rule: str) -> None:
 def notify(obj: Ctx, address: str | None, value: str | None) -> None:
     """Notify the case owner on new email for ADDRESS: on, off or default (the global
     `automation.notify_owner`). Without arguments, list the per-address switches."""
-    from mailcase.features.cases import automation
+    from mailcase.features.cases.automation import service as automation
 
     if address is None:
         settings = obj.settings()

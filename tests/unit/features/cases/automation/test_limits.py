@@ -9,15 +9,16 @@ import pytest
 from sqlalchemy import Engine
 
 from mailcase.config import AutomationSettings
-from mailcase.features.cases import automation, store
-from mailcase.features.cases.limits import (
+from mailcase.features.cases.automation import service as automation
+from mailcase.features.cases.automation.limits import (
     OVER_LIMIT_BOUNCE,
     OVER_LIMIT_REQUEUE,
     cases_today,
     rcpt_reply,
 )
+from mailcase.features.cases.store import routing as routing_store
 from mailcase.storage.db import begin_write
-from tests.unit.features.automation.test_automation_storage import T0, _event, _settings
+from tests.unit.features.cases.automation.test_automation_storage import T0, _event, _settings
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,7 @@ def test_replies_are_what_the_issue_asks() -> None:
 
 
 def test_cases_today_counts_what_the_gate_admitted(db_engine: Engine, tmp_path: Path) -> None:
-    routing = store.add_routing(db_engine, "support@example.test", name="Support")
+    routing = routing_store.add_routing(db_engine, "support@example.test", name="Support")
     settings = _settings(tmp_path)
     assert cases_today(db_engine, T0) == 0
     for i in range(3):

@@ -1,12 +1,7 @@
-"""Tables of DKIM signing and bounce handling, on `mailcase.storage.models.Base`.
+"""Tables of bounce handling, on `mailcase.storage.models.Base`.
 
 Why this shape:
 
-- `dkim_keys`: one row per (domain, selector). The private key is stored encrypted
-  (AES-GCM, key derived from the server secret; see `mailcase.outbound.dkim`), so a database
-  dump alone cannot sign mail as our domains. `state` is what the last check of the DNS record
-  found: a key is `pending` until its published record matches, `active` while it is the one
-  signing, `retired` once a rotation replaced it.
 - `bounced_addresses` is the suppression list: one row per address that hard-bounced (or was
   suppressed by hand); sending to it is blocked until the row is cleared.
 - `bounce_events` keeps every bounce we learnt of (hard or soft, from an inbound DSN or from our
@@ -16,7 +11,8 @@ Why this shape:
   shared PostgreSQL database, which see the database but not necessarily the same data_dir. A
   stolen key only lets someone mark addresses as bounced, which write access already allows.
 
-The migration ``0005_outbound_extras`` is the source of truth; a test compares the two.
+The migration ``0005_outbound_extras`` is the source of truth (with the DKIM table of
+`mailcase.outbound.dkim_models`); a test compares the two.
 """
 
 from __future__ import annotations
@@ -42,51 +38,20 @@ from mailcase.storage.sql import BigId as _BigId
 
 __all__ = [
     "BOUNCE_KINDS",
-    "DKIM_ALGORITHMS",
-    "DKIM_STATES",
     "BounceEvent",
     "BouncedAddress",
-    "DKIMKey",
     "VerpKey",
     "bounce_events",
     "bounced_addresses",
-    "dkim_keys",
     "verp_keys",
 ]
 
-DKIM_ALGORITHMS = ("rsa", "ed25519")
-#: pending: created, record not (yet) found; active: signing; retired: replaced by a rotation.
-DKIM_STATES = ("pending", "active", "retired")
 #: hard: permanent (5.x.x), the address is suppressed; soft: recorded only.
 BOUNCE_KINDS = ("hard", "soft")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-class DKIMKey(Base):
-    """A DKIM key pair of one domain and selector; the private half encrypted."""
-
-    __tablename__ = "dkim_keys"
-    __table_args__ = (
-        CheckConstraint(_in("algorithm", DKIM_ALGORITHMS), name="algorithm_valid"),
-        CheckConstraint(_in("state", DKIM_STATES), name="state_valid"),
-        UniqueConstraint("domain", "selector"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    domain: Mapped[str] = mapped_column(String(253))
-    selector: Mapped[str] = mapped_column(String(63))
-    algorithm: Mapped[str] = mapped_column(String(16))
-    public_key: Mapped[str] = mapped_column(Text)
-    private_key: Mapped[bytes] = mapped_column(LargeBinary)
-    state: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    checked_at: Mapped[datetime | None]
-    check_result: Mapped[str | None] = mapped_column(Text)
-    activated_at: Mapped[datetime | None]
-    retired_at: Mapped[datetime | None]
 
 
 class BouncedAddress(Base):
@@ -141,7 +106,6 @@ class VerpKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-dkim_keys = cast(Table, DKIMKey.__table__)
 bounced_addresses = cast(Table, BouncedAddress.__table__)
 bounce_events = cast(Table, BounceEvent.__table__)
 verp_keys = cast(Table, VerpKey.__table__)

@@ -1,4 +1,4 @@
-"""The engine's side of the queue (claim, record, hold, retry, list) on SQLite and PostgreSQL."""
+"""The engine's side of the queue (claim, record, hold) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from mailcase.outbound import queue
 from mailcase.outbound.models import outbound_attempts, outbound_messages
-from mailcase.outbound.queue import Completion, RecipientResult
+from mailcase.outbound.queue import claim as queue_claim
+from mailcase.outbound.queue import enqueue as queue_enqueue
+from mailcase.outbound.queue import views as queue_views
+from mailcase.outbound.queue.claim import Completion, RecipientResult
 from mailcase.storage import emaillog
 from mailcase.storage.db import begin_write
 
@@ -23,7 +25,7 @@ def _enqueue(engine: Engine, n: int = 1, **kw: Any) -> list[str]:
                             "content": MSG}
     args.update(kw)
     with begin_write(engine) as conn:
-        return [queue.enqueue(conn, **args) for _ in range(n)]
+        return [queue_enqueue.enqueue(conn, **args) for _ in range(n)]
 
 
 def _never(created: datetime, now: datetime, attempts: int) -> datetime | None:
@@ -34,14 +36,14 @@ def _in_ten_minutes(created: datetime, now: datetime, attempts: int) -> datetime
     return now + timedelta(minutes=10)
 
 
-def _result(rc: queue.ClaimedRecipient, outcome: str, **kw: Any) -> RecipientResult:
+def _result(rc: queue_claim.ClaimedRecipient, outcome: str, **kw: Any) -> RecipientResult:
     return RecipientResult(recipient=rc, outcome=outcome, **kw)
 
 
 def test_claim_records_the_attempt_before_any_connection(db_engine: Engine) -> None:
     (qid,) = _enqueue(db_engine, rcpt_to=["b@example.net", "c@example.org"])
     now = datetime.now(UTC) + timedelta(seconds=1)
-    (msg,) = queue.claim(db_engine, limit=10, lease=900, now=now)
+    (msg,) = queue_claim.claim(db_engine, limit=10, lease=900, now=now)
     assert msg.queue_id == qid and msg.attempt == 1 and msg.content == MSG
     assert [r.address for r in msg.recipients] == ["b@example.net", "c@example.org"]
     with db_engine.connect() as conn:
@@ -49,12 +51,12 @@ def test_claim_records_the_attempt_before_any_connection(db_engine: Engine) -> N
         m = conn.execute(select(outbound_messages)).one()
     assert {r.result for r in rows} == {"inflight"} and len(rows) == 2
     assert m.next_attempt_at >= now + timedelta(seconds=899)  # leased
-    assert queue.claim(db_engine, limit=10, lease=900, now=now) == []  # not twice
+    assert queue_claim.claim(db_engine, limit=10, lease=900, now=now) == []  # not twice
 
 
 def test_delivered_and_bounced_results(db_engine: Engine) -> None:
     (qid,) = _enqueue(db_engine, rcpt_to=["b@example.net", "c@example.org"])
-    (msg,) = queue.claim(db_engine, limit=10, lease=900)
+    (msg,) = queue_claim.claim(db_engine, limit=10, lease=900)
     b, c = msg.recipients
     bounced: list[tuple[dict[str, Any], list[dict[str, Any]], str]] = []
 
@@ -62,7 +64,7 @@ def test_delivered_and_bounced_results(db_engine: Engine) -> None:
                   reply: str) -> None:
         bounced.append((row, rcpts, reply))
 
-    done = queue.record(
+    done = queue_claim.record(
         db_engine,
         [Completion(msg, (_result(b, "delivered", code=250, text="2.0.0 Ok",
                                   remote_host="mx.example.net", remote_ip="127.0.0.1",
@@ -74,7 +76,7 @@ def test_delivered_and_bounced_results(db_engine: Engine) -> None:
         schedule=_never, on_bounce=on_bounce,
     )
     assert [d.status for d in done] == ["sent", "bounced"]
-    m = queue.show_message(db_engine, qid)
+    m = queue_views.show_message(db_engine, qid)
     assert m is not None and m["state"] == "bounced" and m["finished_at"] is not None
     assert [(r["address"], r["state"]) for r in m["recipients"]] == [
         ("b@example.net", "delivered"), ("c@example.org", "bounced")]
@@ -94,27 +96,27 @@ def test_transient_failure_is_rescheduled_then_bounces_when_time_is_up(
     db_engine: Engine,
 ) -> None:
     (qid,) = _enqueue(db_engine)
-    (msg,) = queue.claim(db_engine, limit=10, lease=900)
+    (msg,) = queue_claim.claim(db_engine, limit=10, lease=900)
     (rc,) = msg.recipients
     fail = Completion(msg, (_result(rc, "transient", stage="connect", text="refused"),), True)
-    queue.record(db_engine, [fail], schedule=_in_ten_minutes)
-    m = queue.show_message(db_engine, qid)
+    queue_claim.record(db_engine, [fail], schedule=_in_ten_minutes)
+    m = queue_views.show_message(db_engine, qid)
     assert m is not None and m["state"] == "queued"
     assert m["recipients"][0]["state"] == "deferred"
     assert m["next_attempt_at"] > datetime.now(UTC) + timedelta(minutes=9)
     # The next attempt fails too, and the queue time is up.
     later = datetime.now(UTC) + timedelta(minutes=11)
-    (msg2,) = queue.claim(db_engine, limit=10, lease=900, now=later)
+    (msg2,) = queue_claim.claim(db_engine, limit=10, lease=900, now=later)
     assert msg2.attempt == 2
     bounced: list[str] = []
-    queue.record(
+    queue_claim.record(
         db_engine,
         [Completion(msg2, (_result(msg2.recipients[0], "transient", stage="connect",
                                    text="refused"),), True)],
         schedule=_never, now=later,
         on_bounce=lambda conn, row, rcpts, reply: bounced.append(reply),
     )
-    m = queue.show_message(db_engine, qid)
+    m = queue_views.show_message(db_engine, qid)
     assert m is not None and m["state"] == "bounced"
     assert m["recipients"][0]["state"] == "bounced"
     assert m["recipients"][0]["last_reply"].startswith("5.4.7 gave up")
@@ -123,12 +125,12 @@ def test_transient_failure_is_rescheduled_then_bounces_when_time_is_up(
 
 def test_an_interrupted_attempt_is_closed_and_retried(db_engine: Engine) -> None:
     (qid,) = _enqueue(db_engine)
-    queue.claim(db_engine, limit=10, lease=900)  # ... and the process dies here
-    assert queue.recover_inflight(db_engine) == 1
-    (again,) = queue.claim(db_engine, limit=10, lease=900,
-                           now=datetime.now(UTC) + timedelta(seconds=1))
+    queue_claim.claim(db_engine, limit=10, lease=900)  # ... and the process dies here
+    assert queue_claim.recover_inflight(db_engine) == 1
+    (again,) = queue_claim.claim(db_engine, limit=10, lease=900,
+                                 now=datetime.now(UTC) + timedelta(seconds=1))
     assert again.attempt == 2
-    m = queue.show_message(db_engine, qid)
+    m = queue_views.show_message(db_engine, qid)
     assert m is not None
     first, second = m["attempts"]
     assert first["result"] == "transient" and "interrupted" in first["reply_text"]
@@ -141,27 +143,16 @@ def test_access_levels_hold_and_release(db_engine: Engine) -> None:
     system = _enqueue(db_engine, category="system")[0]
     reset = _enqueue(db_engine, category="system", source="password-reset:42")[0]
     later = datetime.now(UTC) + timedelta(seconds=1)
-    claimed = queue.claim(db_engine, limit=10, lease=900, access_level="none", now=later)
+    claimed = queue_claim.claim(db_engine, limit=10, lease=900, access_level="none", now=later)
     assert [c.queue_id for c in claimed] == [reset]
-    states = {r["queue_id"]: r["state"] for r in queue.list_messages(db_engine)}
+    states = {r["queue_id"]: r["state"] for r in queue_views.list_messages(db_engine)}
     assert states == {user: "held", auto: "held", system: "held", reset: "queued"}
-    assert queue.release_held(db_engine, "system") == 1
-    claimed = queue.claim(db_engine, limit=10, lease=900, access_level="system",
-                          now=later + timedelta(seconds=1))
+    assert queue_claim.release_held(db_engine, "system") == 1
+    claimed = queue_claim.claim(db_engine, limit=10, lease=900, access_level="system",
+                                now=later + timedelta(seconds=1))
     assert [c.queue_id for c in claimed] == [system]
-    assert queue.release_held(db_engine, "all") == 2
-    assert queue.queue_counts(db_engine) == {"queued": 4}
-
-
-def test_retry_now_makes_a_deferred_message_due(db_engine: Engine) -> None:
-    (qid,) = _enqueue(db_engine)
-    (msg,) = queue.claim(db_engine, limit=10, lease=900)
-    queue.record(db_engine, [Completion(msg, (_result(msg.recipients[0], "transient"),), True)],
-                 schedule=_in_ten_minutes)
-    assert queue.claim(db_engine, limit=10, lease=900) == []
-    assert queue.retry_now(db_engine, qid)
-    assert [m.queue_id for m in queue.claim(db_engine, limit=10, lease=900)] == [qid]
-    assert not queue.retry_now(db_engine, "NOSUCHID")
+    assert queue_claim.release_held(db_engine, "all") == 2
+    assert queue_views.queue_counts(db_engine) == {"queued": 4}
 
 
 def test_concurrent_claimers_never_take_the_same_message(db_engine: Engine) -> None:
@@ -171,7 +162,7 @@ def test_concurrent_claimers_never_take_the_same_message(db_engine: Engine) -> N
 
     def worker(i: int) -> None:
         barrier.wait()
-        while batch := queue.claim(db_engine, limit=7, lease=900):
+        while batch := queue_claim.claim(db_engine, limit=7, lease=900):
             got[i].extend(m.queue_id for m in batch)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
@@ -181,12 +172,3 @@ def test_concurrent_claimers_never_take_the_same_message(db_engine: Engine) -> N
         t.join(60)
     every = [q for g in got for q in g]
     assert sorted(every) == sorted(ids)  # all claimed, none twice
-
-
-def test_list_and_show(db_engine: Engine) -> None:
-    (qid,) = _enqueue(db_engine, rcpt_to=["b@example.net"], source="case:7")
-    (row,) = queue.list_messages(db_engine)
-    assert row["queue_id"] == qid and row["source"] == "case:7"
-    assert row["recipients"] == [{"address": "b@example.net", "state": "queued"}]
-    assert queue.list_messages(db_engine, state="delivered") == []
-    assert queue.show_message(db_engine, "nope") is None

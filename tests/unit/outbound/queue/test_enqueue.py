@@ -7,16 +7,16 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Connection, Engine, select
 
-from mailcase.outbound import queue
 from mailcase.outbound.models import outbound_contents, outbound_messages, outbound_recipients
-from mailcase.outbound.queue import EnqueueError, Envelope, enqueue, normalize_content
+from mailcase.outbound.queue import enqueue as queue_enqueue
+from mailcase.outbound.queue.enqueue import EnqueueError, Envelope, enqueue, normalize_content
 from mailcase.storage.db import begin_write
 
 MSG = b"From: a@example.org\r\nTo: b@example.net\r\nMessage-ID: <id1@example.org>\r\n\r\nHi.\r\n"
 
 
 @pytest.fixture
-def hooks() -> Iterator[list[queue.EnqueueHook]]:
+def hooks() -> Iterator[list[queue_enqueue.EnqueueHook]]:
     """The hooks a test passes to `enqueue` (nothing is registered globally any more)."""
     yield []
 
@@ -128,7 +128,7 @@ def test_queue_ids_are_unique(db_engine: Engine) -> None:
     assert len(ids) == 200
 
 
-def test_hooks_add_and_suppress_recipients(db_engine: Engine, hooks: list[queue.EnqueueHook]) -> None:
+def test_hooks_add_and_suppress_recipients(db_engine: Engine, hooks: list[queue_enqueue.EnqueueHook]) -> None:
     seen: list[Envelope] = []
 
     def bcc(conn: Connection, env: Envelope) -> Envelope:
@@ -160,7 +160,7 @@ def test_hooks_add_and_suppress_recipients(db_engine: Engine, hooks: list[queue.
 
 
 def test_all_recipients_suppressed_means_nothing_to_send(
-    db_engine: Engine, hooks: list[queue.EnqueueHook]
+    db_engine: Engine, hooks: list[queue_enqueue.EnqueueHook]
 ) -> None:
     def suppress_all(conn: Connection, env: Envelope) -> Envelope:
         return Envelope(
@@ -177,7 +177,7 @@ def test_all_recipients_suppressed_means_nothing_to_send(
     assert row["state"] == "bounced" and row["finished_at"] is not None
 
 
-def test_a_hook_cannot_smuggle_a_bad_address(db_engine: Engine, hooks: list[queue.EnqueueHook]) -> None:
+def test_a_hook_cannot_smuggle_a_bad_address(db_engine: Engine, hooks: list[queue_enqueue.EnqueueHook]) -> None:
     def bad(conn: Connection, env: Envelope) -> Envelope:
         return Envelope(
             mail_from=env.mail_from, rcpt_to=("x\r\nRCPT TO:<evil@x>",), content=env.content,

@@ -1,4 +1,4 @@
-"""REST routes of DKIM keys and bounces (the suppression list).
+"""REST routes of DKIM keys.
 
 A private key never leaves the server: the routes show the public DNS record only.
 """
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from mailcase.outbound import bounces, dkim
+from mailcase.outbound import dkim
 from mailcase.plain import to_plain
 from mailcase.web.api import ApiContext
 
@@ -25,7 +25,7 @@ class DKIMKeyIn(BaseModel):
 
 def router(ctx: ApiContext) -> APIRouter:
     """The routes, each behind `ctx.auth`."""
-    r = APIRouter(dependencies=ctx.auth, tags=["dkim", "bounces"])
+    r = APIRouter(dependencies=ctx.auth, tags=["dkim"])
 
     def _bad(e: dkim.DKIMError) -> HTTPException:
         status = 404 if "has no" in str(e) else 409 if "already" in str(e) else 422
@@ -67,20 +67,5 @@ def router(ctx: ApiContext) -> APIRouter:
         except dkim.DKIMError as e:
             raise _bad(e) from None
         return to_plain(info)  # type: ignore[no-any-return]
-
-    @r.get("/api/v1/bounces", tags=["bounces"])
-    async def list_bounced(events: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
-        """The suppression list; `events=true`: every recorded bounce (hard and soft)."""
-        limit = max(1, min(limit, 100000))
-        if events:
-            return to_plain(await ctx.db(bounces.list_events, limit=limit))  # type: ignore[no-any-return]
-        return to_plain(await ctx.db(bounces.list_bounces, limit=limit))  # type: ignore[no-any-return]
-
-    @r.delete("/api/v1/bounces/{address}", tags=["bounces"], status_code=204)
-    async def clear_bounced(address: str) -> Response:
-        """Take an address off the suppression list."""
-        if not await ctx.db(bounces.clear, address):
-            raise HTTPException(404, f"{address!r} is not on the suppression list")
-        return Response(status_code=204)
 
     return r

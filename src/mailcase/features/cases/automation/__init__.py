@@ -1,0 +1,1 @@
+"""Email-to-Case automation: the case-creation gate, auto-responses, loop protection, limits."""
