@@ -45,12 +45,10 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
-        value = " ".join(str(to_plain(v)) for v in value)
-    if not isinstance(value, str):
-        value = str(to_plain(value))
-    if value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+        text = " ".join(str(to_plain(v)) for v in value)
+    else:
+        text = value if isinstance(value, str) else str(to_plain(value))
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
