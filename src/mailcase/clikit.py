@@ -85,9 +85,11 @@ class Ctx:
         where none is. A schema behind this version is reported with what to run instead."""
         if self._engine is not None:
             return self._engine
+        from mailcase.filemodes import tighten_data_dir
         from mailcase.storage.db import current_revision, head_revision, make_engine
 
         settings = self.settings()
+        tighten_data_dir(settings.data_dir)  # modes an older version left: no schema change
         where = _describe(settings.database_url)
         if _missing_sqlite_file(settings.database_url):
             raise click.ClickException(
