@@ -8,8 +8,8 @@ bad configuration or usage and 1 for everything else.
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,14 @@ import click
 
 from mailcase import __version__
 from mailcase.clikit import Ctx as _Ctx
-from mailcase.clikit import rows as _rows
-from mailcase.clikit import table as _table
+from mailcase.clikit import Listing as _Listing
+from mailcase.clikit import cell, echo_json
+from mailcase.clikit import listing as _listing
 from mailcase.clikit import when as _when
 from mailcase.config import parse_hostport, settings_as_toml
 from mailcase.errors import ConfigError, MailcaseError
-from mailcase.plain import to_plain
+from mailcase.storage._records import OUTCOMES
+from mailcase.storage.models import MESSAGE_STATES
 
 __all__ = ["main"]
 
@@ -134,7 +136,20 @@ def db() -> None:
 @db.command("upgrade")
 @click.pass_obj
 def db_upgrade(obj: _Ctx) -> None:
-    """Apply database migrations (serve also does this on start)."""
+    """Apply database migrations (the same as `mailcase migrate`)."""
+    _migrate(obj)
+
+
+@cli.command("migrate")
+@click.pass_obj
+def migrate(obj: _Ctx) -> None:
+    """Upgrade the database to this version's schema (serve also does this on start).
+
+    Commands that only read (list, show, log) never migrate: they ask for this instead."""
+    _migrate(obj)
+
+
+def _migrate(obj: _Ctx) -> None:
     from mailcase.storage.db import current_revision
 
     engine = obj.engine()
@@ -165,17 +180,15 @@ def address_add(obj: _Ctx, addr: str, require_tls: bool) -> None:
 
 
 @address.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@_listing
 @click.pass_obj
-def address_list(obj: _Ctx, as_json: bool) -> None:
+def address_list(obj: _Ctx) -> _Listing:
     """List receiving addresses."""
     from mailcase.storage import addresses
 
-    rows = _rows(addresses.list_addresses(obj.engine()))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _table(rows, ["address", "require_tls", "enabled", "created_at"])
+    return _Listing(
+        addresses.list_addresses(obj.reader()), ["address", "require_tls", "enabled", "created_at"]
+    )
 
 
 @address.command("remove")
@@ -206,33 +219,28 @@ def address_set(obj: _Ctx, addr: str, require_tls: bool) -> None:
 
 # ---------------------------------------------------------------- email log
 @cli.command("log")
-@click.option("--json", "as_json", is_flag=True, help="JSON export.")
-@click.option("--csv", "as_csv", is_flag=True, help="CSV export.")
+@_listing
 @click.option("--since", default=None, help="ISO time (UTC if no zone).")
 @click.option("--until", default=None, help="ISO time (UTC if no zone).")
 @click.option("--address", default=None, help="Sender or recipient address.")
-@click.option(
-    "--outcome", default=None, help="accepted, rejected, deferred, processed, quarantined."
-)
+@click.option("--outcome", type=click.Choice(sorted(OUTCOMES)), default=None, help="Outcome.")
 @click.option("--queue-id", default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.pass_obj
 def log_cmd(
     obj: _Ctx,
-    as_json: bool,
-    as_csv: bool,
     since: str | None,
     until: str | None,
     address: str | None,
     outcome: str | None,
     queue_id: str | None,
     limit: int,
-) -> None:
-    """Show the email log, newest first."""
+) -> _Listing:
+    """Show the email log, newest first (one line per entry; --csv and --json: every column)."""
     from mailcase.storage import emaillog
 
-    rows = emaillog.query(
-        obj.engine(),
+    found = emaillog.query(
+        obj.reader(),
         since=_when(since),
         until=_when(until),
         address=address,
@@ -240,26 +248,20 @@ def log_cmd(
         queue_id=queue_id,
         limit=limit,
     )
-    if as_json:
-        click.echo(emaillog.to_json(rows))
-    elif as_csv:
-        click.echo(emaillog.to_csv(rows), nl=False)
-    else:
-        plain = _rows(rows)
-        for r in plain:
-            tls = (
-                f"{r.get('tls_version')}:{r.get('tls_cipher')}"
-                if r.get("tls_version")
-                else "plaintext"
-            )
-            rc = ",".join(r.get("rcpt_to") or [])
-            click.echo(
-                f"{r.get('time')}  {r.get('queue_id') or '-':16}  {r.get('outcome'):9}  "
-                f"[{r.get('client_ip')}] from=<{r.get('mail_from') or ''}> to={rc}  {tls}  "
-                f"{r.get('reply_code') or ''} {r.get('reason') or ''}".rstrip()
-            )
-        if not plain:
-            click.echo("(no entries)")
+    return _Listing(found, emaillog.COLUMNS, rows=found, lines=_log_lines, empty="(no entries)")
+
+
+def _log_lines(found: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    """Postfix-like lines: time, queue id, outcome, client, envelope, TLS, reply."""
+    for r in found:
+        version = r.get("tls_version")
+        tls = f"{version}:{r.get('tls_cipher')}" if version else "plaintext"
+        rc = ",".join(r.get("rcpt_to") or [])
+        yield (
+            f"{cell(r.get('time'))}  {r.get('queue_id') or '-':16}  {r.get('outcome'):9}  "
+            f"[{r.get('client_ip')}] from=<{r.get('mail_from') or ''}> to={rc}  {tls}  "
+            f"{r.get('reply_code') or ''} {r.get('reason') or ''}"
+        ).rstrip()
 
 
 # ---------------------------------------------------------------- messages / quarantine
@@ -269,21 +271,18 @@ def messages() -> None:
 
 
 @messages.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--state", default=None, help="received, processed or quarantined.")
+@_listing
+@click.option("--state", type=click.Choice(sorted(MESSAGE_STATES)), default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.pass_obj
-def messages_list(obj: _Ctx, as_json: bool, state: str | None, limit: int) -> None:
+def messages_list(obj: _Ctx, state: str | None, limit: int) -> _Listing:
     """List stored inbound messages, newest first."""
     from mailcase.storage import messages as store
 
-    rows = _rows(store.list_messages(obj.engine(), state=state, limit=limit))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _table(
-            rows, ["queue_id", "received_at", "state", "mail_from", "rcpt_to", "size", "message_id"]
-        )
+    return _Listing(
+        store.list_messages(obj.reader(), state=state, limit=limit),
+        ["queue_id", "received_at", "state", "mail_from", "rcpt_to", "size", "message_id"],
+    )
 
 
 @messages.command("show")
@@ -294,14 +293,14 @@ def messages_show(obj: _Ctx, queue_id: str, raw: bool) -> None:
     """Show one stored message: envelope, session facts, state; or its raw content."""
     from mailcase.storage import messages as store
 
-    m = store.get_message(obj.engine(), queue_id)
+    m = store.get_message(obj.reader(), queue_id)
     if m is None:
         raise click.ClickException(f"no message {queue_id!r}; see `mailcase messages list`")
     if raw:
         sys.stdout.buffer.write(m.content)
         sys.stdout.buffer.flush()
         return
-    click.echo(json.dumps(to_plain(m), indent=2))
+    echo_json(m)
 
 
 @cli.group()
@@ -310,17 +309,16 @@ def quarantine() -> None:
 
 
 @quarantine.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@_listing
 @click.pass_obj
-def quarantine_list(obj: _Ctx, as_json: bool) -> None:
+def quarantine_list(obj: _Ctx) -> _Listing:
     """List quarantined messages with their error."""
     from mailcase.storage import messages as store
 
-    rows = _rows(store.list_quarantined(obj.engine()))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        _table(rows, ["queue_id", "received_at", "attempts", "mail_from", "error"])
+    return _Listing(
+        store.list_quarantined(obj.reader()),
+        ["queue_id", "received_at", "attempts", "mail_from", "error"],
+    )
 
 
 @quarantine.command("retry")
@@ -358,12 +356,13 @@ def token_create(obj: _Ctx, name: str) -> None:
 
 
 @token.command("list")
+@_listing
 @click.pass_obj
-def token_list(obj: _Ctx) -> None:
+def token_list(obj: _Ctx) -> _Listing:
     """List token names (never the tokens)."""
     from mailcase.storage import tokens
 
-    _table(_rows(tokens.list_tokens(obj.engine())), ["name", "created_at", "last_used_at"])
+    return _Listing(tokens.list_tokens(obj.reader()), ["name", "created_at", "last_used_at"])
 
 
 @token.command("revoke")

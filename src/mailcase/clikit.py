@@ -1,4 +1,4 @@
-"""What every `mailcase` command module shares: the instance context and table/JSON output.
+"""What every `mailcase` command module shares: the instance context and the output formats.
 
 Kept apart from `cli.py` so that feature packages can define their command groups in their
 own modules (`register(cli)`) without importing the entry point.
@@ -7,8 +7,10 @@ own modules (`register(cli)`) without importing the entry point.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,19 @@ import click
 from sqlalchemy.engine import Engine
 
 from mailcase.config import Settings, load_settings
-from mailcase.plain import to_plain
+from mailcase.plain import to_csv, to_plain
 
-__all__ = ["Ctx", "cell", "echo_json", "rows", "table", "when"]
+__all__ = [
+    "Ctx",
+    "Listing",
+    "cell",
+    "echo_json",
+    "json_option",
+    "listing",
+    "rows",
+    "table",
+    "when",
+]
 
 
 class Ctx:
@@ -37,6 +49,7 @@ class Ctx:
         self.config_file = config
         self.data_dir = data_dir
         self._engine: Engine | None = None
+        self._migrated = False
         self._enqueue_hooks = enqueue_hooks
 
     def enqueue_hooks(self) -> Sequence[Any]:
@@ -50,18 +63,91 @@ class Ctx:
         return load_settings(self.config_file, overrides=o)
 
     def engine(self) -> Engine:
-        if self._engine is None:
-            from mailcase.filemodes import private_dir, tighten_data_dir
+        """The database for a command that writes: migrated to this version's schema first."""
+        if self._engine is None or not self._migrated:
             from mailcase.secrets import server_secret
-            from mailcase.storage.db import make_engine, upgrade
+            from mailcase.storage.db import upgrade
 
             settings = self.settings()
-            private_dir(settings.data_dir)
-            tighten_data_dir(settings.data_dir)
-            self._engine = make_engine(settings.database_url)
-            upgrade(self._engine, server_secret=lambda: server_secret(settings))
-            _move_spooled(self._engine, settings)
+            engine = self._engine or self._open(settings)
+            upgrade(engine, server_secret=lambda: server_secret(settings))
+            self._migrated = True
+            if self._engine is None:
+                self._engine = engine
+                _move_spooled(engine, settings)
         return self._engine
+
+    def reader(self) -> Engine:
+        """The database for a command that only reads (list, show, log): never migrated here.
+
+        Upgrading a schema is the operator's step (`mailcase migrate`, or `mailcase serve` on
+        start); a look at the mail log must not run it behind their back, nor create a database
+        where none is. A schema behind this version is reported with what to run instead."""
+        if self._engine is not None:
+            return self._engine
+        from mailcase.filemodes import tighten_data_dir
+        from mailcase.storage.db import current_revision, head_revision, make_engine
+
+        settings = self.settings()
+        tighten_data_dir(settings.data_dir)  # modes an older version left: no schema change
+        where = _describe(settings.database_url)
+        if _missing_sqlite_file(settings.database_url):
+            raise click.ClickException(
+                f"no mailcase database at {where} yet: run `mailcase migrate` or start "
+                "`mailcase serve` (or check --data-dir / database.url)"
+            )
+        engine = make_engine(settings.database_url)
+        current, head = current_revision(engine), head_revision()
+        if current != head:
+            engine.dispose()
+            at = "has no mailcase schema" if current is None else f"is at revision {current}"
+            raise click.ClickException(
+                f"the database at {where} {at}; this version of mailcase needs revision "
+                f"{head}: run `mailcase migrate` or start `mailcase serve`, then try again"
+            )
+        self._engine = engine
+        _move_spooled(engine, settings)
+        return engine
+
+    @staticmethod
+    def _open(settings: Settings) -> Engine:
+        from mailcase.filemodes import private_dir, tighten_data_dir
+        from mailcase.storage.db import make_engine
+
+        private_dir(settings.data_dir)
+        tighten_data_dir(settings.data_dir)
+        return make_engine(settings.database_url)
+
+
+def _describe(database_url: str) -> str:
+    """The database named for a message: its file, or its URL without the password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return "(invalid database URL)"
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return url.render_as_string(hide_password=True)
+
+
+def _missing_sqlite_file(database_url: str) -> bool:
+    """True when the URL names a SQLite file that does not exist (connecting would create it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return False  # make_engine reports it
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return False
+    if database.startswith("file:"):
+        return False
+    return not Path(database).expanduser().exists()
 
 
 def _move_spooled(engine: Engine, settings: Settings) -> None:
@@ -81,11 +167,15 @@ def _move_spooled(engine: Engine, settings: Settings) -> None:
 
 
 def cell(value: Any) -> str:
-    """One table cell: `-` for None, plain text otherwise."""
-    return "-" if value is None else str(to_plain(value))
+    """One table cell: `-` for None, a list comma-separated, plain text otherwise."""
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ",".join(str(to_plain(v)) for v in value)
+    return str(to_plain(value))
 
 
-def table(data: list[dict[str, Any]], columns: list[str]) -> None:
+def table(data: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """Print rows as an aligned table with upper-case headings, or `(none)`."""
     if not data:
         click.echo("(none)")
@@ -105,6 +195,59 @@ def rows(objs: Any) -> list[dict[str, Any]]:
 def echo_json(value: Any) -> None:
     """Print any value as indented JSON (datetimes as ISO text)."""
     click.echo(json.dumps(to_plain(value), indent=2, ensure_ascii=False))
+
+
+#: The one `--json` flag of commands that print a single record (show, add ...).
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a listing command found, for `listing` to print in the format asked for.
+
+    `records` are printed whole by --json; `rows` (default: the records as plain dicts) are
+    the same records shaped for people, printed under `columns` as the table and as CSV.
+    `lines`, when given, prints the rows instead of the table (`mailcase log`)."""
+
+    records: Sequence[Any]
+    columns: Sequence[str]
+    rows: Sequence[Mapping[str, Any]] | None = None
+    lines: Callable[[Sequence[Mapping[str, Any]]], Iterable[str]] | None = None
+    empty: str = "(none)"
+
+
+def listing(command: Callable[..., Listing]) -> Callable[..., None]:
+    """Give a listing command `--json` and `--csv` and print what it returns.
+
+    One definition of the options and one renderer for every listing, so that the formats
+    cannot drift apart: JSON is every field of every record; CSV has a header row, cells
+    quoted by the csv module and formula-looking text defused (`plain.to_csv`); the default
+    is the aligned table. Put it between `@group.command()` and `@click.pass_obj`."""
+
+    @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON (every field).")
+    @functools.wraps(command)
+    def run(*args: Any, as_json: bool, as_csv: bool, **kwargs: Any) -> None:
+        if as_json and as_csv:
+            raise click.UsageError("give --json or --csv, not both")
+        found = command(*args, **kwargs)
+        if as_json:
+            echo_json(found.records)
+            return
+        shaped = rows(found.records) if found.rows is None else found.rows
+        if as_csv:
+            click.echo(to_csv(shaped, found.columns), nl=False)
+        elif found.lines is not None:
+            for line in found.lines(shaped):
+                click.echo(line)
+            if not shaped:
+                click.echo(found.empty)
+        elif not shaped:
+            click.echo(found.empty)
+        else:
+            table(shaped, found.columns)
+
+    return run
 
 
 def when(value: str | None) -> dt.datetime | None:

@@ -84,6 +84,12 @@ def test_send_from_the_command_line_is_delivered(platform: Platform, sink: SmtpS
                for r in listed)
     text = platform.cli("outbound", "show", qid).stdout
     assert "delivered" in text and "mx.example.net" in text
+    # The attempts once, as a table (they were also printed as a Python list of dicts).
+    assert "{'" not in text and "[{" not in text
+    assert text.count("attempts") == 1 and "attempts (1):" in text.splitlines()
+    lines = text.splitlines()
+    header = lines[lines.index("attempts (1):") + 1]
+    assert header.split()[:4] == ["ATTEMPT", "STARTED_AT", "RECIPIENT", "RESULT"]
     log = platform.cli("log", "--queue-id", qid).stdout
     assert "delivered" in log and "host=mx.example.net[127.0.0.1]" in log
     # a line with a lone dot did not end the message early (dot-stuffing on the wire)

@@ -7,15 +7,13 @@ Relay passwords are read from a prompt or stdin, never from the command line (it
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
-from mailcase.clikit import Ctx, echo_json, rows, table
+from mailcase.clikit import Ctx, Listing, listing
+from mailcase.tls.outbound import TLS_MODES
 
 __all__ = ["register"]
-
-_TLS_MODES = ("off", "preferred", "required", "preferred_verify", "required_verify")
 
 
 # ---------------------------------------------------------------- relays
@@ -33,7 +31,7 @@ def _relay_error(e: Exception) -> click.ClickException:
 @click.option("--host", required=True, help="Host name, IP address, or mx:DOMAIN.")
 @click.option("--port", default=25, show_default=True, type=click.IntRange(1, 65535),
               help="25, 587, 465 (implicit TLS) or any.")
-@click.option("--tls", "tls_mode", type=click.Choice(_TLS_MODES), default="preferred",
+@click.option("--tls", "tls_mode", type=click.Choice(sorted(TLS_MODES)), default="preferred",
               show_default=True, help="TLS mode (AUTH forces required_verify).")
 @click.option("--auth", "auth", type=click.Choice(["PLAIN", "LOGIN"], case_sensitive=False),
               default=None, help="SMTP AUTH mechanism.")
@@ -65,18 +63,15 @@ def relay_add(obj: Ctx, name: str, host: str, port: int, tls_mode: str, auth: st
 
 
 @relay.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@listing
 @click.pass_obj
-def relay_list(obj: Ctx, as_json: bool) -> None:
+def relay_list(obj: Ctx) -> Listing:
     """Relays (passwords are never shown)."""
     from mailcase.delivery.relays import list_relays
 
-    data = list_relays(obj.engine())
-    if as_json:
-        echo_json(data)
-        return
-    table(rows(data), ["id", "name", "host", "host_kind", "port", "tls_mode",
-                       "auth_mechanism", "username", "active"])
+    return Listing(list_relays(obj.reader()), ["id", "name", "host", "host_kind", "port",
+                                               "tls_mode", "auth_mechanism", "username",
+                                               "active"])
 
 
 @relay.command("remove")
@@ -123,18 +118,14 @@ def filter_add(obj: Ctx, relay_name: str, sender: str, recipient: str, priority:
 
 
 @relay_filter.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@listing
 @click.pass_obj
-def filter_list(obj: Ctx, as_json: bool) -> None:
+def filter_list(obj: Ctx) -> Listing:
     """Filters in match order."""
     from mailcase.delivery.relays import list_filters
 
-    data: list[dict[str, Any]] = list_filters(obj.engine())
-    if as_json:
-        echo_json(data)
-        return
-    table(rows(data), ["id", "priority", "sender_pattern", "recipient_pattern", "relay",
-                       "active"])
+    return Listing(list_filters(obj.reader()), ["id", "priority", "sender_pattern",
+                                                "recipient_pattern", "relay", "active"])
 
 
 @relay_filter.command("remove")

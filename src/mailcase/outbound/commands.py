@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from mailcase.clikit import Ctx, echo_json, rows, table
+from mailcase.clikit import Ctx, Listing, cell, echo_json, json_option, listing, rows, table
+from mailcase.outbound.models import CATEGORIES, MESSAGE_STATES
 
 __all__ = ["register"]
 
@@ -33,7 +34,7 @@ def _build_message(
               default=None, help="UTF-8 text file with the body.")
 @click.option("--eml", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A complete RFC 5322 message to send as it is.")
-@click.option("--category", type=click.Choice(["system", "auto", "user"]), default="user",
+@click.option("--category", type=click.Choice(sorted(CATEGORIES)), default="user",
               show_default=True, help="Deliverability category.")
 @click.pass_obj
 def send_cmd(obj: Ctx, mail_from: str, to: tuple[str, ...], subject: str,
@@ -67,34 +68,31 @@ def outbound() -> None:
 
 
 @outbound.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--state", type=click.Choice(["queued", "held", "delivered", "bounced"]),
-              default=None)
+@listing
+@click.option("--state", type=click.Choice(sorted(MESSAGE_STATES)), default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.pass_obj
-def outbound_list(obj: Ctx, as_json: bool, state: str | None, limit: int) -> None:
+def outbound_list(obj: Ctx, state: str | None, limit: int) -> Listing:
     """Queued and sent messages, newest first."""
     from mailcase.outbound.queue.views import list_messages
 
-    data = list_messages(obj.engine(), state=state, limit=limit)
-    if as_json:
-        echo_json(data)
-        return
-    for r in data:
+    data = list_messages(obj.reader(), state=state, limit=limit)
+    shaped = rows(data)
+    for r in shaped:
         r["to"] = ",".join(f"{x['address']}({x['state']})" for x in r["recipients"])
-    table(rows(data), ["queue_id", "created_at", "state", "category", "attempts",
-                       "next_attempt_at", "mail_from", "to"])
+    return Listing(data, ["queue_id", "created_at", "state", "category", "attempts",
+                          "next_attempt_at", "mail_from", "to"], rows=shaped)
 
 
 @outbound.command("show")
 @click.argument("queue_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def outbound_show(obj: Ctx, queue_id: str, as_json: bool) -> None:
     """One message: envelope, recipients and every attempt with its TLS facts."""
     from mailcase.outbound.queue.views import show_message
 
-    m = show_message(obj.engine(), queue_id)
+    m = show_message(obj.reader(), queue_id)
     if m is None:
         raise click.ClickException(
             f"no outbound message {queue_id!r}; see `mailcase outbound list`"
@@ -102,20 +100,23 @@ def outbound_show(obj: Ctx, queue_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(m)
         return
+    # `attempts` is the list of attempts here (the list view's count): printed once, below,
+    # as a table, not also as a Python repr among the fields.
     for k in ("queue_id", "state", "category", "source", "mail_from", "message_id", "size",
-              "created_at", "attempts", "next_attempt_at", "finished_at"):
-        click.echo(f"{k}: {rows([{k: m[k]}])[0][k] if m[k] is not None else '-'}")
+              "created_at", "next_attempt_at", "finished_at"):
+        click.echo(f"{k}: {cell(m[k])}")
     click.echo("recipients:")
     table(rows(m["recipients"]), ["address", "state", "attempts", "last_stage",
                                   "last_reply_code", "last_reply"])
-    click.echo("attempts:")
-    for a in m["attempts"]:
+    attempts = rows(m["attempts"])
+    click.echo(f"attempts ({len(attempts)}):")
+    for a in attempts:
         a["tls"] = (f"{a['tls_version']}:{a['tls_cipher']}" if a["tls_version"]
                     else ("plaintext" if a["remote_host"] else "-"))
         a["verified"] = (a["verified_by"] or "yes") if a["tls_verified"] else "no"
-    table(rows(m["attempts"]), ["attempt", "started_at", "recipient", "result", "relay",
-                                "remote_host", "remote_ip", "tls", "verified", "stage",
-                                "reply_code", "reply_text"])
+    table(attempts, ["attempt", "started_at", "recipient", "result", "relay",
+                     "remote_host", "remote_ip", "tls", "verified", "stage",
+                     "reply_code", "reply_text"])
 
 
 @outbound.command("retry")

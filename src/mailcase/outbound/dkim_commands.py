@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mailcase.clikit import Ctx, echo_json, rows, table
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows
+from mailcase.outbound.extras_models import DKIM_ALGORITHMS
 
 __all__ = ["register"]
 
@@ -24,9 +25,9 @@ def dkim() -> None:
 @dkim.command("create")
 @click.argument("domain")
 @click.option("--selector", default=None, help="Selector (default: dkim.selector).")
-@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa",
+@click.option("--algorithm", type=click.Choice(sorted(DKIM_ALGORITHMS)), default="rsa",
               show_default=True, help="RSA-2048 (understood everywhere) or Ed25519 (RFC 8463).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def dkim_create(obj: Ctx, domain: str, selector: str | None, algorithm: str,
                 as_json: bool) -> None:
@@ -48,29 +49,26 @@ def dkim_create(obj: Ctx, domain: str, selector: str | None, algorithm: str,
 
 
 @dkim.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@listing
 @click.pass_obj
-def dkim_list(obj: Ctx, as_json: bool) -> None:
+def dkim_list(obj: Ctx) -> Listing:
     """Keys with their state and the last DNS check."""
     from mailcase.outbound import dkim as k
 
-    keys = k.list_keys(obj.engine())
-    if as_json:
-        echo_json(keys)
-        return
+    keys = k.list_keys(obj.reader())
     settings = obj.settings()
     data = rows(keys)
     for d, key in zip(data, keys, strict=True):
         if k.rotation_due(key, settings):
             d["state"] = f"{key.state} (rotation due)"
-    table(data, _KEY_COLUMNS)
+    return Listing(keys, _KEY_COLUMNS, rows=data)
 
 
 @dkim.command("check")
+@listing
 @click.argument("domain", required=False)
-@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def dkim_check(obj: Ctx, domain: str | None, as_json: bool) -> None:
+def dkim_check(obj: Ctx, domain: str | None) -> Listing:
     """Look up the DNS records of DOMAIN's keys (all domains without DOMAIN) and switch to
     the newest key whose record matches. Starts a due rotation (`dkim.rotate_days`)."""
     from mailcase.outbound import dkim as k
@@ -94,17 +92,14 @@ def dkim_check(obj: Ctx, domain: str | None, as_json: bool) -> None:
             report.append({"domain": d, "selector": rotated.selector, "found": False,
                            "state": "pending",
                            "detail": f"rotation due: publish {k.zone_line(rotated)}"})
-    if as_json:
-        echo_json(report)
-    else:
-        table(report, ["domain", "selector", "found", "state", "detail"])
+    return Listing(report, ["domain", "selector", "found", "state", "detail"])
 
 
 @dkim.command("rotate")
 @click.argument("domain")
-@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default=None,
+@click.option("--algorithm", type=click.Choice(sorted(DKIM_ALGORITHMS)), default=None,
               help="Algorithm of the new key (default: that of the current key).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def dkim_rotate(obj: Ctx, domain: str, algorithm: str | None, as_json: bool) -> None:
     """New key on the alternate selector; signing switches once its record is found."""

@@ -9,8 +9,6 @@ for everyone else (pipeline, delivery, CLI).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -19,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, exists, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
+from mailcase import plain
 from mailcase.storage._records import LogEntry, log_row
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import email_log
@@ -30,10 +29,6 @@ _t = email_log
 
 #: Keys of each row, in export order.
 COLUMNS: tuple[str, ...] = tuple(c.name for c in _t.columns)
-
-# Spreadsheets run cells that start with these as formulas; sender-chosen text must not.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
 
 def append(target: Engine | Connection | Session, entries: Iterable[LogEntry]) -> int:
     """Write `entries` now (in `target`'s transaction, or a new one for an Engine)."""
@@ -99,26 +94,8 @@ def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        value = " ".join(str(v) for v in value)
-    if not isinstance(value, str):
-        return str(_plain(value))
-    if value.startswith(_FORMULA_START):
-        return "'" + value  # OWASP advice against CSV injection
-    return value
-
-
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """CSV with a header line (`COLUMNS` order). Recipients are space-separated in one cell;
-    text starting with a formula character gets a leading apostrophe."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([_cell(row.get(name)) for name in COLUMNS])
-    return out.getvalue()
+    text starting with a formula character gets a leading apostrophe (`plain.to_csv`, the
+    renderer the CLI's --csv uses too)."""
+    return plain.to_csv(rows, COLUMNS)

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from mailcase.clikit import Ctx, echo_json, rows, table
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows
+from mailcase.features.cases.models import CASE_STATUSES, PRIORITIES
 
 __all__ = ["register"]
 
@@ -58,7 +59,8 @@ def routing_group() -> None:
 @click.argument("address")
 @click.option("--name", default=None, help="Routing name (default: the address).")
 @click.option("--origin", default="Email", show_default=True, help="Case origin.")
-@click.option("--priority", default="Medium", show_default=True, help="Low, Medium, High, Urgent.")
+@click.option("--priority", type=click.Choice(sorted(PRIORITIES), case_sensitive=False),
+              default="Medium", show_default=True)
 @click.option("--owner", default=None, help="User who owns the new cases.")
 @click.option("--queue", default=None, help="Queue that owns the new cases (instead of --owner).")
 @click.option(
@@ -75,7 +77,7 @@ def routing_group() -> None:
     is_flag=True,
     help="Only senders with DMARC pass, or an aligned SPF/DKIM pass.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_obj
 def routing_add(
     ctx: Ctx,
@@ -123,17 +125,14 @@ def routing_add(
 
 
 @routing_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@listing
 @click.pass_obj
-def routing_list(ctx: Ctx, as_json: bool) -> None:
+def routing_list(ctx: Ctx) -> Listing:
     """List routing addresses."""
     from mailcase.features.cases.store import routing as routing_store
 
-    items = routing_store.list_routing(ctx.engine())
-    if as_json:
-        echo_json(items)
-    else:
-        table([_routing_row(r) for r in items], _ROUTING_COLUMNS)
+    items = routing_store.list_routing(ctx.reader())
+    return Listing(items, _ROUTING_COLUMNS, rows=[_routing_row(r) for r in items])
 
 
 @routing_group.command("show")
@@ -143,7 +142,7 @@ def routing_show(ctx: Ctx, address: str) -> None:
     """Show one routing address as JSON."""
     from mailcase.features.cases.store import routing as routing_store
 
-    r = routing_store.get_routing(ctx.engine(), address)
+    r = routing_store.get_routing(ctx.reader(), address)
     if r is None:
         _fail(f"no routing address {address} (see `mailcase routing list`)")
     echo_json(r)
@@ -179,27 +178,26 @@ def cases_group() -> None:
 
 
 @cases_group.command("list")
-@click.option("--status", multiple=True, help="New, Working, Escalated or Closed (repeatable).")
+@listing
+@click.option("--status", multiple=True,
+              type=click.Choice(sorted(CASE_STATUSES), case_sensitive=False),
+              help="Only cases with this status (repeatable).")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def cases_list(ctx: Ctx, status: tuple[str, ...], limit: int, as_json: bool) -> None:
+def cases_list(ctx: Ctx, status: tuple[str, ...], limit: int) -> Listing:
     """List cases, newest first."""
     from mailcase.features.cases.store import cases as case_store
 
     try:
-        items = case_store.list_cases(ctx.engine(), status, limit=limit)
+        items = case_store.list_cases(ctx.reader(), status, limit=limit)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--status") from None
-    if as_json:
-        echo_json(items)
-    else:
-        table([_case_row(c) for c in items], _CASE_COLUMNS)
+    return Listing(items, _CASE_COLUMNS, rows=[_case_row(c) for c in items])
 
 
 @cases_group.command("show")
 @click.argument("number")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (case with its emails).")
+@json_option
 @click.pass_obj
 def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
     """Show a case and its emails."""
@@ -209,14 +207,14 @@ def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
     from mailcase.plain import to_plain
 
     try:
-        case = case_store.get_case(ctx.engine(), number)
+        case = case_store.get_case(ctx.reader(), number)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="NUMBER") from None
     if case is None:
         _fail(f"no case {number} (see `mailcase cases list`)")
         return
-    emails = email_store.list_emails(ctx.engine(), number) or []
-    deliveries = case_delivery(ctx.engine(), number) or {}
+    emails = email_store.list_emails(ctx.reader(), number) or []
+    deliveries = case_delivery(ctx.reader(), number) or {}
     if as_json:
         plain = []
         for em in emails:
@@ -275,7 +273,7 @@ def cases_show(ctx: Ctx, number: str, as_json: bool) -> None:
 @click.option("--to", "to", multiple=True, help="Recipient (default: the last sender).")
 @click.option("--cc", multiple=True, help="Cc recipient (repeatable).")
 @click.option("--from", "from_address", default=None, help="Sender (default: routing address).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 @click.pass_obj
 def cases_reply(
     ctx: Ctx,

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from mailcase.clikit import Ctx, echo_json, rows, table
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows
 
 __all__ = ["register"]
 
@@ -26,12 +26,12 @@ def tasks_group() -> None:
 
 
 @tasks_group.command("list")
+@listing
 @click.option("--status", default=None, help='Only tasks with this status (e.g. "Not Started").')
 @click.option("--case", "case", default=None, metavar="NUMBER", help="Only tasks of this case.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def tasks_list(ctx: Ctx, status: str | None, case: str | None, limit: int, as_json: bool) -> None:
+def tasks_list(ctx: Ctx, status: str | None, case: str | None, limit: int) -> Listing:
     """List tasks, newest first."""
     from mailcase.features.cases.store.cases import parse_number
     from mailcase.features.tasks import service
@@ -42,17 +42,14 @@ def tasks_list(ctx: Ctx, status: str | None, case: str | None, limit: int, as_js
             number = parse_number(case)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--case") from None
-    items = service.list_tasks(ctx.engine(), status=status, case_number=number, limit=limit)
-    if as_json:
-        echo_json([t.as_dict() for t in items])
-    else:
-        table([_row(t) for t in items], _COLUMNS)
+    items = service.list_tasks(ctx.reader(), status=status, case_number=number, limit=limit)
+    return Listing([t.as_dict() for t in items], _COLUMNS, rows=[_row(t) for t in items])
 
 
 @tasks_group.command("set-status")
 @click.argument("task_id", metavar="ID", type=int)
 @click.argument("status")
-@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@json_option
 @click.pass_obj
 def tasks_set_status(ctx: Ctx, task_id: int, status: str, as_json: bool) -> None:
     """Change the status of task ID (free text, e.g. "Completed")."""

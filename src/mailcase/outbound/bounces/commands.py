@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailcase.clikit import Ctx, echo_json, rows, table
+from mailcase.clikit import Ctx, Listing, listing
 
 __all__ = ["register"]
 
@@ -15,28 +15,21 @@ def bounces() -> None:
 
 
 @bounces.command("list")
+@listing
 @click.option("--events", is_flag=True, help="Every recorded bounce (hard and soft) instead.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def bounces_list(obj: Ctx, events: bool, limit: int, as_json: bool) -> None:
+def bounces_list(obj: Ctx, events: bool, limit: int) -> Listing:
     """The suppression list (or, with --events, the bounces recorded)."""
     from mailcase.outbound.bounces import suppression as b
 
     if events:
-        ev = b.list_events(obj.engine(), limit=limit)
-        if as_json:
-            echo_json(ev)
-        else:
-            table(rows(ev), ["time", "recipient", "kind", "status", "outbound_queue_id",
-                             "remote_mta", "source"])
-        return
-    found = b.list_bounces(obj.engine(), limit=limit)
-    if as_json:
-        echo_json(found)
-    else:
-        table(rows(found), ["address", "status", "bounces", "last_bounced_at", "queue_id",
-                            "source", "reason"])
+        return Listing(b.list_events(obj.reader(), limit=limit),
+                       ["time", "recipient", "kind", "status", "outbound_queue_id",
+                        "remote_mta", "source"])
+    return Listing(b.list_bounces(obj.reader(), limit=limit),
+                   ["address", "status", "bounces", "last_bounced_at", "queue_id", "source",
+                    "reason"])
 
 
 @bounces.command("clear")

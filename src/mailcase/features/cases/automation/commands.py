@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from mailcase.clikit import Ctx, echo_json, rows, table
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, table
 
 __all__ = ["register"]
 
@@ -123,39 +123,35 @@ def add(
 
 
 @autoresponse.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@listing
 @click.pass_obj
-def list_cmd(obj: Ctx, as_json: bool) -> None:
+def list_cmd(obj: Ctx) -> Listing:
     """List rules in the order they are tried."""
     from mailcase.features.cases.automation import service as automation
 
-    data = [_rule_row(r) for r in automation.list_rules(obj.engine())]
-    if as_json:
-        echo_json(data)
-    else:
-        table(
-            rows(data),
-            [
-                "position",
-                "id",
-                "name",
-                "enabled",
-                "routing_address",
-                "sender_domain",
-                "subject_contains",
-            ],
-        )
+    return Listing(
+        [_rule_row(r) for r in automation.list_rules(obj.reader())],
+        [
+            "position",
+            "id",
+            "name",
+            "enabled",
+            "routing_address",
+            "sender_domain",
+            "subject_contains",
+        ],
+    )
 
 
 @autoresponse.command("show")
 @click.argument("rule")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def show(obj: Ctx, rule: str, as_json: bool) -> None:
     """Show one rule (by id or name) with its templates."""
     from mailcase.features.cases.automation import service as automation
 
-    found = automation.get_rule(obj.engine(), rule)
+    found = automation.get_rule(obj.reader(), rule)
     if found is None:
         raise click.ClickException(f"no rule {rule!r}; see `mailcase autoresponse list`")
     data = _rule_row(found)
@@ -245,7 +241,7 @@ def notify(obj: Ctx, address: str | None, value: str | None) -> None:
         table(
             [
                 {"address": a, "notify_owner": v}
-                for a, v in automation.address_settings(obj.engine())
+                for a, v in automation.address_settings(obj.reader())
             ],
             ["address", "notify_owner"],
         )
