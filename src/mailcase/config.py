@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -190,7 +190,10 @@ class AutomationSettings(_Section):
     sender_address: str = Field("", description="From address of notifications and non-delivery notices; empty: mailcase@server.hostname.")
 
 
+#: The outbound TLS modes, defined once: the delivery policy (`tls.outbound`), the relay table's
+#: CHECK constraint, the CLI's choices and the REST API's schema all take them from here.
 OutboundTLSMode = Literal["off", "preferred", "required", "preferred_verify", "required_verify"]
+OUTBOUND_TLS_MODES: tuple[OutboundTLSMode, ...] = get_args(OutboundTLSMode)
 
 
 class DeliverySettings(_Section):

@@ -105,7 +105,7 @@ class SMTPSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.client_ip, self.client_port = str(peer[0]), int(peer[1])
         gw = self.gw
-        self.conn = ServerConnection(gw.server_settings, client_ip=self.client_ip)
+        self.conn = ServerConnection(gw.protocol_settings, client_ip=self.client_ip)
         refusal = gw.tracker.admit(self.client_ip)
         if refusal is not None:
             reason, reply = refusal

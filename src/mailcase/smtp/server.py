@@ -49,12 +49,12 @@ from mailcase.smtp.replies import Reply
 __all__ = [
     "Close",
     "EnvelopeRejected",
-    "Envelope",
+    "InboundEnvelope",
     "Event",
     "MessageComplete",
     "RcptRequest",
     "ServerConnection",
-    "ServerSettings",
+    "ProtocolSettings",
     "SessionInfo",
     "Stage",
     "StartTLS",
@@ -68,7 +68,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class ServerSettings:
+class ProtocolSettings:
     """Per-listener limits and switches; defaults follow RFC 5321 §4.5.3 and REFERENCE.md."""
 
     hostname: str
@@ -135,7 +135,7 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Envelope:
+class InboundEnvelope:
     """One transaction's envelope (RFC 5321 §2.3.1) and the session it arrived on."""
 
     mail_from: Path
@@ -164,7 +164,7 @@ class RcptRequest:
 class MessageComplete:
     """A complete message: answer with answer_message(reply) once it is durable (or not)."""
 
-    envelope: Envelope
+    envelope: InboundEnvelope
     content: bytearray = field(repr=False)
 
 
@@ -237,7 +237,7 @@ class ServerConnection:
     """One SMTP session (RFC 5321) with ESMTP extensions: SIZE, 8BITMIME, PIPELINING,
     ENHANCEDSTATUSCODES, STARTTLS, SMTPUTF8, CHUNKING, REQUIRETLS."""
 
-    def __init__(self, settings: ServerSettings, client_ip: str) -> None:
+    def __init__(self, settings: ProtocolSettings, client_ip: str) -> None:
         self.settings = settings
         self._state = State.GREETING
         self._out = bytearray()
@@ -883,7 +883,7 @@ class ServerConnection:
             self._reply(reply)
             return
         assert self._mail_from is not None  # content is only read inside a transaction
-        envelope = Envelope(
+        envelope = InboundEnvelope(
             mail_from=self._mail_from,
             rcpt_to=tuple(self._rcpts),
             mail_params=dict(self._mail_params),
