@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -190,7 +190,10 @@ class AutomationSettings(_Section):
     sender_address: str = Field("", description="From address of notifications and non-delivery notices; empty: mailcase@server.hostname.")
 
 
+#: The outbound TLS modes, defined once: the delivery policy (`tls.outbound`), the relay table's
+#: CHECK constraint, the CLI's choices and the REST API's schema all take them from here.
 OutboundTLSMode = Literal["off", "preferred", "required", "preferred_verify", "required_verify"]
+OUTBOUND_TLS_MODES: tuple[OutboundTLSMode, ...] = get_args(OutboundTLSMode)
 
 
 class DeliverySettings(_Section):
@@ -232,7 +235,7 @@ class DKIMSettings(_Section):
     """DKIM signing, bounce handling (VERP return paths, DSNs) and the compliance BCC."""
 
     sign: bool = Field(True, description="Sign outbound mail with the sending domain's DKIM key when one is active and its DNS record is found.")
-    check_interval: float = Field(60.0, gt=0, description="Minutes a DNS lookup of a key's record is trusted before signing looks again.")
+    check_interval: float = Field(3600.0, gt=0, description="Seconds a DNS lookup of a key's record is trusted before signing looks again.")
     rotate_days: int = Field(0, ge=0, description="Days after which `dkim check` starts a rotation (new key on the alternate selector); 0: never.")
     selector: str = Field("mc1", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$", description="Default DKIM selector for new keys (rotation alternates with `alternate_selector`).")
     alternate_selector: str = Field("mc2", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$", description="Selector a rotation switches to (and back from).")

@@ -5,15 +5,18 @@
     ├── StorageError           the database or spool could not do what was asked
     │   └── SpoolCommitError   a message could not be made durable (answer 451, never 250)
     ├── ProtocolError          SMTP protocol trouble
-    │   ├── LocalProtocolError   we misused the state machine (a bug in our shell)
-    │   └── RemoteProtocolError  the peer misbehaved (answered with a reply, not a crash)
+    │   └── LocalProtocolError   we misused the state machine (a bug in our shell)
     ├── TLSSetupError          certificate or key cannot be loaded or generated
     └── ProcessingError        a stored message could not be processed (it is quarantined)
     DeferMessage (Exception)   not an error: a destination asks the pipeline to retry later
 
-Why split protocol errors as h11 does: a local error is a bug to fix, a remote one is
-input to answer. `DeferMessage` lives here, below the pipeline and the features, because
-features raise it and the pipeline catches it.
+Protocol errors split as h11 does, but only one side raises: a local error is a bug to fix;
+a remote one (the peer broke the protocol) is input to answer, so the SMTP state machine
+answers it with a reply and reports it as an event (`EnvelopeRejected`, `Close`), never as an
+exception a shell could forget to catch.
+
+`DeferMessage` lives here, below the pipeline and the features, because features raise it and
+the pipeline catches it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ __all__ = [
     "MailcaseError",
     "ProcessingError",
     "ProtocolError",
-    "RemoteProtocolError",
     "SpoolCommitError",
     "StorageError",
     "TLSSetupError",
@@ -59,10 +61,6 @@ class ProtocolError(MailcaseError):
 
 class LocalProtocolError(ProtocolError):
     """Our own code drove the SMTP state machine wrongly: a bug."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The peer broke the protocol; it gets a reply, never a crash."""
 
 
 class TLSSetupError(MailcaseError):

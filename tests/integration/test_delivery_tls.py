@@ -19,6 +19,7 @@ import pytest
 import trustme
 from sqlalchemy import Engine
 
+from mailcase.config import OUTBOUND_TLS_MODES
 from mailcase.delivery.engine import DeliveryEngine
 from mailcase.outbound.queue import enqueue as queue_enqueue
 from mailcase.platform import build_outbound
@@ -32,7 +33,7 @@ from tests.support.striptls import StripTLSProxy, strip_starttls
 
 pytestmark = needs(postfix_available())
 
-MODES = ("off", "preferred", "required", "preferred_verify", "required_verify")
+MODES = OUTBOUND_TLS_MODES
 ZONE = {
     name: {"MX": [(10, f"mx.{name}")]}
     for name in ("good.test", "wrong.test", "expired.test", "plain.test")

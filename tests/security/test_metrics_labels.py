@@ -14,13 +14,13 @@ from prometheus_client import generate_latest
 from mailcase.metrics import Metrics
 from mailcase.policy import Reject, decide_recipient
 from mailcase.smtp.reasons import RejectReason
-from mailcase.smtp.server import EnvelopeRejected, ServerConnection, ServerSettings
+from mailcase.smtp.server import EnvelopeRejected, ProtocolSettings, ServerConnection
 
 
-def _rejections(lines: list[bytes], settings: ServerSettings | None = None) -> list[
+def _rejections(lines: list[bytes], settings: ProtocolSettings | None = None) -> list[
     EnvelopeRejected
 ]:
-    conn = ServerConnection(settings or ServerSettings(
+    conn = ServerConnection(settings or ProtocolSettings(
         "mx.test", max_errors=10_000, soft_error_limit=10_000, hard_error_limit=10_000),
                             client_ip="192.0.2.1")
     conn.send_greeting()

@@ -1,8 +1,8 @@
 """The SMTP client: aiosmtplib wrapped so that every attempt ends as a typed result.
 
 Every recipient of every attempt gets `Delivered`, `Transient` or `Permanent`, each with the
-TLS facts of the connection (`TLSInfo`, or None for plaintext), the remote host and address,
-the stage of a failure (connect, ehlo, starttls, auth, mail, rcpt, data) and the reply.
+TLS facts of the connection (`DeliveryTLSFacts`, or None for plaintext), the remote host and
+address, the stage of a failure (connect, ehlo, starttls, auth, mail, rcpt, data) and the reply.
 
 A `Session` is one connection; it can carry several messages (`send` again after a
 transaction) so that a backlog for one destination does not pay TCP and TLS set-up per
@@ -42,7 +42,7 @@ __all__ = [
     "Result",
     "Session",
     "SessionFailure",
-    "TLSInfo",
+    "DeliveryTLSFacts",
     "Target",
     "Transient",
     "client_context",
@@ -52,7 +52,7 @@ Stage = Literal["route", "connect", "ehlo", "starttls", "auth", "mail", "rcpt", 
 
 
 @dataclass(frozen=True, slots=True)
-class TLSInfo:
+class DeliveryTLSFacts:
     """The TLS facts of one connection. `verified_by` is "CA" when the chain and host name
     were checked against the trust store (MTA-STS and DANE will add theirs)."""
 
@@ -91,7 +91,7 @@ class _Outcome:
     host: str | None
     ip: str | None
     port: int | None
-    tls: TLSInfo | None
+    tls: DeliveryTLSFacts | None
     relay: str | None
     tls_mode: str | None
 
@@ -187,7 +187,7 @@ class Session:
         self.ca_file = ca_file
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self.tls: TLSInfo | None = None
+        self.tls: DeliveryTLSFacts | None = None
         self.smtp: aiosmtplib.SMTP | None = None
         self._sock: socket.socket | None = None
         self.alive = False
@@ -286,7 +286,7 @@ class Session:
     def _note_tls(self, smtp: aiosmtplib.SMTP, verify: bool) -> None:
         obj = smtp.get_transport_info("ssl_object")
         cipher = obj.cipher() if obj is not None else None
-        self.tls = TLSInfo(
+        self.tls = DeliveryTLSFacts(
             version=(obj.version() if obj is not None else None) or "unknown",
             cipher=cipher[0] if cipher else "unknown",
             verified=verify,

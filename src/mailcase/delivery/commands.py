@@ -11,9 +11,10 @@ import sys
 import click
 
 from mailcase.clikit import Ctx, Listing, listing
-from mailcase.tls.outbound import TLS_MODES
+from mailcase.config import OUTBOUND_TLS_MODES
 
 __all__ = ["register"]
+
 
 
 # ---------------------------------------------------------------- relays
@@ -31,7 +32,7 @@ def _relay_error(e: Exception) -> click.ClickException:
 @click.option("--host", required=True, help="Host name, IP address, or mx:DOMAIN.")
 @click.option("--port", default=25, show_default=True, type=click.IntRange(1, 65535),
               help="25, 587, 465 (implicit TLS) or any.")
-@click.option("--tls", "tls_mode", type=click.Choice(sorted(TLS_MODES)), default="preferred",
+@click.option("--tls", "tls_mode", type=click.Choice(OUTBOUND_TLS_MODES), default="preferred",
               show_default=True, help="TLS mode (AUTH forces required_verify).")
 @click.option("--auth", "auth", type=click.Choice(["PLAIN", "LOGIN"], case_sensitive=False),
               default=None, help="SMTP AUTH mechanism.")

@@ -29,9 +29,9 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mailcase.config import Settings
+from mailcase.config import OUTBOUND_TLS_MODES, Settings
 from mailcase.errors import StorageError
-from mailcase.outbound.models import TLS_MODES, relay_filters, relays
+from mailcase.outbound.models import relay_filters, relays
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import utcnow
 from mailcase.tls.outbound import domain_matches
@@ -171,8 +171,8 @@ def add_relay(
     h, kind = _check_host(host)
     if not 1 <= port <= 65535:
         raise RelayError(f"port {port}: use 1 to 65535 (25, 587, 465 for implicit TLS)")
-    if tls_mode not in TLS_MODES:
-        raise RelayError(f"TLS mode {tls_mode!r}: one of {', '.join(TLS_MODES)}")
+    if tls_mode not in OUTBOUND_TLS_MODES:
+        raise RelayError(f"TLS mode {tls_mode!r}: one of {', '.join(OUTBOUND_TLS_MODES)}")
     mech = auth_mechanism.upper() if auth_mechanism else None
     if mech is not None:
         if mech not in ("PLAIN", "LOGIN"):

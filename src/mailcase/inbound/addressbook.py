@@ -24,7 +24,7 @@ from typing import Protocol
 from sqlalchemy.engine import Engine
 
 from mailcase.config import AutomationSettings
-from mailcase.policy import AddressRule
+from mailcase.policy import Accept, AddressRule, Reject, decide_recipient
 from mailcase.policy.recipients import AddressRules
 from mailcase.smtp.replies import Reply
 from mailcase.storage import addresses
@@ -90,6 +90,26 @@ class AddressBook:
         self.local_domains = frozenset(rule.domain for rule in rules.values())
         self._generation = gen
         self._loaded_at = time.monotonic()
+
+    def decide(self, recipient: str, *, tls_active: bool) -> Accept | Reject:
+        """The RCPT decision the session makes: the policy on this snapshot, and once more on
+        a fresh one when an address we do not know is refused (it may have just been added).
+        A known address refused for a reason of its own (disabled, TLS required) reloads
+        nothing."""
+        verdict = decide_recipient(
+            recipient, self.rules, self.local_domains, tls_active=tls_active,
+            routing_refusal=self.routing_refusal,
+        )
+        if (
+            not isinstance(verdict, Accept)
+            and recipient.lower() not in self.rules
+            and self.reload_on_miss()
+        ):
+            verdict = decide_recipient(
+                recipient, self.rules, self.local_domains, tls_active=tls_active,
+                routing_refusal=self.routing_refusal,
+            )
+        return verdict
 
     def reload_on_miss(self) -> bool:
         """Called when a recipient is unknown: reload unless nothing changed since the last

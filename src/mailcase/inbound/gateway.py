@@ -15,11 +15,11 @@ from mailcase.config import Settings
 from mailcase.inbound.addressbook import AddressBook
 from mailcase.inbound.limits import ConnectionTracker, SharedCounts
 from mailcase.metrics import Metrics
-from mailcase.smtp.server import ServerSettings
+from mailcase.smtp.server import ProtocolSettings
 from mailcase.storage.spool import Spool
 from mailcase.tls import ServerTLS
 
-__all__ = ["Gateway", "Session", "server_settings_from"]
+__all__ = ["Gateway", "Session", "protocol_settings_from"]
 
 
 class Session(Protocol):
@@ -28,10 +28,10 @@ class Session(Protocol):
     def shutdown(self) -> None: ...
 
 
-def server_settings_from(settings: Settings) -> ServerSettings:
+def protocol_settings_from(settings: Settings) -> ProtocolSettings:
     """The protocol limits of the state machine, taken from the config."""
     i = settings.inbound
-    return ServerSettings(
+    return ProtocolSettings(
         hostname=settings.server.hostname,
         max_message_size=i.max_message_size,
         max_recipients=i.max_recipients,
@@ -60,13 +60,13 @@ class Gateway:
     on_stored: Callable[[], None] = lambda: None
     shared_counts: SharedCounts | None = None
     counts_row: int = 0
-    server_settings: ServerSettings = field(init=False)
+    protocol_settings: ProtocolSettings = field(init=False)
     tracker: ConnectionTracker = field(init=False)
     sessions: set[Session] = field(default_factory=set)
     tasks: set[asyncio.Future[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.server_settings = server_settings_from(self.settings)
+        self.protocol_settings = protocol_settings_from(self.settings)
         i = self.settings.inbound
         # With several acceptor processes the counts are shared, so the limits hold for all.
         self.tracker = ConnectionTracker(

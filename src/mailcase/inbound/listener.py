@@ -9,7 +9,7 @@ import os
 import socket
 
 from mailcase.config import Settings, parse_hostport
-from mailcase.inbound.gateway import Gateway, server_settings_from
+from mailcase.inbound.gateway import Gateway, protocol_settings_from
 from mailcase.inbound.session import SMTPSession
 
 __all__ = [
@@ -17,7 +17,7 @@ __all__ = [
     "acceptor_processes",
     "check_listen_address",
     "listening_socket",
-    "server_settings_from",
+    "protocol_settings_from",
     "start_listener",
 ]
 

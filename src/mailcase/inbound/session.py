@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 from mailcase import maillog
 from mailcase.inbound.received import received_header
 from mailcase.mime import message_id
-from mailcase.policy import Accept, RejectionTally, decide_recipient
+from mailcase.policy import Accept, RejectionTally
 from mailcase.smtp.reasons import RejectReason
 from mailcase.smtp.replies import SHUTTING_DOWN, STORAGE_FAILED, Reply, queued
 from mailcase.smtp.server import (
@@ -105,7 +105,7 @@ class SMTPSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.client_ip, self.client_port = str(peer[0]), int(peer[1])
         gw = self.gw
-        self.conn = ServerConnection(gw.server_settings, client_ip=self.client_ip)
+        self.conn = ServerConnection(gw.protocol_settings, client_ip=self.client_ip)
         refusal = gw.tracker.admit(self.client_ip)
         if refusal is not None:
             reason, reply = refusal
@@ -324,19 +324,8 @@ class SMTPSession(asyncio.Protocol):
     # ----------------------------------------------------------------- RCPT
     def _on_rcpt(self, ev: RcptRequest) -> None:
         assert self.conn is not None
-        book = self.gw.addressbook
-        tls_active = self.conn.session.tls is not None
         rcpt = ev.recipient.address
-        verdict = decide_recipient(
-            rcpt, book.rules, book.local_domains, tls_active=tls_active,
-            routing_refusal=book.routing_refusal,
-        )
-        if not isinstance(verdict, Accept) and rcpt.lower() not in book.rules:
-            if book.reload_on_miss():
-                verdict = decide_recipient(
-                    rcpt, book.rules, book.local_domains, tls_active=tls_active,
-                    routing_refusal=book.routing_refusal,
-                )
+        verdict = self.gw.addressbook.decide(rcpt, tls_active=self.conn.session.tls is not None)
         if isinstance(verdict, Accept):
             self.conn.accept_rcpt()
             return

@@ -8,7 +8,7 @@ Why it works this way:
   A private key is never printed, logged or returned by the API.
 - A key signs only when its DNS record is found and matches (algorithm and public key): a
   signature that receivers cannot verify is worse than none (DMARC fails instead of falling
-  back to SPF). The lookup result is trusted for `dkim.check_interval` minutes per process.
+  back to SPF). The lookup result is trusted for `dkim.check_interval` seconds per process.
 - Rotation publishes first, switches later: `rotate` makes a key on the alternate selector
   (state pending); signing moves to it as soon as its record is found, and `check` then marks
   it active and retires the old one. The old record should stay published for a few days so
@@ -388,7 +388,7 @@ def check_domain(
     _forget(d)
     # What was just looked up is what signing would look up: keep it for check_interval.
     now_m = time.monotonic()
-    ttl = settings.dkim.check_interval * 60.0
+    ttl = settings.dkim.check_interval
     with _lock:
         _maintained[(str(engine.url), d)] = now_m + ttl
         for r, c in zip(rows, results, strict=True):
@@ -473,7 +473,7 @@ def _candidates(engine: Engine, domain: str) -> list[_Candidate]:
 
 
 def _usable(settings: Settings, c: _Candidate) -> bool:
-    """Is the key's record published and matching (cached for `check_interval` minutes)?
+    """Is the key's record published and matching (cached for `check_interval` seconds)?
 
     A check recorded in the database after our own lookup (`dkim check` in another process)
     wins at once: publishing a record and checking it takes effect without waiting."""
@@ -484,7 +484,7 @@ def _usable(settings: Settings, c: _Candidate) -> bool:
     if hit is not None and c.checked_at is not None and c.checked_at > hit[2]:
         ok = c.state == "active"
         with _lock:
-            _record_cache[key] = (now + settings.dkim.check_interval * 60.0, ok, c.checked_at)
+            _record_cache[key] = (now + settings.dkim.check_interval, ok, c.checked_at)
         return ok
     if hit is not None and hit[0] > now:
         return hit[1]
@@ -492,7 +492,7 @@ def _usable(settings: Settings, c: _Candidate) -> bool:
     if result.temporary:
         ok, ttl = c.state == "active", _TEMP_RETRY  # last known state until DNS answers
     else:
-        ok, ttl = result.found, settings.dkim.check_interval * 60.0
+        ok, ttl = result.found, settings.dkim.check_interval
     with _lock:
         _record_cache[key] = (now + ttl, ok, utcnow())
     if not ok:
@@ -506,7 +506,7 @@ def _maintenance_due(engine: Engine, settings: Settings, domain: str) -> bool:
     with _lock:
         due = _maintained.get(key, 0.0) <= now
         if due:
-            _maintained[key] = now + settings.dkim.check_interval * 60.0
+            _maintained[key] = now + settings.dkim.check_interval
     return due
 
 
@@ -570,7 +570,7 @@ def sign_for_delivery(engine: Engine, settings: Settings, mail_from: str, conten
         found = _candidates(engine, domain)
         if found and _maintenance_due(engine, settings, domain):
             # Record what DNS says, switch to a newly published key, start a due rotation:
-            # at most every `check_interval` minutes per domain, without any `dkim check`.
+            # at most every `check_interval` seconds per domain, without any `dkim check`.
             try:
                 maintain(engine, settings, domain)
             except Exception as e:  # noqa: BLE001 - signing goes on with what is known

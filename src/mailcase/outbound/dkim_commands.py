@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows
-from mailcase.outbound.extras_models import DKIM_ALGORITHMS
+from mailcase.outbound.dkim_models import DKIM_ALGORITHMS
 
 __all__ = ["register"]
 

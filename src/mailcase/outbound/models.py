@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mailcase.config import OUTBOUND_TLS_MODES
 from mailcase.storage.models import Base, utcnow
 from mailcase.storage.sql import BigId as _BigId
 
@@ -50,7 +51,6 @@ __all__ = [
     "MESSAGE_STATES",
     "RECIPIENT_STATES",
     "STAGES",
-    "TLS_MODES",
     "OutboundAttempt",
     "OutboundContent",
     "OutboundMessage",
@@ -81,7 +81,6 @@ ATTEMPT_RESULTS = ("inflight", "delivered", "transient", "permanent")
 #: Where an attempt failed (RFC 5321 order); "route" is before any connection (DNS, policy).
 STAGES = ("route", "connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data")
 #: Outbound TLS modes (Deliverability), see `mailcase.tls.outbound`.
-TLS_MODES = ("off", "preferred", "required", "preferred_verify", "required_verify")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -192,7 +191,7 @@ class Relay(Base):
 
     __tablename__ = "relays"
     __table_args__ = (
-        CheckConstraint(_in("tls_mode", TLS_MODES), name="tls_mode_valid"),
+        CheckConstraint(_in("tls_mode", OUTBOUND_TLS_MODES), name="tls_mode_valid"),
         CheckConstraint("host_kind IN ('host', 'mx')", name="host_kind_valid"),
         CheckConstraint(
             "auth_mechanism IS NULL OR auth_mechanism IN ('PLAIN', 'LOGIN')",

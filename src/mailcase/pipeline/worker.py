@@ -67,8 +67,8 @@ def _backoff(attempts: int) -> float:
 
 
 def _due(
-    batch: Sequence[messages.ClaimedMessage], deferred: dict[int, float], limit: int
-) -> list[messages.ClaimedMessage]:
+    batch: Sequence[messages.MessageSummary], deferred: dict[int, float], limit: int
+) -> list[messages.MessageSummary]:
     if not deferred:
         return list(batch[:limit])
     now = time.monotonic()
@@ -78,8 +78,8 @@ def _due(
 
 
 def _by_bytes(
-    batch: list[messages.ClaimedMessage], limit: int
-) -> list[messages.ClaimedMessage]:
+    batch: list[messages.MessageSummary], limit: int
+) -> list[messages.MessageSummary]:
     """The first messages of `batch` whose sizes add up to at most `limit` (at least one; 0 = no
     limit): a batch's memory (contents, parsed bodies, attachments) is bounded by its bytes."""
     if limit <= 0:
@@ -104,7 +104,7 @@ def _release(destinations: Sequence[Destination], batch_bytes: int) -> None:
 
 
 def _prepare(
-    engine: Engine, destinations: Sequence[Destination], batch: Sequence[messages.ClaimedMessage]
+    engine: Engine, destinations: Sequence[Destination], batch: Sequence[messages.MessageSummary]
 ) -> None:
     for dest in destinations:
         prepare = getattr(dest, "prepare", None)
@@ -121,10 +121,10 @@ class Destination(Protocol):
 
     name: str
 
-    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+    def deliver(self, conn: Connection, message: messages.MessageSummary, address: str) -> None:
         """Deliver one message to one of its recipients."""
 
-    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.MessageSummary]) -> None:
         """Deliver every message of a batch to all its recipients (the fast path)."""
 
 
@@ -133,14 +133,14 @@ class AddressInbox:
 
     name = "inbox"
 
-    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+    def deliver(self, conn: Connection, message: messages.MessageSummary, address: str) -> None:
         messages.record_delivery(conn, message.id, address)
 
-    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.MessageSummary]) -> None:
         messages.record_deliveries(conn, ((m.id, a) for m in batch for a in m.rcpt_to))
 
 
-def _log_entry(m: messages.ClaimedMessage, outcome: str, reason: str | None) -> LogEntry:
+def _log_entry(m: messages.MessageSummary, outcome: str, reason: str | None) -> LogEntry:
     return messages.log_entry(m, outcome, reason)
 
 
@@ -150,7 +150,7 @@ class _BatchFailed(Exception):
 
 def _bulk(
     conn: Connection,
-    batch: list[messages.ClaimedMessage],
+    batch: list[messages.MessageSummary],
     destinations: Sequence[Destination],
     entries: list[LogEntry],
 ) -> list[tuple[str, str, str]]:
@@ -164,7 +164,7 @@ def _bulk(
 
 def _one_by_one(
     conn: Connection,
-    batch: list[messages.ClaimedMessage],
+    batch: list[messages.MessageSummary],
     destinations: Sequence[Destination],
     deferred: dict[int, float] | None = None,
 ) -> list[tuple[str, str, str]]:
@@ -222,7 +222,7 @@ def process_batch(
     are skipped until their time comes. Pass the same dict on every call. A batch holds at most
     `batch_size` messages and `batch_bytes` bytes of them (at least one message; 0: no limit).
     """
-    seen: list[messages.ClaimedMessage] = []
+    seen: list[messages.MessageSummary] = []
     try:
         return _process_batch(
             engine, destinations, batch_size, metrics, deferred, batch_bytes, seen
@@ -238,7 +238,7 @@ def _process_batch(
     metrics: Metrics | None,
     deferred: dict[int, float] | None,
     batch_bytes: int,
-    seen: list[messages.ClaimedMessage],
+    seen: list[messages.MessageSummary],
 ) -> int:
     """`process_batch`; the messages taken are added to `seen`."""
     done: list[tuple[str, str, str]] = []

@@ -27,7 +27,11 @@ The machine reads no further input while an answer is pending, so replies to pip
 (RFC 2920) always leave in order. It buffers what `receive_data` gives it; the shell should stop
 reading from the socket while it waits on policy or storage.
 
-Input from the peer never raises; misuse of this API raises `LocalProtocolError`.
+Input from the peer never raises (a peer breaking the protocol gets a reply, and an
+`EnvelopeRejected` or `Close` event); misuse of this API raises `LocalProtocolError`.
+
+Which command may come when is one table, `_SEQUENCE` (verb × `Phase` → refusal), in the
+manner of h11's transition tables.
 """
 
 from __future__ import annotations
@@ -49,12 +53,13 @@ from mailcase.smtp.replies import Reply
 __all__ = [
     "Close",
     "EnvelopeRejected",
-    "Envelope",
+    "InboundEnvelope",
     "Event",
     "MessageComplete",
+    "Phase",
     "RcptRequest",
     "ServerConnection",
-    "ServerSettings",
+    "ProtocolSettings",
     "SessionInfo",
     "Stage",
     "StartTLS",
@@ -68,7 +73,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class ServerSettings:
+class ProtocolSettings:
     """Per-listener limits and switches; defaults follow RFC 5321 §4.5.3 and REFERENCE.md."""
 
     hostname: str
@@ -135,7 +140,7 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Envelope:
+class InboundEnvelope:
     """One transaction's envelope (RFC 5321 §2.3.1) and the session it arrived on."""
 
     mail_from: Path
@@ -164,7 +169,7 @@ class RcptRequest:
 class MessageComplete:
     """A complete message: answer with answer_message(reply) once it is durable (or not)."""
 
-    envelope: Envelope
+    envelope: InboundEnvelope
     content: bytearray = field(repr=False)
 
 
@@ -226,18 +231,94 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class Phase(enum.Enum):
+    """Where the mail transaction is (RFC 5321 §3.3, RFC 3030 §2): what decides which commands
+    may come next. `State` says what input is read; `Phase` what a command line may ask."""
+
+    NO_HELLO = "no_hello"  # before EHLO/HELO (again after STARTTLS: RFC 3207 §4.2)
+    IDLE = "idle"  # greeted, no transaction
+    MAIL = "mail"  # MAIL accepted, no recipient yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    CHUNKING = "chunking"  # BDAT chunks accepted, LAST not yet
+
+    # Members are singletons compared by identity: hash them so, in C. (Enum's own __hash__
+    # is Python code, and the accept path looks a phase up on every transition.)
+    __hash__ = object.__hash__
+
+
+# Command sequencing as a table, as h11 does with its transitions: verb × phase → the reply
+# refusing the command there. A pair not listed is allowed. EHLO, HELO, RSET, NOOP, QUIT, VRFY,
+# EXPN, HELP and STARTTLS are allowed in every phase. The phase changes where a command
+# succeeds (`_enter`): EHLO/HELO → IDLE, MAIL → MAIL, an accepted RCPT → RCPT, an accepted
+# BDAT chunk → CHUNKING, and every reset (RSET, EHLO, an answered or refused message) → IDLE.
+_SEQUENCE: Mapping[str, Mapping[Phase, Reply]] = {
+    # RFC 5321 §4.1.4: MAIL needs a greeting and may not nest.
+    "MAIL": {
+        Phase.NO_HELLO: R.NEED_HELO,
+        Phase.MAIL: R.NESTED_MAIL,
+        Phase.RCPT: R.NESTED_MAIL,
+        Phase.CHUNKING: R.NESTED_MAIL,
+    },
+    # RFC 5321 §3.3: RCPT needs MAIL; RFC 3030 §2: no RCPT once BDAT has begun.
+    "RCPT": {
+        Phase.NO_HELLO: R.NEED_MAIL,
+        Phase.IDLE: R.NEED_MAIL,
+        Phase.CHUNKING: R.RCPT_AFTER_BDAT,
+    },
+    # RFC 5321 §3.3: 554 when no recipient was accepted (an envelope refusal, not a client
+    # error); RFC 3030 §2: DATA may not follow BDAT in one transaction.
+    "DATA": {
+        Phase.NO_HELLO: R.NEED_MAIL,
+        Phase.IDLE: R.NEED_MAIL,
+        Phase.MAIL: R.NO_VALID_RECIPIENTS,
+        Phase.CHUNKING: R.DATA_AFTER_BDAT,
+    },
+    # RFC 3030 §2: a refused chunk is still read (its octets follow the command), then
+    # answered with this reply.
+    "BDAT": {
+        Phase.NO_HELLO: R.NEED_MAIL,
+        Phase.IDLE: R.NEED_MAIL,
+        Phase.MAIL: R.NO_VALID_RECIPIENTS,
+    },
+}
+
+# The same table by phase, so that each command costs one lookup by verb.
+_REFUSALS: Mapping[Phase, Mapping[str, Reply]] = {
+    phase: {verb: row[phase] for verb, row in _SEQUENCE.items() if phase in row}
+    for phase in Phase
+}
+
+
 # Any C0 control or DEL inside a command line (HT included: RFC 5321 commands use SP only).
 # Refused before anything else so no CR, NUL or LF can reach a log line or header.
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _SIZE_VALUE = re.compile(r"[0-9]{1,20}")
 _BDAT_ARGS = re.compile(r"([0-9]{1,20})(?: +(LAST))? *", re.IGNORECASE)
+# Verbs whose argument syntax is checked before their sequencing: "DATA x" is a syntax error
+# wherever it comes, and BDAT's octet count must be read to find the chunk's end even when
+# the chunk is refused (RFC 3030 §2). The others are refused out of sequence before parsing.
+_ARGUMENTS_FIRST = frozenset({"DATA", "BDAT"})
+
+
+@dataclass(slots=True)
+class _Bdat:
+    """What BDAT (RFC 3030) keeps between and within chunks, in one place."""
+
+    # The reader being fed: this transaction's (content of every accepted chunk so far), or,
+    # while a refused chunk is read, one that drops it.
+    reader: ChunkReader | None = None
+    octets: int = 0  # size of the chunk being read
+    last: bool = False  # the chunk being read is the LAST one
+    owed: Reply | None = None  # refusal owed once the dropped chunk is in
+    # A refused transfer: every chunk still in flight gets this answer until the LAST one.
+    failed: Reply | None = None
 
 
 class ServerConnection:
     """One SMTP session (RFC 5321) with ESMTP extensions: SIZE, 8BITMIME, PIPELINING,
     ENHANCEDSTATUSCODES, STARTTLS, SMTPUTF8, CHUNKING, REQUIRETLS."""
 
-    def __init__(self, settings: ServerSettings, client_ip: str) -> None:
+    def __init__(self, settings: ProtocolSettings, client_ip: str) -> None:
         self.settings = settings
         self._state = State.GREETING
         self._out = bytearray()
@@ -251,25 +332,9 @@ class ServerConnection:
         self._session = SessionInfo(client_ip=client_ip)
         self._pending_rcpt: Path | None = None
         self._data: DataReader | None = None
-        self._bdat: ChunkReader | None = None  # discarding or this transaction's reader
-        self._bdat_octets = 0
-        self._bdat_last = False
-        self._bdat_error: Reply | None = None  # reply owed once the discarded chunk is in
-        self._commands: dict[str, Callable[[str], None]] = {
-            "EHLO": self._cmd_ehlo,
-            "HELO": self._cmd_helo,
-            "MAIL": self._cmd_mail,
-            "RCPT": self._cmd_rcpt,
-            "DATA": self._cmd_data,
-            "BDAT": self._cmd_bdat,
-            "RSET": self._cmd_rset,
-            "NOOP": self._cmd_noop,
-            "QUIT": self._cmd_quit,
-            "VRFY": self._cmd_vrfy,
-            "EXPN": self._cmd_expn,
-            "HELP": self._cmd_help,
-            "STARTTLS": self._cmd_starttls,
-        }
+        self._bdat = _Bdat()
+        self._phase = Phase.NO_HELLO
+        self._refusals = _REFUSALS[Phase.NO_HELLO]
         self._reset_transaction()
 
     # --- public API ----------------------------------------------------------------------------
@@ -289,7 +354,7 @@ class ServerConnection:
         which the shell enforces the minimum data rate (BDAT command lines included, so that a
         client cannot restart the rate clock with every small chunk)."""
         return self._state in (State.DATA, State.BDAT) or (
-            self._state is State.COMMAND and self._bdat_used
+            self._state is State.COMMAND and self._phase is Phase.CHUNKING
         )
 
     @property
@@ -303,6 +368,11 @@ class ServerConnection:
     @property
     def session(self) -> SessionInfo:
         return self._session
+
+    @property
+    def phase(self) -> Phase:
+        """Where the mail transaction is (see `_SEQUENCE` for what each phase allows)."""
+        return self._phase
 
     def send_greeting(self) -> None:
         """Queue the 220 banner; refuse instead if the client already talked (pre-greeting)."""
@@ -355,6 +425,7 @@ class ServerConnection:
         self._rcpts.append(self._pending_rcpt)
         self._pending_rcpt = None
         self._state = State.COMMAND
+        self._enter(Phase.RCPT)
         self._reply(R.RECIPIENT_OK)
 
     def reject_rcpt(self, reply: Reply) -> None:
@@ -396,8 +467,8 @@ class ServerConnection:
         self._rx.clear()
         self._chunks.clear()
         self._discarding_line = False
-        self._reset_transaction()
         self._session = SessionInfo(client_ip=self._session.client_ip, tls=facts)
+        self._reset_transaction()  # and back to NO_HELLO: the client must greet again
         self._state = State.COMMAND
 
     def timeout(self) -> None:
@@ -502,7 +573,7 @@ class ServerConnection:
         return True
 
     def _feed_bdat(self) -> bool:
-        reader = self._bdat
+        reader = self._bdat.reader
         assert reader is not None
         while not reader.chunk_complete:
             chunk = self._take()
@@ -550,7 +621,7 @@ class ServerConnection:
         self._rx.clear()
         self._chunks.clear()
         self._data = None
-        self._bdat = None
+        self._bdat.reader = None
         self._events.append(Close(reason))
 
     def _pre_greeting(self) -> None:
@@ -586,9 +657,14 @@ class ServerConnection:
         self._requiretls = False
         self._size: int | None = None
         self._data = None
-        self._bdat = None
-        self._bdat_used = False
-        self._bdat_failed: Reply | None = None
+        if self._bdat.reader is not None or self._bdat.failed is not None:
+            self._bdat = _Bdat()  # (its other fields are set anew by every BDAT command)
+        self._enter(Phase.NO_HELLO if self._session.helo is None else Phase.IDLE)
+
+    def _enter(self, phase: Phase) -> None:
+        if phase is not self._phase:
+            self._phase = phase
+            self._refusals = _REFUSALS[phase]
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -605,7 +681,7 @@ class ServerConnection:
                 return
         verb_b, _, arg_b = body.partition(b" ")
         verb = verb_b.upper().decode("ascii", "replace")
-        handler = self._commands.get(verb)
+        handler = _COMMANDS.get(verb)
         if handler is None:
             self._fail(R.UNKNOWN_COMMAND)
             return
@@ -617,7 +693,10 @@ class ServerConnection:
         except UnicodeDecodeError:
             self._fail(R.BAD_UTF8_COMMAND)
             return
-        handler(arg)
+        if verb in self._refusals and verb not in _ARGUMENTS_FIRST:
+            self._fail(self._refusals[verb])
+            return
+        handler(self, arg)
 
     def _pipelined_input(self) -> bool:
         return bool(self._rx) or bool(self._chunks)
@@ -637,6 +716,7 @@ class ServerConnection:
         self._reset_transaction()
         s = self._session
         self._session = SessionInfo(s.client_ip, name.split(" ", 1)[0], esmtp, s.tls)
+        self._enter(Phase.IDLE)
         if esmtp:
             self._reply(R.ehlo_reply(self.settings.hostname, self._ehlo_keywords()))
         else:
@@ -662,12 +742,6 @@ class ServerConnection:
         self._hello(arg, esmtp=False)
 
     def _cmd_mail(self, arg: str) -> None:
-        if self._session.helo is None:
-            self._fail(R.NEED_HELO)
-            return
-        if self._mail_from is not None:
-            self._fail(R.NESTED_MAIL)
-            return
         st = self.settings
         if st.tls_required and self._session.tls is None:
             try:
@@ -742,16 +816,12 @@ class ServerConnection:
         self._size = size
         self._smtputf8 = "SMTPUTF8" in params
         self._requiretls = "REQUIRETLS" in params
+        self._enter(Phase.MAIL)
         self._reply(R.SENDER_OK)
 
     def _cmd_rcpt(self, arg: str) -> None:
         mail_from = self._mail_from
-        if mail_from is None:
-            self._fail(R.NEED_MAIL)
-            return
-        if self._bdat_used:
-            self._fail(R.RCPT_AFTER_BDAT)
-            return
+        assert mail_from is not None  # _SEQUENCE: RCPT comes after MAIL
         try:
             path, params = parse_rcpt_to(arg, smtputf8=self._smtputf8)
         except AddressError as e:
@@ -784,19 +854,16 @@ class ServerConnection:
         self._events.append(RcptRequest(mail_from, path, params))
 
     def _cmd_data(self, arg: str) -> None:
+        refusal = self._refusals.get("DATA")
         if arg.strip(" "):
             self._fail(R.SYNTAX_DATA)
-        elif self._mail_from is None:
-            self._fail(R.NEED_MAIL)
-        elif self._bdat_used:
-            self._fail(R.DATA_AFTER_BDAT)  # RFC 3030 §2
-        elif not self._rcpts:
-            # RFC 5321 §3.3: 554 when no recipient was accepted.
+        elif refusal is R.NO_VALID_RECIPIENTS:
             self._envelope_rejected(
-                "DATA", R.NO_VALID_RECIPIENTS, "no valid recipients",
-                RejectReason.NO_VALID_RECIPIENTS,
+                "DATA", refusal, "no valid recipients", RejectReason.NO_VALID_RECIPIENTS
             )
-            self._reply(R.NO_VALID_RECIPIENTS)
+            self._reply(refusal)
+        elif refusal is not None:
+            self._fail(refusal)
         else:
             st = self.settings
             self._data = DataReader(
@@ -816,42 +883,38 @@ class ServerConnection:
             self._close("BDAT syntax error")
             return
         octets = int(m.group(1))
-        last = m.group(2) is not None
-        self._bdat_octets = octets
-        self._bdat_last = last
-        error: Reply | None = None
-        if self._bdat_failed is not None:
-            error = self._bdat_failed  # the rest of a refused BDAT transfer
-        elif self._mail_from is None:
-            error = R.NEED_MAIL
-        elif not self._rcpts:
-            error = R.NO_VALID_RECIPIENTS
-        self._bdat_error = error
+        b = self._bdat
+        b.octets = octets
+        b.last = m.group(2) is not None
+        # The rest of a refused BDAT transfer, or out of sequence (_SEQUENCE).
+        error = b.failed if b.failed is not None else self._refusals.get("BDAT")
+        b.owed = error
         if error is not None:
             # RFC 3030 §2: the announced octets are still read, then dropped.
-            self._bdat = ChunkReader(max_size=1)
-            self._bdat.begin(octets, discard=True)
+            b.reader = ChunkReader(max_size=1)
+            b.reader.begin(octets, discard=True)
         else:
-            if self._bdat is None:
+            if b.reader is None:
                 st = self.settings
-                self._bdat = ChunkReader(
+                b.reader = ChunkReader(
                     max_size=st.max_message_size,
                     max_line=st.max_text_line,
                     bare_newline=st.bare_newline,
                 )
-            self._bdat_used = True
-            self._bdat.begin(octets)
+            self._enter(Phase.CHUNKING)
+            b.reader.begin(octets)
         self._state = State.BDAT
 
     def _end_bdat_chunk(self) -> None:
-        error = self._bdat_error
+        b = self._bdat
+        error = b.owed
         if error is not None:
             # The chunk was read only to be dropped; no transaction reader existed.
-            self._bdat_error = None
-            self._bdat = None
-            if self._bdat_failed is not None:
-                if self._bdat_last:
-                    self._bdat_failed = None
+            b.owed = None
+            b.reader = None
+            if b.failed is not None:
+                if b.last:
+                    b.failed = None
                 self._reply(error)
             elif error is R.NO_VALID_RECIPIENTS:
                 self._envelope_rejected(
@@ -861,13 +924,13 @@ class ServerConnection:
             else:
                 self._fail(error)
             return
-        reader = self._bdat
+        reader = b.reader
         assert reader is not None
-        if reader.refused or self._bdat_last:
+        if reader.refused or b.last:
             # Refuse as soon as the content cannot be accepted; in-flight chunks are drained.
             self._finish_message("BDAT", reader.finish())
             return
-        self._reply(R.chunk_received(self._bdat_octets))
+        self._reply(R.chunk_received(b.octets))
 
     def _finish_message(self, stage: Literal["DATA", "BDAT"], res: DataResult) -> None:
         """End of content: refuse it (and reset) or hand it to the application."""
@@ -875,15 +938,15 @@ class ServerConnection:
         if refusal is not None:
             reply, reason, code = refusal
             self._envelope_rejected(stage, reply, reason, code)
-            last = self._bdat_last
+            last = self._bdat.last
             self._reset_transaction()
             if stage == "BDAT" and not last:
                 # Chunks already in flight get the same answer until the LAST one.
-                self._bdat_failed = reply
+                self._bdat.failed = reply
             self._reply(reply)
             return
         assert self._mail_from is not None  # content is only read inside a transaction
-        envelope = Envelope(
+        envelope = InboundEnvelope(
             mail_from=self._mail_from,
             rcpt_to=tuple(self._rcpts),
             mail_params=dict(self._mail_params),
@@ -959,3 +1022,21 @@ class ServerConnection:
             self._discarding_line = False
             self._state = State.STARTTLS
             self._events.append(StartTLS())
+
+
+# The command handlers, one table for every connection (RFC 5321 §4.1, RFC 3030, RFC 3207).
+_COMMANDS: Mapping[str, Callable[[ServerConnection, str], None]] = {
+    "EHLO": ServerConnection._cmd_ehlo,
+    "HELO": ServerConnection._cmd_helo,
+    "MAIL": ServerConnection._cmd_mail,
+    "RCPT": ServerConnection._cmd_rcpt,
+    "DATA": ServerConnection._cmd_data,
+    "BDAT": ServerConnection._cmd_bdat,
+    "RSET": ServerConnection._cmd_rset,
+    "NOOP": ServerConnection._cmd_noop,
+    "QUIT": ServerConnection._cmd_quit,
+    "VRFY": ServerConnection._cmd_vrfy,
+    "EXPN": ServerConnection._cmd_expn,
+    "HELP": ServerConnection._cmd_help,
+    "STARTTLS": ServerConnection._cmd_starttls,
+}

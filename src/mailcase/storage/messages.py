@@ -60,7 +60,6 @@ from mailcase.storage.rawinsert import raw_insert
 from mailcase.storage.sql import claim_rows, insert_ignore, is_sqlite
 
 __all__ = [
-    "ClaimedMessage",
     "MessageSummary",
     "StoredMessage",
     "claim_received",
@@ -91,7 +90,9 @@ Executor = Connection | Session
 
 @dataclass(frozen=True, slots=True)
 class MessageSummary:
-    """A spooled message without its content."""
+    """A spooled message without its content: what `claim_received` returns (`load_content`
+    reads the content when a destination needs it), so a batch of big messages is not all in
+    memory at once."""
 
     id: int
     queue_id: str
@@ -119,11 +120,6 @@ class StoredMessage(MessageSummary):
     """A spooled message with its full RFC 5322 content (our Received header included)."""
 
     content: bytes
-
-
-#: What `claim_received` returns: the message without its content (`load_content` reads it
-#: when a destination needs it), so that a batch of big messages is not all in memory at once.
-ClaimedMessage = MessageSummary
 
 _SUMMARY_COLUMNS = tuple(_m.c[name] for name in MessageSummary.__dataclass_fields__)
 _FULL_COLUMNS = (*_SUMMARY_COLUMNS, _c.c.content)

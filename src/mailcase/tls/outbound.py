@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
+
+from mailcase.config import OUTBOUND_TLS_MODES, OutboundTLSMode
 
 __all__ = [
     "TLSAction",
     "TLSDecision",
-    "TLSMode",
-    "TLS_MODES",
     "after_handshake",
     "decide",
     "domain_matches",
@@ -40,8 +40,6 @@ __all__ = [
     "verifies",
 ]
 
-TLSMode = Literal["off", "preferred", "required", "preferred_verify", "required_verify"]
-TLS_MODES: tuple[str, ...] = get_args(TLSMode)
 
 #: starttls: issue STARTTLS; plaintext: go on without TLS; proceed: go on over the TLS session
 #: just made; refuse: end the session (QUIT) before MAIL FROM.
@@ -77,7 +75,7 @@ def _specificity(pattern: str) -> tuple[int, int]:
     return (0 if pattern.startswith("*") else 1, len(pattern))
 
 
-def mode_for_domain(default: str, per_domain: Mapping[str, str], domain: str) -> TLSMode:
+def mode_for_domain(default: str, per_domain: Mapping[str, str], domain: str) -> OutboundTLSMode:
     """The mode for `domain`: the most specific matching pattern, else `default`."""
     matching = [p for p in per_domain if domain_matches(p, domain)]
     if not matching:
@@ -85,10 +83,11 @@ def mode_for_domain(default: str, per_domain: Mapping[str, str], domain: str) ->
     return _mode(per_domain[max(matching, key=_specificity)])
 
 
-def _mode(value: str) -> TLSMode:
-    if value not in TLS_MODES:
-        raise ValueError(f"unknown TLS mode {value!r}: one of {', '.join(TLS_MODES)}")
-    return value  # type: ignore[return-value]
+def _mode(value: str) -> OutboundTLSMode:
+    for mode in OUTBOUND_TLS_MODES:
+        if mode == value:
+            return mode
+    raise ValueError(f"unknown TLS mode {value!r}: one of {', '.join(OUTBOUND_TLS_MODES)}")
 
 
 def on_ehlo(mode: str, *, starttls_offered: bool) -> TLSDecision:

@@ -278,7 +278,7 @@ def test_a_check_recorded_by_another_process_takes_effect_without_waiting(
     import datetime as dt
 
     info = dkim.create_key(db_engine, settings, "example.test", algorithm="ed25519")
-    # This process looks first: nothing published, remembered for check_interval minutes.
+    # This process looks first: nothing published, remembered for check_interval seconds.
     assert dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE) == MESSAGE
     _publish(dns, info)
     assert dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE) == MESSAGE
@@ -288,4 +288,22 @@ def test_a_check_recorded_by_another_process_takes_effect_without_waiting(
             state="active", checked_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)))
     dkim._keys_cache.clear()  # ... and our 30-second copy of the key list runs out
     signed = dkim.sign_for_delivery(db_engine, settings, "a@example.test", MESSAGE)
+    assert signed != MESSAGE and _verify(dns, signed)
+
+
+def test_check_interval_is_in_seconds(
+    db_engine: Engine, settings: Settings, dns: DNSServer
+) -> None:
+    """Every other interval in the config is in seconds; `dkim.check_interval` was in minutes.
+    A lookup trusted for 0.05 s is looked at again after 0.3 s (3 s if read as minutes)."""
+    import time
+
+    quick = settings.model_copy(
+        update={"dkim": settings.dkim.model_copy(update={"check_interval": 0.05})}
+    )
+    info = dkim.create_key(db_engine, quick, "example.test", algorithm="ed25519")
+    assert dkim.sign_for_delivery(db_engine, quick, "a@example.test", MESSAGE) == MESSAGE
+    _publish(dns, info)
+    time.sleep(0.3)
+    signed = dkim.sign_for_delivery(db_engine, quick, "a@example.test", MESSAGE)
     assert signed != MESSAGE and _verify(dns, signed)

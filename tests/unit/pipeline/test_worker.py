@@ -118,7 +118,7 @@ class Recording:
         self.held = False
         self.released = 0
 
-    def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def prepare(self, engine: Engine, batch: Sequence[messages.MessageSummary]) -> None:
         assert not self.held, "the previous batch was not released"
         self.batches.append([m.queue_id for m in batch])
         self.held = True
@@ -127,10 +127,10 @@ class Recording:
         self.held = False
         self.released += 1
 
-    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+    def deliver(self, conn: Connection, message: messages.MessageSummary, address: str) -> None:
         pass
 
-    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.MessageSummary]) -> None:
         pass
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from mailcase.inbound.addressbook import AddressBook
-from mailcase.policy import Accept, decide_recipient
+from mailcase.policy import Accept
 from mailcase.storage import addresses
 
 
 def _decide(book: AddressBook, rcpt: str) -> object:
-    verdict = decide_recipient(rcpt, book.rules, book.local_domains, tls_active=False)
-    if not isinstance(verdict, Accept) and book.reload_on_miss():
-        verdict = decide_recipient(rcpt, book.rules, book.local_domains, tls_active=False)
-    return verdict
+    """The session's own RCPT decision (`Session._on_rcpt` calls `AddressBook.decide`)."""
+    return book.decide(rcpt, tls_active=False)
 
 
 def test_an_address_added_right_after_a_load_is_accepted_at_the_first_miss(

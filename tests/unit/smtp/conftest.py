@@ -26,9 +26,9 @@ from mailcase.smtp.server import (
     Close,
     Event,
     MessageComplete,
+    ProtocolSettings,
     RcptRequest,
     ServerConnection,
-    ServerSettings,
     StartTLS,
     TLSFacts,
 )
@@ -40,13 +40,13 @@ TLS = TLSFacts("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256)
 class Transcript:
     def __init__(
         self,
-        settings: ServerSettings | None = None,
+        settings: ProtocolSettings | None = None,
         *,
         greet: bool = True,
         rcpt_policy: Callable[[RcptRequest], Reply | None] | None = None,
         message_reply: Callable[[MessageComplete], Reply] | None = None,
     ) -> None:
-        self.settings = settings or ServerSettings(HOST)
+        self.settings = settings or ProtocolSettings(HOST)
         self.conn = ServerConnection(self.settings, client_ip="192.0.2.10")
         self.rcpt_policy = rcpt_policy or (lambda req: None)
         self.message_reply = message_reply or (lambda msg: queued(f"Q{len(self.messages)}"))

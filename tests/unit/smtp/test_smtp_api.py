@@ -13,9 +13,9 @@ from mailcase.errors import LocalProtocolError
 from mailcase.smtp import replies
 from mailcase.smtp.replies import Reply
 from mailcase.smtp.server import (
+    ProtocolSettings,
     RcptRequest,
     ServerConnection,
-    ServerSettings,
     StartTLS,
     State,
     TLSFacts,
@@ -87,23 +87,23 @@ def test_greeting_and_named_replies():
 
 def test_settings_validation():
     with pytest.raises(ValueError):
-        ServerSettings("")
+        ProtocolSettings("")
     with pytest.raises(ValueError):
-        ServerSettings("mx test")
+        ProtocolSettings("mx test")
     with pytest.raises(ValueError):
-        ServerSettings("mx.test", bare_newline="strip")  # type: ignore[arg-type]
+        ProtocolSettings("mx.test", bare_newline="strip")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        ServerSettings("mx.test", max_recipients=0)
+        ProtocolSettings("mx.test", max_recipients=0)
     with pytest.raises(ValueError):
-        ServerSettings("mx.test", tls_required=True)  # nobody could ever send
-    s = ServerSettings("mx.test")
+        ProtocolSettings("mx.test", tls_required=True)  # nobody could ever send
+    s = ProtocolSettings("mx.test")
     assert (s.max_message_size, s.max_recipients, s.max_command_line) == (36700160, 100, 512)
     assert (s.max_text_line, s.max_errors, s.bare_newline) == (0, 10, "reject")  # 0: no limit
     assert (s.tls_available, s.tls_required, s.smtputf8) == (False, False, True)
 
 
 def _conn(**kw: object) -> ServerConnection:
-    conn = ServerConnection(ServerSettings("mx.test", **kw), client_ip="192.0.2.1")  # type: ignore[arg-type]
+    conn = ServerConnection(ProtocolSettings("mx.test", **kw), client_ip="192.0.2.1")  # type: ignore[arg-type]
     conn.send_greeting()
     return conn
 

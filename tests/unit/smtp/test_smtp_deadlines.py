@@ -4,11 +4,11 @@ then covers a whole BDAT transfer, command lines between chunks included)."""
 
 from __future__ import annotations
 
-from mailcase.smtp.server import RcptRequest, ServerConnection, ServerSettings
+from mailcase.smtp.server import ProtocolSettings, RcptRequest, ServerConnection
 
 
 def _conn() -> ServerConnection:
-    conn = ServerConnection(ServerSettings("mx.test"), client_ip="192.0.2.1")
+    conn = ServerConnection(ProtocolSettings("mx.test"), client_ip="192.0.2.1")
     conn.send_greeting()
     return conn
 

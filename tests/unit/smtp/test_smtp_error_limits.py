@@ -4,9 +4,9 @@ for addresses is slowed (Throttle) past the soft limit and cut off at the hard l
 from __future__ import annotations
 
 from mailcase.smtp.replies import UNKNOWN_RECIPIENT, Reply
-from mailcase.smtp.server import Close, RcptRequest, ServerSettings, State, Throttle
+from mailcase.smtp.server import Close, ProtocolSettings, RcptRequest, State, Throttle
 
-LIMITS = ServerSettings("mx.test", soft_error_limit=2, hard_error_limit=4, error_delay=0.5)
+LIMITS = ProtocolSettings("mx.test", soft_error_limit=2, hard_error_limit=4, error_delay=0.5)
 GREETING = "S: 220 mx.test ESMTP mailcase\n"
 UNKNOWN = "S: 550 5.1.1 Recipient address rejected: no such mailbox here"
 TEMPFAIL = Reply(451, "4.3.0", "Try again later")
@@ -123,5 +123,5 @@ def test_protocol_errors_count_towards_the_limits_too(transcript):
 
 
 def test_default_limits_follow_postfix():
-    s = ServerSettings("mx.test")
+    s = ProtocolSettings("mx.test")
     assert (s.soft_error_limit, s.hard_error_limit, s.error_delay) == (10, 20, 1.0)

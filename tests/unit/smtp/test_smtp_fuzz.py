@@ -11,9 +11,9 @@ from mailcase.smtp.replies import Reply, queued
 from mailcase.smtp.server import (
     Close,
     MessageComplete,
+    ProtocolSettings,
     RcptRequest,
     ServerConnection,
-    ServerSettings,
     StartTLS,
     State,
     TLSFacts,
@@ -65,8 +65,8 @@ actions = st.lists(
     max_size=25,
 )
 
-server_settings = st.builds(
-    ServerSettings,
+protocol_settings = st.builds(
+    ProtocolSettings,
     hostname=st.just("mx.test"),
     max_message_size=st.integers(min_value=1, max_value=64),
     max_recipients=st.integers(min_value=1, max_value=3),
@@ -84,7 +84,7 @@ server_settings = st.builds(
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    cfg=server_settings,
+    cfg=protocol_settings,
     greet_first=st.booleans(),
     script=actions,
     answers=st.lists(st.booleans(), min_size=1, max_size=8),
@@ -153,7 +153,7 @@ def test_random_sessions_never_raise(cfg, greet_first, script, answers):
 def test_random_bytes_in_any_chunking(data, step):
     for policy in ("reject", "normalize"):
         conn = ServerConnection(
-            ServerSettings("mx.test", bare_newline=policy, tls_available=True),
+            ProtocolSettings("mx.test", bare_newline=policy, tls_available=True),
             client_ip="198.51.100.7",
         )
         conn.send_greeting()

@@ -14,9 +14,9 @@ from mailcase.smtp.replies import queued
 from mailcase.smtp.server import (
     EnvelopeRejected,
     MessageComplete,
+    ProtocolSettings,
     RcptRequest,
     ServerConnection,
-    ServerSettings,
 )
 
 FAKE_ENDINGS = [
@@ -45,7 +45,7 @@ POLICIES = ["reject", "normalize"]
 
 
 def run_session(policy: str, data: bytes, split: int | None = None) -> tuple[list, bytes]:
-    settings = ServerSettings("mx.test", bare_newline=policy)  # type: ignore[arg-type]
+    settings = ProtocolSettings("mx.test", bare_newline=policy)  # type: ignore[arg-type]
     conn = ServerConnection(settings, client_ip="192.0.2.66")
     conn.send_greeting()
     stream = (
@@ -129,5 +129,5 @@ def test_bare_lf_message_under_normalize_is_repaired():
 
 
 def test_normalize_is_not_the_default():
-    assert ServerSettings("mx.test").bare_newline == "reject"
-    assert replace(ServerSettings("mx.test"), bare_newline="normalize").bare_newline == "normalize"
+    assert ProtocolSettings("mx.test").bare_newline == "reject"
+    assert replace(ProtocolSettings("mx.test"), bare_newline="normalize").bare_newline == "normalize"

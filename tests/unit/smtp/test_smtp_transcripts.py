@@ -10,16 +10,16 @@ from mailcase.smtp.replies import UNKNOWN_RECIPIENT, Reply
 from mailcase.smtp.server import (
     Close,
     EnvelopeRejected,
+    ProtocolSettings,
     RcptRequest,
-    ServerSettings,
     StartTLS,
     State,
 )
 
 HOST = "mx.test"
-PLAIN = ServerSettings(HOST)
-TLS_OK = ServerSettings(HOST, tls_available=True)
-TLS_REQUIRED = ServerSettings(HOST, tls_available=True, tls_required=True)
+PLAIN = ProtocolSettings(HOST)
+TLS_OK = ProtocolSettings(HOST, tls_available=True)
+TLS_REQUIRED = ProtocolSettings(HOST, tls_available=True, tls_required=True)
 
 EHLO_PLAIN = """
 S: 250-mx.test

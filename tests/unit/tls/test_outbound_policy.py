@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mailcase.config import OUTBOUND_TLS_MODES
 from mailcase.tls.outbound import (
-    TLS_MODES,
     after_handshake,
     decide,
     domain_matches,
@@ -68,7 +68,7 @@ def test_after_ehlo(mode: str, offered: bool, action: str) -> None:
         assert "does not offer STARTTLS" in d.reason
 
 
-@pytest.mark.parametrize("mode", [m for m in TLS_MODES if m != "off"])
+@pytest.mark.parametrize("mode", [m for m in OUTBOUND_TLS_MODES if m != "off"])
 def test_a_failed_handshake_never_falls_back_to_plaintext(mode: str) -> None:
     d = after_handshake(mode, verified=False, error="certificate has expired")
     assert d.action == "refuse" and "certificate has expired" in d.reason
@@ -90,7 +90,7 @@ def test_after_a_handshake(mode: str, verified: bool, action: str) -> None:
 
 
 def test_verify_modes() -> None:
-    assert [m for m in TLS_MODES if verifies(m)] == ["preferred_verify", "required_verify"]
+    assert [m for m in OUTBOUND_TLS_MODES if verifies(m)] == ["preferred_verify", "required_verify"]
 
 
 def test_decide_combines_domain_mode_and_step() -> None:

@@ -202,7 +202,7 @@ class CaseDestination:
         dns = self.settings.dns
         return _BatchResolver(dns.nameservers, timeout=dns.timeout)
 
-    def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def prepare(self, engine: Engine, batch: Sequence[messages.MessageSummary]) -> None:
         """Parse and authenticate the batch's messages to routing addresses."""
         self._prepared = {}
         with engine.connect() as conn:
@@ -233,7 +233,7 @@ class CaseDestination:
         """Drop what `prepare` kept (parsed bodies and attachments) once the batch is done."""
         self._prepared = {}
 
-    def _parse(self, m: messages.ClaimedMessage, raw: bytes) -> InboundEmail:
+    def _parse(self, m: messages.MessageSummary, raw: bytes) -> InboundEmail:
         """Parse within the time limit; a message past it takes the safe path (issue 11)."""
         limits = self.settings.pipeline
         email = self._watchdog.run(
@@ -251,7 +251,7 @@ class CaseDestination:
         )
         return parse_message(raw, safe=True)
 
-    def _prepare_one(self, m: messages.ClaimedMessage, raw: bytes) -> Prepared:
+    def _prepare_one(self, m: messages.MessageSummary, raw: bytes) -> Prepared:
         authserv = self.settings.server.hostname
         cleaned = remove_own_results(raw, authserv)
         email = self._parse(m, cleaned)
@@ -272,7 +272,7 @@ class CaseDestination:
                 error = f"{type(e).__name__}: {e}"
         return Prepared(email, auth, error, dedupe_key(raw, email))
 
-    def _get_prepared(self, conn: Connection, m: messages.ClaimedMessage) -> Prepared:
+    def _get_prepared(self, conn: Connection, m: messages.MessageSummary) -> Prepared:
         p = self._prepared.get(m.id)
         if p is None:  # not prepared (the one-by-one retry claimed another batch)
             p = self._prepare_one(m, messages.load_content(conn, m.id))
@@ -280,14 +280,14 @@ class CaseDestination:
         return p
 
     # -- Destination -------------------------------------------------------------------
-    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+    def deliver(self, conn: Connection, message: messages.MessageSummary, address: str) -> None:
         routing = routing_store.routing_map(conn)
         targets = routing_targets(message.rcpt_to, routing)
         if not targets or targets[0].address != address.strip().lower():
             return  # not a routing address, or the message goes through its first alias
         self._handle(conn, message, targets[0], routing)
 
-    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.MessageSummary]) -> None:
         routing = routing_store.routing_map(conn)
         work = [(m, t[0]) for m in batch if (t := routing_targets(m.rcpt_to, routing))]
         if not work:
@@ -305,7 +305,7 @@ class CaseDestination:
     def _log(
         self,
         conn: Connection,
-        m: messages.ClaimedMessage,
+        m: messages.MessageSummary,
         outcome: str,
         reason: str,
         *,
@@ -318,7 +318,7 @@ class CaseDestination:
 
     def _event(
         self,
-        m: messages.ClaimedMessage,
+        m: messages.MessageSummary,
         r: RoutingInfo,
         p: Prepared,
         contact_email: str,
@@ -341,7 +341,7 @@ class CaseDestination:
     def _refuse(
         self,
         conn: Connection,
-        m: messages.ClaimedMessage,
+        m: messages.MessageSummary,
         r: RoutingInfo,
         event: CaseEmailEvent,
         reason: str,
@@ -399,7 +399,7 @@ class CaseDestination:
     def _handle(
         self,
         conn: Connection,
-        m: messages.ClaimedMessage,
+        m: messages.MessageSummary,
         r: RoutingInfo,
         routing: dict[str, RoutingInfo],
     ) -> None:
@@ -484,7 +484,7 @@ class CaseDestination:
     def _store(
         self,
         conn: Connection,
-        m: messages.ClaimedMessage,
+        m: messages.MessageSummary,
         r: RoutingInfo,
         p: Prepared,
         decision: Decision,

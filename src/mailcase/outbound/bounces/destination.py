@@ -61,7 +61,7 @@ class BounceDestination:
         self._key: bytes | None = None
         self._prepared: dict[int, DeliveryReport | None] = {}
 
-    def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def prepare(self, engine: Engine, batch: Sequence[messages.MessageSummary]) -> None:
         """Parse the batch's DSNs before the write transaction (SQLite: outside its lock)."""
         self._prepared = {}
         wanted = [m for m in batch if any(a.lower().startswith(VERP_PREFIX) for a in m.rcpt_to)]
@@ -80,7 +80,7 @@ class BounceDestination:
             self._key = load_verp_key(conn)
         return self._key
 
-    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+    def deliver(self, conn: Connection, message: messages.MessageSummary, address: str) -> None:
         if not address.lower().startswith(VERP_PREFIX):
             return
         key = self._verp_key(conn)
@@ -89,12 +89,12 @@ class BounceDestination:
             return  # not one of ours (RCPT refuses those; an older key, say): nothing to do
         self._process(conn, message, qid)
 
-    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.MessageSummary]) -> None:
         for m in batch:
             for address in m.rcpt_to:
                 self.deliver(conn, m, address)
 
-    def _process(self, conn: Connection, message: messages.ClaimedMessage, qid: str) -> None:
+    def _process(self, conn: Connection, message: messages.MessageSummary, qid: str) -> None:
         if message.id in self._prepared:
             report = self._prepared[message.id]
         else:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
+from mailcase.config import OutboundTLSMode
 from mailcase.delivery import relays as relay_store
 from mailcase.outbound.queue import enqueue as queue_enqueue
 from mailcase.outbound.queue import views as queue_views
@@ -26,7 +27,6 @@ from mailcase.web.api import ApiContext
 
 __all__ = ["router"]
 
-TLSMode = Literal["off", "preferred", "required", "preferred_verify", "required_verify"]
 
 
 class OutboundIn(BaseModel):
@@ -44,7 +44,7 @@ class RelayIn(BaseModel):
     name: str
     host: str = Field(description="Host name, IP address, or mx:DOMAIN.")
     port: int = Field(25, ge=1, le=65535)
-    tls_mode: TLSMode = "preferred"
+    tls_mode: OutboundTLSMode = "preferred"
     auth_mechanism: Literal["PLAIN", "LOGIN"] | None = None
     username: str | None = None
     password: str | None = Field(None, description="Write-only; never returned.")

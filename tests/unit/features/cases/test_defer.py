@@ -26,14 +26,14 @@ class Flaky:
         self.failing = True
         self.prepared: list[int] = []
 
-    def prepare(self, engine: Engine, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def prepare(self, engine: Engine, batch: Sequence[messages.MessageSummary]) -> None:
         self.prepared.extend(m.id for m in batch)
 
-    def deliver(self, conn: Connection, message: messages.ClaimedMessage, address: str) -> None:
+    def deliver(self, conn: Connection, message: messages.MessageSummary, address: str) -> None:
         if self.failing and address == self.bad:
             raise DeferMessage("DNS timed out")
 
-    def deliver_many(self, conn: Connection, batch: Sequence[messages.ClaimedMessage]) -> None:
+    def deliver_many(self, conn: Connection, batch: Sequence[messages.MessageSummary]) -> None:
         for m in batch:
             for a in m.rcpt_to:
                 self.deliver(conn, m, a)
