@@ -10,7 +10,8 @@ import mailcase.features.cases.automation_models
 import mailcase.features.cases.models
 import mailcase.features.tasks.models
 import mailcase.outbound.extras_models
-import mailcase.outbound.models  # noqa: F401 - imported for their tables
+import mailcase.outbound.models
+import mailcase.sources.models  # noqa: F401 - imported for their tables
 from mailcase.storage.models import metadata
 
 __all__ = ["metadata"]
