@@ -113,7 +113,7 @@ def run_dovecot(users: dict[str, str], ca: trustme.CA | None = None,
     ca = ca or trustme.CA()
     root = Path(tempfile.mkdtemp(prefix="mailcase-dovecot-"))
     os.chmod(root, 0o755)
-    cert = ca.issue_cert(hostname, "127.0.0.1")
+    cert = ca.issue_cert(hostname)  # not 127.0.0.1: a source naming the IP must be refused
     cert.private_key_pem.write_to_path(str(root / "key.pem"))
     cert.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
     ca.cert_pem.write_to_path(str(root / "ca.pem"))

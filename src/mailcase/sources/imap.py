@@ -134,17 +134,27 @@ class Connection:
                 self.client.add_flags(ids, [b"\\Seen"], silent=True)
             elif action == "move":
                 assert move_to is not None
-                if self.has(b"MOVE"):  # RFC 6851
-                    self.client.move(ids, move_to)
-                else:
-                    self.client.copy(ids, move_to)
-                    self._expunge(ids)
+                try:
+                    self._move(ids, move_to)
+                except IMAPClientError as e:
+                    # RFC 3501 §6.4.7: [TRYCREATE] says the target folder does not exist yet.
+                    if b"TRYCREATE" not in str(e).encode().upper():
+                        raise
+                    self.client.create_folder(move_to)
+                    self._move(ids, move_to)
             elif action == "delete":
                 self._expunge(ids)
             else:
                 raise SourceError(f"unknown after-action {action!r}")
         except IMAPClientError as e:
             raise SourceError(f"{action} on the server failed: {_text(e)}") from e
+
+    def _move(self, ids: list[int], folder: str) -> None:
+        if self.has(b"MOVE"):  # RFC 6851
+            self.client.move(ids, folder)
+        else:
+            self.client.copy(ids, folder)
+            self._expunge(ids)
 
     def _expunge(self, ids: list[int]) -> None:
         self.client.add_flags(ids, [b"\\Deleted"], silent=True)
