@@ -248,40 +248,50 @@ def test_source_test_pause_resume_remove(mc: Platform, dovecot: Dovecot) -> None
 
 
 @pytest.mark.slow
-def test_sigkill_while_fetching_every_message_in_exactly_one_case(
+def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
     tmp_path: Path, dovecot: Dovecot
 ) -> None:
-    """kill -9 of mailcase in the middle of taking a mailbox, then a restart: every message
-    ends in exactly one case, each stored once in the spool, and all are marked seen."""
-    total = 400
+    """kill -9 of mailcase while a batch is in the spool but not yet changed on the server
+    (nor its last UID recorded), then a restart: the batch is fetched again and every message
+    ends in exactly one case, stored once in the spool, and moved once.
+
+    The crash window is held open without timing: the move's target cannot be created (a file
+    stands where Dovecot's maildir++ keeps the folder `Taken`), so the first batch is stored and
+    its move fails, leaving the source backing off. Then mailcase is killed, the obstacle
+    removed and mailcase started again."""
+    total = 120
     ids = append(dovecot, "crash", total, "crash")
+    obstacle = dovecot.maildir("crash") / ".Taken"
+    obstacle.write_text("not a folder")
     with DNSServer({}) as dns, running_platform(
         tmp_path, config=_config(dovecot, dns, batch_size=25),
         env={"MAILCASE_LOG__MAILLOG": "none"},
     ) as p:
         p.cli("routing", "add", ROUTE)
-        add_source(p, dovecot, "crash")
+        add_source(p, dovecot, "crash", "--after", "move", "--move-to", "Taken")
         engine = db(p)
 
         def stored() -> int:
             with engine.connect() as c:
                 return int(c.execute(text("SELECT count(*) FROM inbound_messages")).scalar() or 0)
 
-        assert wait_for(lambda: stored() >= total // 3, 60), stored()
+        row = wait_for(lambda: (r := source_row(p, "crash"))["state"] == "backoff" and r, 60)
+        assert row and "move on the server failed" in row["last_error"], source_row(p, "crash")
         p.kill()
         at_kill = stored()
-        assert at_kill < total, "all taken before the kill: nothing was tested"
+        assert at_kill == 25, at_kill  # the first batch: in the spool, still in INBOX
+        assert len(flags(dovecot, "crash")) == total
+        obstacle.unlink()
         p.start()
         assert wait_for(lambda: all(n >= 1 for n in case_counts(p, ids).values()), 120)
-        assert wait_for(lambda: all(b"\\Seen" in f for f in flags(dovecot, "crash").values()))
+        assert wait_for(lambda: flags(dovecot, "crash") == {})
         p.stop()
         with engine.connect() as c:
             spooled = c.execute(text("SELECT message_id, count(*) FROM inbound_messages "
                                      "GROUP BY message_id HAVING count(*) > 1")).all()
+            total_spooled = c.execute(text("SELECT count(*) FROM inbound_messages")).scalar()
         engine.dispose()
     counts = case_counts(p, ids)
     assert [m for m, n in counts.items() if n != 1] == []
-    assert spooled == []
-    assert len(flags(dovecot, "crash")) == total
-    print(f"\nsource crash test: {at_kill} of {total} stored at the kill, every message in "
-          "exactly one case")
+    assert spooled == [] and total_spooled == total
+    assert len(flags(dovecot, "crash", "Taken")) == total
