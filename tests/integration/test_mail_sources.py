@@ -148,6 +148,10 @@ def test_appended_messages_become_cases_and_are_marked_seen(mc: Platform, doveco
     assert all(r.tls_version and r.tls_version.startswith("TLSv1.") for r in log)
     assert all(r.client_ip == "127.0.0.1" and ROUTE in r.rcpt_to for r in log)
     assert stored == 3
+    with engine.connect() as c:  # the password is sealed at rest
+        secret = c.execute(text("SELECT secret FROM mail_sources WHERE name = 'cases'")).scalar()
+    engine.dispose()
+    assert secret.startswith("aesgcm1:") and USERS["cases"] not in secret
     row = source_row(mc, "cases")
     assert row["state"] == "idle" and row["taken"] == 3 and row["last_error"] is None
 
@@ -197,6 +201,13 @@ def test_wrong_password_backs_off_with_the_reason_then_recovers(mc: Platform, do
     mc.cli("source", "set-secret", "badpw", "--secret-stdin", input=USERS["badpw"] + "\n")
     assert wait_for(lambda: case_counts(mc, ids)[ids[0]] == 1)
     assert wait_for(lambda: source_row(mc, "badpw")["last_error"] is None)
+
+
+def test_a_vanished_folder_backs_off_with_the_reason(mc: Platform, dovecot: Dovecot) -> None:
+    add_source(mc, dovecot, "gone", "--folder", "Gone", user="probe")
+    row = wait_for(lambda: (r := source_row(mc, "gone"))["state"] == "backoff" and r)
+    assert row and "cannot open folder 'Gone'" in row["last_error"], source_row(mc, "gone")
+    mc.cli("source", "remove", "gone")
 
 
 def test_plaintext_refused_unless_allowed_and_shown_as_such(mc: Platform, dovecot: Dovecot) -> None:
@@ -295,3 +306,24 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
     assert [m for m, n in counts.items() if n != 1] == []
     assert spooled == [] and total_spooled == total
     assert len(flags(dovecot, "crash", "Taken")) == total
+
+
+def test_api_add_show_test_pause_remove(mc: Platform, dovecot: Dovecot) -> None:
+    with mc.api() as api:
+        body = {"name": "api", "host": "localhost", "port": dovecot.imaps_port,
+                "username": "probe", "secret": USERS["probe"], "address": ROUTE, "paused": True}
+        refused = api.post("/api/v1/sources", json={**body, "security": "plaintext"})
+        assert refused.status_code == 400 and "allow_plaintext" in refused.text
+        made = api.post("/api/v1/sources", json=body)
+        assert made.status_code == 201, made.text
+        assert "secret" not in made.json() and USERS["probe"] not in made.text
+        assert api.post("/api/v1/sources", json=body).status_code == 400  # the name is taken
+        shown = api.get("/api/v1/sources/api").json()
+        assert shown["state"] == "paused" and shown["plaintext"] is False
+        tested = api.post("/api/v1/sources/api/test").json()
+        assert tested["ok"] and any("logged in as probe" in line for line in tested["lines"])
+        assert api.post("/api/v1/sources/api/resume").json()["paused"] is False
+        assert api.post("/api/v1/sources/api/pause").json()["paused"] is True
+        assert api.delete("/api/v1/sources/api").status_code == 204
+        assert api.get("/api/v1/sources/api").status_code == 404
+        assert "api" not in [s["name"] for s in api.get("/api/v1/sources").json()]

@@ -32,6 +32,7 @@ from mailcase.web.api import automation as automation_api
 from mailcase.web.api import cases as cases_api
 from mailcase.web.api import outbound as outbound_api
 from mailcase.web.api import outbound_extras as outbound_extras_api
+from mailcase.web.api import sources as sources_api
 from mailcase.web.api import tasks as tasks_api
 from mailcase.web.download import ApiContentHeaders, download
 
@@ -41,7 +42,8 @@ _bearer = HTTPBearer(auto_error=False)
 
 #: The features' routers, included in this order (imported, not named: the layer contract
 #: sees what the web layer uses).
-_ROUTERS = (cases_api, automation_api, outbound_api, outbound_extras_api, tasks_api)
+_ROUTERS = (cases_api, automation_api, outbound_api, outbound_extras_api, tasks_api,
+            sources_api)
 
 
 class AddressIn(BaseModel):
