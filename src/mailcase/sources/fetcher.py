@@ -204,7 +204,7 @@ class Fetcher:
                 await self._sync(row, conn, folder, call)
             if first:  # logged in and looked into every folder: the source works
                 await asyncio.to_thread(store.record_ok, self.engine, row["id"], state)
-                row = {**row, "failures": 0, "next_attempt_at": None}
+                row.update(failures=0, next_attempt_at=None)  # the caller's row: back-off anew
                 first = False
             if use_idle:
                 await call(conn.idle_wait, s.idle_restart, stop)
