@@ -53,6 +53,8 @@ from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import AddressInbox, Destination, Pipeline
 from mailcase.secrets import server_secret
 from mailcase.sources.fetcher import Fetcher
+from mailcase.sources.metrics import SourceMetrics
+from mailcase.sources.store import count_by_state as sources_by_state
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
 from mailcase.storage.spool import Spool
@@ -349,7 +351,8 @@ async def build_sources(p: Platform) -> None:
         spool = Spool(p.engine, on_commit=p.metrics.on_commit)
         spool.start()
         p.stack.push_async_callback(asyncio.to_thread, spool.close)
-    p.fetcher = Fetcher(p.settings, p.engine, spool, on_stored=p.wake_pipeline)
+    metrics = SourceMetrics(p.metrics.registry, lambda: sources_by_state(p.engine))
+    p.fetcher = Fetcher(p.settings, p.engine, spool, on_stored=p.wake_pipeline, metrics=metrics)
     p.start_task(p.fetcher.run(), "sources")
 
 

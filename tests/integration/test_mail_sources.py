@@ -127,6 +127,16 @@ def flags(dc: Dovecot, user: str, folder: str = "INBOX") -> dict[int, tuple[byte
         return {u: d[b"FLAGS"] for u, d in c.fetch(uids, ["FLAGS"]).items()} if uids else {}
 
 
+def metric(p: Platform, sample: str) -> float:
+    """One sample of /metrics (0 when absent)."""
+    with p.api() as api:
+        text_ = api.get("/metrics").text
+    for line in text_.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def test_appended_messages_become_cases_and_are_marked_seen(mc: Platform, dovecot: Dovecot) -> None:
     ids = append(dovecot, "cases", 3, "appended")
     add_source(mc, dovecot, "cases")
@@ -152,6 +162,7 @@ def test_appended_messages_become_cases_and_are_marked_seen(mc: Platform, doveco
         secret = c.execute(text("SELECT secret FROM mail_sources WHERE name = 'cases'")).scalar()
     engine.dispose()
     assert secret.startswith("aesgcm1:") and USERS["cases"] not in secret
+    assert metric(mc, 'mailcase_source_messages_taken_total{tls="yes"}') >= 3
     row = source_row(mc, "cases")
     assert row["state"] == "idle" and row["taken"] == 3 and row["last_error"] is None
 
@@ -188,6 +199,8 @@ def test_wrong_certificate_is_refused_and_backs_off(mc: Platform, dovecot: Dovec
     time.sleep(2)  # a few back-off rounds: still nothing taken, nothing changed on the server
     assert case_counts(mc, ids)[ids[0]] == 0
     assert all(b"\\Seen" not in f for f in flags(dovecot, "badcert").values())
+    assert metric(mc, 'mailcase_source_failures_total{kind="certificate"}') >= 2
+    assert metric(mc, 'mailcase_sources{state="backoff"}') >= 1
 
 
 def test_wrong_password_backs_off_with_the_reason_then_recovers(mc: Platform, dovecot: Dovecot) -> None:

@@ -40,6 +40,7 @@ from mailcase.config import Settings
 from mailcase.mime.headers import header_block, message_id
 from mailcase.sources import store
 from mailcase.sources.imap import Connection, Fetched, SourceError, connect
+from mailcase.sources.metrics import SourceMetrics
 from mailcase.sources.plan import (
     FolderState,
     backoff_delay,
@@ -101,7 +102,8 @@ class Fetcher:
     """Runs every active source; `run()` until cancelled."""
 
     def __init__(self, settings: Settings, engine: Engine, spool: Spool,
-                 on_stored: Callable[[], None]) -> None:
+                 on_stored: Callable[[], None], metrics: SourceMetrics | None = None) -> None:
+        self.metrics = metrics
         self.settings = settings
         self.engine = engine
         self.spool = spool
@@ -167,6 +169,10 @@ class Fetcher:
                     raise
                 except Exception as e:  # noqa: BLE001 - every failure backs off, visibly
                     reason = str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"
+                    if self.metrics is not None:
+                        kind = e.kind if isinstance(e, SourceError) else (
+                            "connection" if isinstance(e, OSError) else "server")
+                        self.metrics.failures.labels(kind=kind).inc()
                     row = await self._failed(row, reason)
                 finally:
                     if conn is not None:
@@ -257,7 +263,8 @@ class Fetcher:
                 # Left on the server, never lost: too big for this instance (as SMTP's 552).
                 raise SourceError(
                     f"message uid {f.uid} in {folder!r} is {len(f.content)} octets, over "
-                    f"inbound.max_message_size ({limit}): raise it, or move the message away")
+                    f"inbound.max_message_size ({limit}): raise it, or move the message away",
+                    "storage")
             now = utcnow()
             content = _received(row, conn, hostname, qid, f.uid, now) + f.content
             msg = SpooledMessage(
@@ -279,12 +286,14 @@ class Fetcher:
             if lost:
                 err = next(r for r in results if isinstance(r, BaseException))
                 raise SourceError(f"storing fetched mail failed ({err}); left on the server, "
-                                  "will retry")
+                                  "will retry", "storage")
         for msg, _ in waits:
             maillog.event("fetch", msg.queue_id, source=row["name"], folder=folder,
                           status="accepted", size=msg.size, message_id=msg.message_id,
                           tls=f"{tls.version}:{tls.cipher}" if tls else "plaintext")
         if waits:
+            if self.metrics is not None:
+                self.metrics.taken.labels(tls="yes" if tls else "no").inc(len(waits))
             self.on_stored()
         return len(waits)
 

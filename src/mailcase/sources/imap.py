@@ -28,7 +28,16 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from mailcase.errors import MailcaseError
 
-__all__ = ["Connection", "Fetched", "SourceError", "TLSFacts", "connect", "tls_context"]
+__all__ = [
+    "FAILURE_KINDS",
+    "Connection",
+    "Fetched",
+    "SourceError",
+    "TLSFacts",
+    "connect",
+    "connected",
+    "tls_context",
+]
 
 # RFC 3501 §6.4.8: BODY.PEEK[] leaves \Seen alone (we set it ourselves, after the commit).
 _BODY = b"BODY[]"
@@ -36,8 +45,17 @@ _FETCH_ITEMS = [b"BODY.PEEK[]", b"RFC822.SIZE"]
 _IDLE_TICK = 1.0  # how often an IDLE wait looks at the stop flag
 
 
+#: What a failure was about: a fixed set, so it can be a metrics label.
+FAILURE_KINDS = ("certificate", "tls", "connection", "login", "folder", "server", "storage",
+                 "config")
+
+
 class SourceError(MailcaseError):
     """A mailbox source failed; the text says why and what to do (shown in `source list`)."""
+
+    def __init__(self, message: str, kind: str = "config") -> None:
+        super().__init__(message)
+        self.kind = kind if kind in FAILURE_KINDS else "server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +95,16 @@ def _explain(e: BaseException, host: str, port: int) -> str:
     return f"{host}:{port}: {e}"
 
 
+def _kind(e: BaseException) -> str:
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return "certificate"
+    if isinstance(e, ssl.SSLError):
+        return "tls"
+    if isinstance(e, OSError):
+        return "connection"
+    return "server"
+
+
 class Connection:
     """One logged-in IMAP session (blocking calls: run them in the source's thread)."""
 
@@ -100,7 +128,8 @@ class Connection:
         try:
             info = self.client.select_folder(folder)
         except IMAPClientError as e:
-            raise SourceError(f"cannot open folder {folder!r}: {_text(e)} (does it exist?)") from e
+            raise SourceError(f"cannot open folder {folder!r}: {_text(e)} (does it exist?)",
+                              "folder") from e
         return int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0))
 
     def count(self, folder: str) -> int:
@@ -108,7 +137,8 @@ class Connection:
         try:
             status = self.client.folder_status(folder, [b"MESSAGES"])
         except IMAPClientError as e:
-            raise SourceError(f"cannot open folder {folder!r}: {_text(e)} (does it exist?)") from e
+            raise SourceError(f"cannot open folder {folder!r}: {_text(e)} (does it exist?)",
+                              "folder") from e
         return int(status[b"MESSAGES"])
 
     def search(self, criteria: Sequence[str]) -> list[int]:
@@ -147,7 +177,7 @@ class Connection:
             else:
                 raise SourceError(f"unknown after-action {action!r}")
         except IMAPClientError as e:
-            raise SourceError(f"{action} on the server failed: {_text(e)}") from e
+            raise SourceError(f"{action} on the server failed: {_text(e)}", "server") from e
 
     def _move(self, ids: list[int], folder: str) -> None:
         if self.has(b"MOVE"):  # RFC 6851
@@ -194,16 +224,16 @@ def connect(*, host: str, port: int, security: str, username: str, secret: str, 
         client = IMAPClient(host, port=port, ssl=security == "tls", ssl_context=ctx,
                             timeout=timeout)
     except (OSError, IMAPClientError) as e:
-        raise SourceError(_explain(e, host, port)) from e
+        raise SourceError(_explain(e, host, port), _kind(e)) from e
     try:
         if security == "starttls":
             if b"STARTTLS" not in {c.upper() for c in client.capabilities()}:
                 raise SourceError(f"{host}:{port} does not offer STARTTLS: use --security tls "
-                                  "(port 993), or plaintext only if you accept it")
+                                  "(port 993), or plaintext only if you accept it", "tls")
             try:
                 client.starttls(ctx)
             except (OSError, IMAPClientError) as e:
-                raise SourceError(_explain(e, host, port)) from e
+                raise SourceError(_explain(e, host, port), _kind(e)) from e
         try:
             if auth == "xoauth2":
                 client.oauth2_login(username, secret)
@@ -211,9 +241,9 @@ def connect(*, host: str, port: int, security: str, username: str, secret: str, 
                 client.login(username, secret)
         except LoginError as e:
             raise SourceError(f"login as {username!r} refused: {_text(e)} (check the "
-                              "password or token: `mailcase source set-secret`)") from e
+                              "password or token: `mailcase source set-secret`)", "login") from e
         except (OSError, IMAPClientError) as e:
-            raise SourceError(_explain(e, host, port)) from e
+            raise SourceError(_explain(e, host, port), _kind(e)) from e
         sock = client.socket()
         facts = None
         if isinstance(sock, ssl.SSLSocket):

@@ -25,6 +25,7 @@ from mailcase.storage.models import utcnow
 __all__ = [
     "PUBLIC_COLUMNS",
     "add_source",
+    "count_by_state",
     "folder_state",
     "get_source",
     "list_sources",
@@ -137,6 +138,18 @@ def list_sources(engine: Engine, *, private: bool = False) -> list[dict[str, Any
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(*cols).order_by(mail_sources.c.id))
                 .mappings()]
+
+
+def count_by_state(engine: Engine) -> dict[str, int]:
+    """Sources by state (paused ones as "paused"), for the metrics."""
+    c = mail_sources.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(c.state, c.paused)).all()
+    out: dict[str, int] = {}
+    for state, paused in rows:
+        key = "paused" if paused else str(state)
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def remove_source(engine: Engine, source: int | str) -> None:
