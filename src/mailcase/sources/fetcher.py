@@ -232,17 +232,19 @@ class Fetcher:
         if not exists:
             return
         batch = self.settings.sources.batch_size
-        while True:
+        while True:  # one SEARCH, then batches of its UIDs; again until nothing is new
             found = await call(conn.search, search_criteria(row["after"], last))
-            uids = uids_to_take(found, last, batch)
-            if not uids:
+            pending = uids_to_take(found, last, len(found))
+            if not pending:
                 return
-            fetched: list[Fetched] = await call(conn.fetch, uids)
-            taken = await self._store(row, conn, folder, uidvalidity, fetched)
-            await call(conn.after, row["after"], [f.uid for f in fetched], row["move_to"])
-            last = max(uids)
-            await asyncio.to_thread(store.save_folder_state, self.engine, row["id"], folder,
-                                    FolderState(uidvalidity, last), taken)
+            for i in range(0, len(pending), batch):
+                uids = pending[i:i + batch]
+                fetched: list[Fetched] = await call(conn.fetch, uids)
+                taken = await self._store(row, conn, folder, uidvalidity, fetched)
+                await call(conn.after, row["after"], [f.uid for f in fetched], row["move_to"])
+                last = max(uids)
+                await asyncio.to_thread(store.save_folder_state, self.engine, row["id"],
+                                        folder, FolderState(uidvalidity, last), taken)
 
     async def _store(self, row: dict[str, Any], conn: Connection, folder: str,
                      uidvalidity: int, fetched: list[Fetched]) -> int:
