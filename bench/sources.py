@@ -7,9 +7,8 @@ same messages over SMTP. Not a test.
    maildir files (Dovecot indexes them at the first SELECT, which is counted).
 2. Instance "imap": a fresh `mailcase serve` (SQLite, maillog off, DNS on a local server) with
    a routing address; the clock starts when `mailcase source add` has stored the source
-   (implicit TLS, verified
-   certificate, after=seen) and reads the times at which every message is in the spool
-   (inbound_messages) and on a case (case_emails), polled read-only every 20 ms.
+   (implicit TLS, verified certificate, after=seen) and reads the times at which every message
+   is in the spool (inbound_messages) and on a case (case_emails), polled every 20 ms.
 3. Instance "smtp": another fresh instance; the same messages over SMTP from 20 kept-open
    sessions (-s), the same two times.
 
