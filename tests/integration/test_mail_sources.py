@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from imapclient import IMAPClient
@@ -28,14 +31,42 @@ pytestmark = needs(dovecot_unavailable())
 
 WAIT = 30.0  # bounded polling for what the server does in the background
 USERS = {u: f"pw-{u}" for u in ("cases", "idle", "move", "delete", "badcert", "badpw",
-                                "plain", "starttls", "probe", "crash")}
+                                "plain", "starttls", "probe", "crash", "oauth")}
 ROUTE = "support@example.test"
+
+
+TOKEN = "oauth2-token-for-support"  # what the admin pastes for an XOAUTH2 source
+
+
+class _Introspection(BaseHTTPRequestHandler):
+    """The OAuth2 provider's token introspection (RFC 7662) that Dovecot asks."""
+
+    def do_POST(self) -> None:
+        form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+        active = form.get("token") == [TOKEN]
+        data = json.dumps({"active": True, "username": "oauth"} if active
+                          else {"active": False}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[Dovecot]:
-    with run_dovecot(USERS) as dc:
-        yield dc
+    idp = ThreadingHTTPServer(("127.0.0.1", 0), _Introspection)
+    threading.Thread(target=idp.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{idp.server_address[1]}/introspect"
+        with run_dovecot(USERS, introspection_url=url) as dc:
+            yield dc
+    finally:
+        idp.shutdown()
+        idp.server_close()
 
 
 def _config(dc: Dovecot, dns: DNSServer, **sources: Any) -> str:
@@ -236,6 +267,18 @@ def test_plaintext_refused_unless_allowed_and_shown_as_such(mc: Platform, doveco
     assert "PLAINTEXT" in mc.cli("source", "show", "plain").stdout
     assert "PLAINTEXT" in mc.cli("source", "list").stdout
     assert wait_for(lambda: case_counts(mc, ids)[ids[0]] == 1)
+
+
+def test_xoauth2_source_with_a_bearer_token(mc: Platform, dovecot: Dovecot) -> None:
+    ids = append(dovecot, "oauth", 1, "oauth")
+    mc.cli("source", "add", "oauth", "--host", "localhost", "--port", str(dovecot.imaps_port),
+           "--username", "oauth", "--auth", "xoauth2", "--secret-stdin", "--address", ROUTE,
+           input="a-stale-token\n")
+    row = wait_for(lambda: (r := source_row(mc, "oauth"))["state"] == "backoff" and r)
+    assert row and "login as 'oauth' refused" in row["last_error"], source_row(mc, "oauth")
+    mc.cli("source", "set-secret", "oauth", "--secret-stdin", input=TOKEN + "\n")
+    assert wait_for(lambda: case_counts(mc, ids)[ids[0]] == 1)
+    assert TOKEN not in mc.cli("source", "show", "oauth").stdout
 
 
 def test_starttls_source(mc: Platform, dovecot: Dovecot) -> None:

@@ -55,7 +55,25 @@ class Dovecot:
         return self.root / "mail" / user
 
 
-def _config(root: Path, imap: int, imaps: int) -> str:
+def _oauth2(root: Path, introspection_url: str | None) -> str:
+    """An OAuth2 passdb (XOAUTH2) asking `introspection_url` about each token (RFC 7662)."""
+    if introspection_url is None:
+        return ""
+    (root / "oauth2.conf.ext").write_text(
+        f"introspection_url = {introspection_url}\nintrospection_mode = post\n"
+        "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+    )
+    return f"""
+auth_mechanisms = plain login xoauth2 oauthbearer
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/oauth2.conf.ext
+}}
+"""
+
+
+def _config(root: Path, imap: int, imaps: int, oauth2: str = "") -> str:
     return f"""
 base_dir = {root}/run
 state_dir = {root}/state
@@ -103,12 +121,13 @@ service stats {{
 protocol imap {{
   mail_max_userip_connections = 50
 }}
-"""
+""" + oauth2
 
 
 @contextlib.contextmanager
 def run_dovecot(users: dict[str, str], ca: trustme.CA | None = None,
-                hostname: str = "localhost") -> Iterator[Dovecot]:
+                hostname: str = "localhost",
+                introspection_url: str | None = None) -> Iterator[Dovecot]:
     """Dovecot on two free loopback ports (STARTTLS and implicit TLS), stopped on leaving."""
     ca = ca or trustme.CA()
     root = Path(tempfile.mkdtemp(prefix="mailcase-dovecot-"))
@@ -130,7 +149,7 @@ def run_dovecot(users: dict[str, str], ca: trustme.CA | None = None,
     (root / "passwd").write_text("\n".join(lines) + "\n")
     imap, imaps = free_port(), free_port()
     conf = root / "dovecot.conf"
-    conf.write_text(_config(root, imap, imaps))
+    conf.write_text(_config(root, imap, imaps, _oauth2(root, introspection_url)))
     proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
