@@ -52,7 +52,7 @@ from mailcase.sources.plan import (
 from mailcase.storage.models import inbound_messages, utcnow
 from mailcase.storage.spool import LogEntry, Spool, SpooledMessage
 
-__all__ = ["Fetcher", "source_reply_text"]
+__all__ = ["Fetcher", "envelope_sender", "source_reply_text"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def source_reply_text(name: str, folder: str, uidvalidity: int, uid: int) -> str
     return f"fetched from source {name} folder {folder!r} uidvalidity {uidvalidity} uid {uid}"
 
 
-def _sender(content: bytes) -> str:
+def envelope_sender(content: bytes) -> str:
     """The envelope sender the mailbox server recorded (Return-Path), else the From address."""
     head = header_block(content)
     m = _RETURN_PATH.search(head)
@@ -271,7 +271,7 @@ class Fetcher:
             content = _received(row, conn, hostname, qid, f.uid, now) + f.content
             msg = SpooledMessage(
                 queue_id=qid, received_at=now, client_ip=conn.server_ip, helo=row["host"],
-                mail_from=_sender(f.content), rcpt_to=(row["address"],),
+                mail_from=envelope_sender(f.content), rcpt_to=(row["address"],),
                 tls_version=tls.version if tls else None,
                 tls_cipher=tls.cipher if tls else None, tls_bits=tls.bits if tls else None,
                 size=len(content), message_id=message_id(content), content=content,
