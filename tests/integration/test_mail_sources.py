@@ -31,7 +31,7 @@ pytestmark = needs(dovecot_unavailable())
 
 WAIT = 30.0  # bounded polling for what the server does in the background
 USERS = {u: f"pw-{u}" for u in ("cases", "idle", "move", "delete", "badcert", "badpw",
-                                "plain", "starttls", "probe", "crash", "oauth")}
+                                "plain", "starttls", "probe", "crash", "oauth", "big")}
 ROUTE = "support@example.test"
 
 
@@ -331,11 +331,18 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
     obstacle = dovecot.maildir("crash") / ".Taken"
     obstacle.write_text("not a folder")
     with DNSServer({}) as dns, running_platform(
-        tmp_path, config=_config(dovecot, dns, batch_size=25),
+        tmp_path, config=_config(dovecot, dns, batch_size=25).replace(
+            "[inbound]\n", "[inbound]\nmax_message_size = 4096\n"),
         env={"MAILCASE_LOG__MAILLOG": "none"},
     ) as p:
         p.cli("routing", "add", ROUTE)
         add_source(p, dovecot, "crash", "--after", "move", "--move-to", "Taken")
+        # Beside it, a mailbox whose message is over this instance's size limit: it stays on
+        # the server, untouched, with the reason shown (as SMTP's 552 leaves it with the sender).
+        with imap(dovecot, "big") as c:
+            c.append("INBOX", b"From: a@customer.test\r\nMessage-ID: <big@customer.test>\r\n"
+                              b"\r\n" + (b"y" * 78 + b"\r\n") * 80)
+        add_source(p, dovecot, "big", "--after", "delete")
         engine = db(p)
 
         def stored() -> int:
@@ -359,6 +366,10 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
                                      "GROUP BY message_id HAVING count(*) > 1")).all()
             total_spooled = c.execute(text("SELECT count(*) FROM inbound_messages")).scalar()
         engine.dispose()
+    big = source_row(p, "big")
+    assert big["state"] == "backoff" and "over inbound.max_message_size (4096)" in big["last_error"]
+    assert case_counts(p, ["<big@customer.test>"])["<big@customer.test>"] == 0
+    assert len(flags(dovecot, "big")) == 1  # not deleted: it was never stored
     counts = case_counts(p, ids)
     assert [m for m, n in counts.items() if n != 1] == []
     assert spooled == [] and total_spooled == total

@@ -44,6 +44,7 @@ from mailcase.sources.metrics import SourceMetrics
 from mailcase.sources.plan import (
     FolderState,
     backoff_delay,
+    batches,
     queue_id_for,
     search_criteria,
     start_from,
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RESCAN = 2.0  # seconds between looks at the sources table (added, paused, removed)
+_SIZES_AT_ONCE = 5000  # UIDs per RFC822.SIZE fetch
+_BATCH_BYTES = 32 * 1024 * 1024  # bodies held in memory per batch (a bigger message alone)
 _RETURN_PATH = re.compile(rb"(?im)^return-path[ \t]*:[ \t]*<([^>\r\n]*)>")
 _FROM = re.compile(rb"(?im)^from[ \t]*:[ \t]*((?:[^\r\n]|\r\n[ \t])*)")
 # What a change of these columns means: reconnect with the new settings.
@@ -232,19 +235,33 @@ class Fetcher:
         if not exists:
             return
         batch = self.settings.sources.batch_size
+        limit = self.settings.inbound.max_message_size
         while True:  # one SEARCH, then batches of its UIDs; again until nothing is new
             found = await call(conn.search, search_criteria(row["after"], last))
             pending = uids_to_take(found, last, len(found))
             if not pending:
                 return
-            for i in range(0, len(pending), batch):
-                uids = pending[i:i + batch]
-                fetched: list[Fetched] = await call(conn.fetch, uids)
-                taken = await self._store(row, conn, folder, uidvalidity, fetched)
-                await call(conn.after, row["after"], [f.uid for f in fetched], row["move_to"])
-                last = max(uids)
-                await asyncio.to_thread(store.save_folder_state, self.engine, row["id"],
-                                        folder, FolderState(uidvalidity, last), taken)
+            for i in range(0, len(pending), _SIZES_AT_ONCE):
+                sizes: dict[int, int] = await call(conn.sizes, pending[i:i + _SIZES_AT_ONCE])
+                for uid, size in sizes.items():
+                    if size > limit:  # left on the server, never lost (as SMTP's 552)
+                        raise SourceError(
+                            f"message uid {uid} in {folder!r} is {size} octets, over "
+                            f"inbound.max_message_size ({limit}): raise it, or move the "
+                            "message out of the folder", "storage")
+                for uids in batches(sizes, batch, _BATCH_BYTES):
+                    await self._batch(row, conn, folder, uidvalidity, uids, call)
+                # Also past UIDs gone since the SEARCH (expunged by someone else).
+                last = max(last, pending[min(i + _SIZES_AT_ONCE, len(pending)) - 1])
+
+    async def _batch(self, row: dict[str, Any], conn: Connection, folder: str,
+                     uidvalidity: int, uids: list[int], call: Callable[..., Any]) -> None:
+        """Spool, then change on the server, then record: the order that makes it exactly once."""
+        fetched: list[Fetched] = await call(conn.fetch, uids)
+        taken = await self._store(row, conn, folder, uidvalidity, fetched)
+        await call(conn.after, row["after"], [f.uid for f in fetched], row["move_to"])
+        await asyncio.to_thread(store.save_folder_state, self.engine, row["id"], folder,
+                                FolderState(uidvalidity, max(uids)), taken)
 
     async def _store(self, row: dict[str, Any], conn: Connection, folder: str,
                      uidvalidity: int, fetched: list[Fetched]) -> int:
@@ -254,19 +271,12 @@ class Fetcher:
             return 0
         ids = {queue_id_for(row["token"], uidvalidity, f.uid): f for f in fetched}
         have = await asyncio.to_thread(self._stored, list(ids))
-        limit = self.settings.inbound.max_message_size
         hostname = self.settings.server.hostname
         tls = conn.tls
         waits = []
         for qid, f in ids.items():
             if qid in have:
                 continue
-            if len(f.content) > limit:
-                # Left on the server, never lost: too big for this instance (as SMTP's 552).
-                raise SourceError(
-                    f"message uid {f.uid} in {folder!r} is {len(f.content)} octets, over "
-                    f"inbound.max_message_size ({limit}): raise it, or move the message away",
-                    "storage")
             now = utcnow()
             content = _received(row, conn, hostname, qid, f.uid, now) + f.content
             msg = SpooledMessage(

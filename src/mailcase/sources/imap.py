@@ -41,7 +41,7 @@ __all__ = [
 
 # RFC 3501 §6.4.8: BODY.PEEK[] leaves \Seen alone (we set it ourselves, after the commit).
 _BODY = b"BODY[]"
-_FETCH_ITEMS = [b"BODY.PEEK[]", b"RFC822.SIZE"]
+_FETCH_ITEMS = [b"BODY.PEEK[]"]
 _IDLE_TICK = 1.0  # how often an IDLE wait looks at the stop flag
 
 
@@ -143,6 +143,11 @@ class Connection:
 
     def search(self, criteria: Sequence[str]) -> list[int]:
         return [int(u) for u in self.client.search(list(criteria))]
+
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """RFC822.SIZE of `uids` (those still there): to bound a batch before its bodies."""
+        data = self.client.fetch(list(uids), [b"RFC822.SIZE"])
+        return {int(u): int(d.get(b"RFC822.SIZE", 0)) for u, d in data.items()}
 
     def fetch(self, uids: Sequence[int]) -> list[Fetched]:
         """The full content of `uids` (those still there), without setting \\Seen."""

@@ -22,6 +22,7 @@ __all__ = [
     "SECURITIES",
     "FolderState",
     "backoff_delay",
+    "batches",
     "queue_id_for",
     "search_criteria",
     "start_from",
@@ -62,6 +63,25 @@ def uids_to_take(found: Iterable[int], last_uid: int, limit: int) -> list[int]:
     """The UIDs above `last_uid`, lowest first, at most `limit`. RFC 3501 §6.4.8: `n:*`
     always matches the highest UID, also when it is below n, so it is filtered here."""
     return sorted(u for u in set(found) if u > last_uid)[:limit]
+
+
+def batches(sizes: dict[int, int], count: int, max_bytes: int) -> list[list[int]]:
+    """`sizes` (UID -> octets) in UID order cut into batches of at most `count` messages and
+    `max_bytes` octets (a bigger message alone), so one round never holds a mailbox's worth
+    of 35 MB messages in memory."""
+    out: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for uid in sorted(sizes):
+        size = sizes[uid]
+        if current and (len(current) >= count or total + size > max_bytes):
+            out.append(current)
+            current, total = [], 0
+        current.append(uid)
+        total += size
+    if current:
+        out.append(current)
+    return out
 
 
 def queue_id_for(token: str, uidvalidity: int, uid: int) -> str:

@@ -44,3 +44,12 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert [backoff_delay(n, 10, 900) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
     assert backoff_delay(10, 10, 900) == 900
     assert backoff_delay(10_000, 10, 900) == 900  # no overflow after a long outage
+
+
+def test_batches_are_bounded_by_count_and_bytes_a_big_message_alone() -> None:
+    from mailcase.sources.plan import batches
+
+    sizes = {5: 10, 1: 10, 2: 10, 3: 10, 4: 10}
+    assert batches(sizes, 2, 1000) == [[1, 2], [3, 4], [5]]
+    assert batches({1: 40, 2: 40, 3: 100, 4: 5}, 10, 100) == [[1, 2], [3], [4]]
+    assert batches({}, 10, 100) == []
