@@ -9,6 +9,7 @@ user of its own so the tests do not depend on each other's order.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import threading
 import time
@@ -194,6 +195,8 @@ def test_appended_messages_become_cases_and_are_marked_seen(mc: Platform, doveco
     engine.dispose()
     assert secret.startswith("aesgcm1:") and USERS["cases"] not in secret
     assert metric(mc, 'mailcase_source_messages_taken_total{tls="yes"}') >= 3
+    assert re.search(r"folder 'INBOX': uidvalidity \d+, last uid taken 3",
+                     mc.cli("source", "show", "cases").stdout)
     row = source_row(mc, "cases")
     assert row["state"] == "idle" and row["taken"] == 3 and row["last_error"] is None
 

@@ -112,17 +112,22 @@ def source_list(obj: Ctx, as_json: bool) -> None:
 def source_show(obj: Ctx, name: str, as_json: bool) -> None:
     """One source in full (never its password)."""
     from mailcase.sources.imap import SourceError
-    from mailcase.sources.store import get_source
+    from mailcase.sources.store import folder_states, get_source
 
     try:
         row = _shown(get_source(obj.engine(), name))
     except SourceError as e:
         raise click.ClickException(str(e)) from None
+    row["folder_state"] = folder_states(obj.engine(), row["id"])
     if as_json:
         echo_json(row)
         return
     for key, value in rows([row])[0].items():
-        click.echo(f"{key}: {'-' if value is None else value}")
+        if key != "folder_state":
+            click.echo(f"{key}: {'-' if value is None else value}")
+    for f in row["folder_state"]:
+        click.echo(f"folder {f['folder']!r}: uidvalidity {f['uidvalidity']}, "
+                   f"last uid taken {f['last_uid']}")
 
 
 def _set_paused(obj: Ctx, name: str, paused: bool) -> None:

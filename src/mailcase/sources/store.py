@@ -27,6 +27,7 @@ __all__ = [
     "add_source",
     "count_by_state",
     "folder_state",
+    "folder_states",
     "get_source",
     "list_sources",
     "open_secret",
@@ -185,6 +186,15 @@ def folder_state(engine: Engine, source_id: int, folder: str) -> FolderState | N
         row = conn.execute(select(f.uidvalidity, f.last_uid)
                            .where(f.source_id == source_id, f.folder == folder)).first()
     return None if row is None else FolderState(int(row[0]), int(row[1]))
+
+
+def folder_states(engine: Engine, source_id: int) -> list[dict[str, Any]]:
+    """Each folder's UIDVALIDITY and last UID taken (for `source show`)."""
+    f = mail_source_folders.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(f.folder, f.uidvalidity, f.last_uid, f.updated_at)
+                            .where(f.source_id == source_id).order_by(f.folder)).mappings()
+        return [dict(r) for r in rows]
 
 
 def save_folder_state(engine: Engine, source_id: int, folder: str, state: FolderState,
