@@ -18,6 +18,7 @@ PACKAGES=(
   openssl              # certificate inspection in tests and benches
   ca-certificates      # a trust store for TLS clients
   procps               # ps/pkill used when tests stop servers
+  dovecot-imapd        # a real IMAP server for the mailbox-source (Email-to-Case agent) tests
 )
 
 installed() {
@@ -55,6 +56,8 @@ check_capabilities() {
   check "a PostgreSQL server (initdb, postgres)" \
     bash -c 'ls /usr/lib/postgresql/*/bin/initdb && /usr/lib/postgresql/*/bin/postgres --version'
   check "openssl" openssl version
+  check "Dovecot's IMAP server (dovecot, imap)" \
+    test -x /usr/sbin/dovecot -a -x /usr/lib/dovecot/imap
 }
 check_capabilities
 

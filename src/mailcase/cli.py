@@ -80,7 +80,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     "--roles",
     default=None,
     metavar="ROLE,...",
-    help="What this process runs, from smtp,pipeline,delivery,web (default: all, or "
+    help="What this process runs, from smtp,pipeline,delivery,web,fetch (default: all, or "
     "[server] roles). On PostgreSQL, nodes sharing one database can split them.",
 )
 @click.pass_obj
@@ -388,9 +388,10 @@ def _register_feature_commands() -> None:
     from mailcase.outbound import commands as outbound_commands
     from mailcase.outbound import dkim_commands
     from mailcase.outbound.bounces import commands as bounce_commands
+    from mailcase.sources import commands as source_commands
 
     for module in (case_commands, automation_commands, outbound_commands, relay_commands,
-                   dkim_commands, bounce_commands, task_commands):
+                   dkim_commands, bounce_commands, task_commands, source_commands):
         module.register(cli)
 
 

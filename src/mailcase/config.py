@@ -69,7 +69,7 @@ class ServerSettings(_Section):
     hostname: str = Field("mailcase.localhost", description="Name used in the SMTP greeting, Received headers and the generated certificate.")
     event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="Event loop of the server processes: 'uvloop' (libuv, less CPU per message) or Python's standard 'asyncio' loop.")
     secret_file: Path | None = Field(None, description="File with the server secret that signs thread tokens (32 random bytes); empty: data_dir/secret.key, created on first use (mode 0600). Nodes sharing a database must share it.")
-    roles: list[Literal["smtp", "pipeline", "delivery", "web"]] = Field(["smtp", "pipeline", "delivery", "web"], min_length=1, description="What `mailcase serve` runs in this process (--roles smtp,pipeline,delivery,web); on PostgreSQL, nodes sharing one database can split them.")
+    roles: list[Literal["smtp", "pipeline", "delivery", "web", "fetch"]] = Field(["smtp", "pipeline", "delivery", "web", "fetch"], min_length=1, description="What `mailcase serve` runs in this process (--roles smtp,pipeline,delivery,web,fetch; fetch: the IMAP mailbox sources); on PostgreSQL, nodes sharing one database can split them.")
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -244,6 +244,17 @@ class DKIMSettings(_Section):
     compliance_bcc: list[str] = Field(default_factory=list, description="Addresses that silently receive a copy of all outbound mail (compliance archive); empty: none.")
 
 
+class SourcesSettings(_Section):
+    poll_interval: float = Field(60.0, gt=0, description="Seconds between two looks into a mailbox folder when IDLE is not used (several folders, or a server without IDLE).")
+    idle: bool = Field(True, description="Wait with IMAP IDLE (RFC 2177) for new mail when the server offers it and the source has one folder; else poll.")
+    idle_restart: float = Field(1500.0, ge=10, le=1740, description="Seconds after which an IDLE is ended and started again (RFC 2177 §3: servers may drop an IDLE after 29 minutes).")
+    batch_size: int = Field(100, ge=1, le=10000, description="Messages fetched from a folder in one round trip.")
+    timeout: float = Field(60.0, gt=0, description="Seconds a connect, TLS handshake or IMAP command may take before the source backs off.")
+    retry_base: float = Field(10.0, gt=0, description="Seconds before reconnecting after a failure; each further failure in a row waits twice as long.")
+    retry_max: float = Field(900.0, gt=0, description="Longest wait before reconnecting after failures, in seconds.")
+    ca_file: Path | None = Field(None, description="PEM CA bundle for verifying IMAP servers' certificates; empty: delivery.ca_file, else the system's trust store.")
+
+
 class LogSettings(_Section):
     maillog: str = Field("stderr", description="Where maillog lines go: 'stderr', 'none' or a file path.")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the application log.")
@@ -263,6 +274,7 @@ class Settings(_Section):
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     dkim: DKIMSettings = Field(default_factory=DKIMSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
 
     @property
     def database_url(self) -> str:

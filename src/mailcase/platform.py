@@ -15,7 +15,8 @@ depends on which modules it happened to import (DESIGN.md, "Wiring"):
   last started first.
 
 Roles (`--roles` / `server.roles`): `smtp` (listener, acceptor processes, spool mover),
-`pipeline`, `delivery`, `web`. One process runs all four by default; on PostgreSQL, processes
+`pipeline`, `delivery`, `web`, `fetch` (the IMAP mailbox sources). One process runs all five
+by default; on PostgreSQL, processes
 or machines sharing one database can split them.
 """
 
@@ -55,6 +56,9 @@ from mailcase.outbound.queue.enqueue import EnqueueHook
 from mailcase.pipeline.priority import background_executor
 from mailcase.pipeline.worker import AddressInbox, Destination, Pipeline
 from mailcase.secrets import server_secret
+from mailcase.sources.fetcher import Fetcher
+from mailcase.sources.metrics import SourceMetrics
+from mailcase.sources.store import count_by_state as sources_by_state
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
 from mailcase.storage.spool import Spool
@@ -77,9 +81,9 @@ __all__ = [
 
 log = logging.getLogger("mailcase")
 
-Role = Literal["smtp", "pipeline", "delivery", "web"]
+Role = Literal["smtp", "pipeline", "delivery", "web", "fetch"]
 #: Every role, in the order they are started.
-ROLES: tuple[Role, ...] = ("smtp", "pipeline", "delivery", "web")
+ROLES: tuple[Role, ...] = ("smtp", "pipeline", "delivery", "web", "fetch")
 
 _SHUTDOWN_GRACE = 10.0
 _SPOOL_POLL = 1.0
@@ -165,6 +169,7 @@ class Platform:
     pipeline: Pipeline | None = None
     delivery: DeliveryEngine | None = None
     web: _WebServer | None = None
+    fetcher: Fetcher | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def wake_pipeline(self) -> None:
@@ -342,6 +347,19 @@ async def _move_spooled(p: Platform, mover: SpoolMover, moved: asyncio.Event) ->
         await asyncio.sleep(_MOVE_GATHER)
 
 
+async def build_sources(p: Platform) -> None:
+    """The mailbox agent: IMAP sources' mail into the spool (this process's, or one of its
+    own when the SMTP role runs elsewhere), waking the pipeline like an SMTP message."""
+    spool = p.spool
+    if spool is None:
+        spool = Spool(p.engine, on_commit=p.metrics.on_commit)
+        spool.start()
+        p.stack.push_async_callback(asyncio.to_thread, spool.close)
+    metrics = SourceMetrics(p.metrics.registry, lambda: sources_by_state(p.engine))
+    p.fetcher = Fetcher(p.settings, p.engine, spool, on_stored=p.wake_pipeline, metrics=metrics)
+    p.start_task(p.fetcher.run(), "sources")
+
+
 async def build_web(p: Platform) -> None:
     """The HTTP API; raises SystemExit when its listener cannot start."""
     pool = p.acceptors
@@ -421,4 +439,6 @@ async def build_platform(
             await build_smtp(p)
         if "web" in wanted:
             await build_web(p)
+        if "fetch" in wanted:
+            await build_sources(p)
         yield p

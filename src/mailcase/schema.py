@@ -11,7 +11,8 @@ import mailcase.features.cases.models
 import mailcase.features.tasks.models
 import mailcase.outbound.bounces.models
 import mailcase.outbound.dkim_models
-import mailcase.outbound.models  # noqa: F401 - imported for their tables
+import mailcase.outbound.models
+import mailcase.sources.models  # noqa: F401 - imported for their tables
 from mailcase.storage.models import metadata
 
 __all__ = ["metadata"]

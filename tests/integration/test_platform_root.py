@@ -107,5 +107,5 @@ def test_serve_refuses_an_unknown_role(tmp_path: Path) -> None:
 def test_roles_in_config_show(tmp_path: Path) -> None:
     res = forkserver.run(["--data-dir", str(tmp_path), "config", "show"], env=_env(),
                          timeout=60)
-    assert 'roles = ["smtp", "pipeline", "delivery", "web"]' in res.stdout
+    assert 'roles = ["smtp", "pipeline", "delivery", "web", "fetch"]' in res.stdout
 

@@ -1,0 +1,323 @@
+"""The running agent: one task per active mailbox source, started by the `fetch` role.
+
+Exactly once (issue 19): for each batch of a folder,
+
+1. the messages are stored through `Spool.store` (committed and fsynced, like a 250 after
+   DATA), each under the queue id `plan.queue_id_for` derives from the source, UIDVALIDITY and
+   UID; those the spool already holds (a re-fetch after a crash) are not stored again;
+2. only then are they changed on the server (seen, moved or deleted);
+3. only then is the folder's last UID recorded.
+
+A crash between any two steps makes the next round fetch the same UIDs again; step 1 finds
+their queue ids and skips them, and the cases' dedupe key covers a UIDVALIDITY change. So a
+message is never lost (the server copy stays until it is in the spool) and never makes a
+second case.
+
+Failures (wrong password, certificate refused, a vanished folder, a dropped connection) end
+the connection and back off (`plan.backoff_delay`, reason in `source list` and the email log);
+a source never reconnects in a tight loop. IDLE (RFC 2177) is used for a one-folder source
+when the server offers it; otherwise the folders are polled every `sources.poll_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email.utils
+import functools
+import logging
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, select
+
+from mailcase import maillog
+from mailcase.config import Settings
+from mailcase.mime.headers import header_block, message_id
+from mailcase.sources import store
+from mailcase.sources.imap import Connection, Fetched, SourceError, connect
+from mailcase.sources.metrics import SourceMetrics
+from mailcase.sources.plan import (
+    FolderState,
+    backoff_delay,
+    batches,
+    queue_id_for,
+    search_criteria,
+    start_from,
+    uids_to_take,
+)
+from mailcase.storage.models import inbound_messages, utcnow
+from mailcase.storage.spool import LogEntry, Spool, SpooledMessage
+
+__all__ = ["Fetcher", "envelope_sender", "source_reply_text"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RESCAN = 2.0  # seconds between looks at the sources table (added, paused, removed)
+_SIZES_AT_ONCE = 5000  # UIDs per RFC822.SIZE fetch
+_BATCH_BYTES = 32 * 1024 * 1024  # bodies held in memory per batch (a bigger message alone)
+_RETURN_PATH = re.compile(rb"(?im)^return-path[ \t]*:[ \t]*<([^>\r\n]*)>")
+_FROM = re.compile(rb"(?im)^from[ \t]*:[ \t]*((?:[^\r\n]|\r\n[ \t])*)")
+# What a change of these columns means: reconnect with the new settings.
+_CONNECTION_KEYS = ("host", "port", "security", "auth", "username", "secret", "folders",
+                    "address", "after", "move_to", "paused")
+
+
+def source_reply_text(name: str, folder: str, uidvalidity: int, uid: int) -> str:
+    """The email log's reply text of a fetched message: where it came from."""
+    return f"fetched from source {name} folder {folder!r} uidvalidity {uidvalidity} uid {uid}"
+
+
+def envelope_sender(content: bytes) -> str:
+    """The envelope sender the mailbox server recorded (Return-Path), else the From address."""
+    head = header_block(content)
+    m = _RETURN_PATH.search(head)
+    if m is not None:
+        return m.group(1).decode("utf-8", "replace").strip()
+    m = _FROM.search(head)
+    if m is None:
+        return ""
+    value = re.sub(rb"\r\n[ \t]+", b" ", m.group(1)).decode("utf-8", "replace")
+    return email.utils.parseaddr(value)[1]
+
+
+def _received(row: dict[str, Any], conn: Connection, hostname: str, queue_id: str,
+              uid: int, when: dt.datetime) -> bytes:
+    tls = conn.tls
+    using = f"\r\n\t(using {tls.version} with cipher {tls.cipher})" if tls else " (plaintext)"
+    text = (f"Received: from {row['host']} ([{conn.server_ip}]) (mailbox source "
+            f"{row['name']}, uid {uid}){using}\r\n\tby {hostname} (mailcase) id {queue_id}"
+            f"\r\n\tfor <{row['address']}>; {email.utils.format_datetime(when)}\r\n")
+    return text.encode("utf-8", "replace")
+
+
+class _Stop(Exception):
+    """The source was paused, removed or changed: end this connection quietly."""
+
+
+class Fetcher:
+    """Runs every active source; `run()` until cancelled."""
+
+    def __init__(self, settings: Settings, engine: Engine, spool: Spool,
+                 on_stored: Callable[[], None], metrics: SourceMetrics | None = None) -> None:
+        self.metrics = metrics
+        self.settings = settings
+        self.engine = engine
+        self.spool = spool
+        self.on_stored = on_stored
+        self._tasks: dict[int, tuple[asyncio.Task[None], dict[str, Any]]] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    rows = await asyncio.to_thread(store.list_sources, self.engine, private=True)
+                except Exception as e:  # noqa: BLE001 - the database may be briefly unavailable
+                    log.error("reading mailbox sources failed, will retry: %s", e)
+                    rows = None
+                if rows is not None:
+                    self._reconcile(rows)
+                await asyncio.sleep(_RESCAN)
+        finally:
+            tasks = [t for t, _ in self._tasks.values()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _reconcile(self, rows: list[dict[str, Any]]) -> None:
+        """Start a task for each active source; stop those removed, paused or changed."""
+        wanted = {r["id"]: r for r in rows if not r["paused"]}
+        for sid, (task, seen) in list(self._tasks.items()):
+            row = wanted.get(sid)
+            changed = row is None or any(row[k] != seen[k] for k in _CONNECTION_KEYS)
+            if changed or task.done():
+                task.cancel()
+                del self._tasks[sid]
+        for sid, row in wanted.items():
+            if sid not in self._tasks:
+                task = asyncio.create_task(self._source(row), name=f"source-{sid}")
+                self._tasks[sid] = (task, row)
+
+    async def _source(self, row: dict[str, Any]) -> None:
+        sid = row["id"]
+        executor = ThreadPoolExecutor(1, thread_name_prefix=f"mailcase-source-{sid}")
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+
+        async def call(fn: Callable[..., T], *args: Any) -> T:
+            return await loop.run_in_executor(executor, fn, *args)
+
+        try:
+            while True:
+                wait = _seconds_until(row.get("next_attempt_at"))
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                conn: Connection | None = None
+                try:
+                    secret = store.open_secret(self.settings, row["name"], row["secret"])
+                    s = self.settings.sources
+                    conn = await call(functools.partial(
+                        connect, host=row["host"], port=row["port"], security=row["security"],
+                        username=row["username"], secret=secret, auth=row["auth"],
+                        ca_file=s.ca_file or self.settings.delivery.ca_file,
+                        timeout=s.timeout))
+                    await self._session(row, conn, call, stop)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - every failure backs off, visibly
+                    reason = str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"
+                    if self.metrics is not None:
+                        kind = e.kind if isinstance(e, SourceError) else (
+                            "connection" if isinstance(e, OSError) else "server")
+                        self.metrics.failures.labels(kind=kind).inc()
+                    row = await self._failed(row, reason)
+                finally:
+                    if conn is not None:
+                        stop.set()
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(call(conn.close))
+                        stop.clear()
+        finally:
+            stop.set()
+            executor.shutdown(wait=False)
+
+    async def _failed(self, row: dict[str, Any], reason: str) -> dict[str, Any]:
+        s = self.settings.sources
+        delay = backoff_delay(int(row.get("failures") or 0) + 1, s.retry_base, s.retry_max)
+        retry_at = utcnow() + dt.timedelta(seconds=delay)
+        await asyncio.to_thread(store.record_failure, self.engine, row["id"], reason, retry_at)
+        log.warning("mailbox source %s: %s; retrying in %.0f s", row["name"], reason, delay)
+        maillog.event("fetch", None, source=row["name"], status="deferred", reason=reason,
+                      retry=f"{delay:.0f}s")
+        self.spool.log(LogEntry(time=utcnow(), queue_id=None, client_ip=None,
+                                helo=row["host"], rcpt_to=(row["address"],),
+                                outcome="deferred",
+                                reason=f"mailbox source {row['name']}: {reason}"))
+        return {**row, "failures": int(row.get("failures") or 0) + 1, "next_attempt_at": retry_at}
+
+    async def _session(self, row: dict[str, Any], conn: Connection,
+                       call: Callable[..., Any], stop: threading.Event) -> None:
+        s = self.settings.sources
+        folders: list[str] = list(row["folders"])
+        use_idle = s.idle and len(folders) == 1 and conn.has(b"IDLE")
+        state = "idle" if use_idle else "polling"
+        first = True
+        while True:
+            for folder in folders:
+                await self._sync(row, conn, folder, call)
+            if first:  # logged in and looked into every folder: the source works
+                await asyncio.to_thread(store.record_ok, self.engine, row["id"], state)
+                row.update(failures=0, next_attempt_at=None)  # the caller's row: back-off anew
+                first = False
+            if use_idle:
+                await call(conn.idle_wait, s.idle_restart, stop)
+            else:
+                await asyncio.sleep(s.poll_interval)
+
+    async def _sync(self, row: dict[str, Any], conn: Connection, folder: str,
+                    call: Callable[..., Any]) -> None:
+        """Take every new message of `folder`, a batch at a time."""
+        uidvalidity, exists = await call(conn.select, folder)
+        known = await asyncio.to_thread(store.folder_state, self.engine, row["id"], folder)
+        last = start_from(known, uidvalidity)
+        if known is None or known.uidvalidity != uidvalidity:
+            if known is not None:
+                log.warning("mailbox source %s folder %r: UIDVALIDITY changed, looking at "
+                            "every message again (cases are not duplicated)", row["name"], folder)
+            await asyncio.to_thread(store.save_folder_state, self.engine, row["id"], folder,
+                                    FolderState(uidvalidity, last), 0)
+        if not exists:
+            return
+        batch = self.settings.sources.batch_size
+        limit = self.settings.inbound.max_message_size
+        while True:  # one SEARCH, then batches of its UIDs; again until nothing is new
+            found = await call(conn.search, search_criteria(row["after"], last))
+            pending = uids_to_take(found, last, len(found))
+            if not pending:
+                return
+            for i in range(0, len(pending), _SIZES_AT_ONCE):
+                sizes: dict[int, int] = await call(conn.sizes, pending[i:i + _SIZES_AT_ONCE])
+                for uid, size in sizes.items():
+                    if size > limit:  # left on the server, never lost (as SMTP's 552)
+                        raise SourceError(
+                            f"message uid {uid} in {folder!r} is {size} octets, over "
+                            f"inbound.max_message_size ({limit}): raise it, or move the "
+                            "message out of the folder", "storage")
+                for uids in batches(sizes, batch, _BATCH_BYTES):
+                    await self._batch(row, conn, folder, uidvalidity, uids, call)
+                # Also past UIDs gone since the SEARCH (expunged by someone else).
+                last = max(last, pending[min(i + _SIZES_AT_ONCE, len(pending)) - 1])
+
+    async def _batch(self, row: dict[str, Any], conn: Connection, folder: str,
+                     uidvalidity: int, uids: list[int], call: Callable[..., Any]) -> None:
+        """Spool, then change on the server, then record: the order that makes it exactly once."""
+        fetched: list[Fetched] = await call(conn.fetch, uids)
+        taken = await self._store(row, conn, folder, uidvalidity, fetched)
+        await call(conn.after, row["after"], [f.uid for f in fetched], row["move_to"])
+        await asyncio.to_thread(store.save_folder_state, self.engine, row["id"], folder,
+                                FolderState(uidvalidity, max(uids)), taken)
+
+    async def _store(self, row: dict[str, Any], conn: Connection, folder: str,
+                     uidvalidity: int, fetched: list[Fetched]) -> int:
+        """Store the batch in the spool (all committed, or SourceError); returns how many
+        were new. Those the spool holds already (fetched before a crash) are skipped."""
+        if not fetched:
+            return 0
+        ids = {queue_id_for(row["token"], uidvalidity, f.uid): f for f in fetched}
+        have = await asyncio.to_thread(self._stored, list(ids))
+        hostname = self.settings.server.hostname
+        tls = conn.tls
+        waits = []
+        for qid, f in ids.items():
+            if qid in have:
+                continue
+            now = utcnow()
+            content = _received(row, conn, hostname, qid, f.uid, now) + f.content
+            msg = SpooledMessage(
+                queue_id=qid, received_at=now, client_ip=conn.server_ip, helo=row["host"],
+                mail_from=envelope_sender(f.content), rcpt_to=(row["address"],),
+                tls_version=tls.version if tls else None,
+                tls_cipher=tls.cipher if tls else None, tls_bits=tls.bits if tls else None,
+                size=len(content), message_id=message_id(content), content=content,
+            )
+            reply = source_reply_text(row["name"], folder, uidvalidity, f.uid)
+            waits.append((msg, asyncio.ensure_future(self.spool.store(msg, 250, reply))))
+        results = await asyncio.gather(*(w for _, w in waits), return_exceptions=True)
+        failed = [m.queue_id for (m, _), r in zip(waits, results, strict=True)
+                  if isinstance(r, BaseException)]
+        if failed:
+            # A duplicate queue id means another process stored it meanwhile: that is fine.
+            now_have = await asyncio.to_thread(self._stored, failed)
+            lost = [q for q in failed if q not in now_have]
+            if lost:
+                err = next(r for r in results if isinstance(r, BaseException))
+                raise SourceError(f"storing fetched mail failed ({err}); left on the server, "
+                                  "will retry", "storage")
+        for msg, _ in waits:
+            maillog.event("fetch", msg.queue_id, source=row["name"], folder=folder,
+                          status="accepted", size=msg.size, message_id=msg.message_id,
+                          tls=f"{tls.version}:{tls.cipher}" if tls else "plaintext")
+        if waits:
+            if self.metrics is not None:
+                self.metrics.taken.labels(tls="yes" if tls else "no").inc(len(waits))
+            self.on_stored()
+        return len(waits)
+
+    def _stored(self, queue_ids: list[str]) -> set[str]:
+        q = inbound_messages.c.queue_id
+        with self.engine.connect() as c:
+            return {r[0] for r in c.execute(select(q).where(q.in_(queue_ids)))}
+
+
+def _seconds_until(when: dt.datetime | None) -> float:
+    if when is None:
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - utcnow()).total_seconds())
