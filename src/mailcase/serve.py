@@ -37,16 +37,27 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT (or until the task is cancelled)."""
     stop = asyncio.Event()
-    async with build_platform(settings, roles) as p:
-        _install_signals(p, stop)
-        _log_ready(p)
-        if ready is not None:
-            ready.set()
-        await stop.wait()
+    loop = asyncio.get_running_loop()
+    # Before anything listens: a SIGTERM that arrives while the platform starts (its ports
+    # may already answer) stops it cleanly once it is up, instead of killing it half-started.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        async with build_platform(settings, roles) as p:
+            _install_reload(p)
+            _log_ready(p)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+    finally:
+        for sig in _SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
 
 
-def _install_signals(p: Platform, stop: asyncio.Event) -> None:
-    """SIGHUP: new certificate; SIGTERM/SIGINT: stop. Removed again when the platform stops."""
+def _install_reload(p: Platform) -> None:
+    """SIGHUP: a new certificate, for this process and its acceptors."""
     loop = asyncio.get_running_loop()
 
     def reload_tls() -> None:
@@ -62,15 +73,6 @@ def _install_signals(p: Platform, stop: asyncio.Event) -> None:
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reload_tls)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-
-    def remove() -> None:
-        for sig in _SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
-
-    p.stack.callback(remove)
 
 
 def _log_ready(p: Platform) -> None:

@@ -124,9 +124,9 @@ class Platform:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-                # The acceptor processes die of the parent's death (PR_SET_PDEATHSIG), but
-                # after it: a start right now could find them still holding the port.
-                _wait_port_free("127.0.0.1", self.smtp_port, 10.0)
+        # Killed, the acceptor processes die of the parent's death (PR_SET_PDEATHSIG), but
+        # after it: a start right now could find them still holding the port.
+        _wait_port_free("127.0.0.1", self.smtp_port, 10.0)
         rc = self.proc.returncode
         self.proc = None
         return rc

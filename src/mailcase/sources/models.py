@@ -24,10 +24,11 @@ from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, T
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailcase.storage.models import Base, utcnow
+from mailcase.storage.sql import BigId as _BigId
 
 __all__ = ["MailSource", "MailSourceFolder", "mail_source_folders", "mail_sources"]
 
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
 
 
 class MailSource(Base):
