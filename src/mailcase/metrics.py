@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from mailcase.smtp.reasons import RejectReason
 
 # `_created` samples are per-process timestamps: summing them across acceptors is meaningless.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 _TLS_RATIO = "mailcase_messages_accepted_tls_ratio"
 
