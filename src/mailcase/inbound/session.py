@@ -478,8 +478,7 @@ class SMTPSession(asyncio.Protocol):
         maillog.accepted(
             queue_id,
             client_ip=self.client_ip,
-            # The core answers MAIL before HELO/EHLO with 503 (RFC 5321 §4.1.4), so it is set.
-            helo=s.helo if s.helo is not None else "",
+            helo=s.helo,
             mail_from=env.mail_from.address,
             rcpt_to=list(rcpts),
             size=len(content),
