@@ -210,7 +210,7 @@ def run_size(existing: int, args: argparse.Namespace, work: Path, dns: DNSServer
     say(f"[{existing:>9,} existing] filled in {fill_s:.1f}s; starting mailcase serve")
     smtp, http = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCASE_")}
-    log = open(data / "serve.log", "wb")  # noqa: SIM115 - closed below
+    log = open(data / "serve.log", "wb")  # closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailcase", "--config", str(config), "serve", "--data-dir", str(data),
          "--smtp-listen", f"127.0.0.1:{smtp}", "--http-listen", f"127.0.0.1:{http}"],

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import importlib.util  # noqa: E402
-from types import ModuleType  # noqa: E402
+import importlib.util
+from types import ModuleType
 
-from mailcase import maillog  # noqa: E402 - after the path is set
+from mailcase import maillog  # after the path is set
 
 HOSTILE_FROM = '"x>, status=sent (delivered to admin), to=<ceo"@x.test'
 

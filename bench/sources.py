@@ -64,7 +64,7 @@ def count(db: Path, table: str) -> int:
     except sqlite3.Error:
         return 0
     try:
-        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     except sqlite3.Error:
         return 0
     finally:
@@ -100,7 +100,7 @@ class Instance:
                        text=True, capture_output=True, timeout=300, check=True)
 
     def start(self) -> None:
-        log = open(self.data / "serve.log", "wb")  # noqa: SIM115 - the child keeps it
+        log = open(self.data / "serve.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailcase", "--config", str(self.config), "serve",
              "--data-dir", str(self.data), "--smtp-listen", f"127.0.0.1:{self.smtp}",

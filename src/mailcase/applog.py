@@ -34,7 +34,7 @@ def escape(text: str) -> str:
 class OneLineFormatter(logging.Formatter):
     """A `logging.Formatter` whose records cannot forge other records (module docstring)."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
         record.message = escape(record.message)
         return super().formatMessage(record)
 

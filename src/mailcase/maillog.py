@@ -121,7 +121,7 @@ _stamp: tuple[int, str] = (-1, "")
 
 
 def _close_sink() -> None:
-    global _sink  # noqa: PLW0603 - the process's one maillog target
+    global _sink  # the process's one maillog target
     sink, _sink = _sink, None
     if sink is not None:
         sink.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,7 +23,7 @@ from prometheus_client.registry import Collector
 from mailcase.smtp.reasons import RejectReason
 
 # `_created` samples are per-process timestamps: summing them across acceptors is meaningless.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 _TLS_RATIO = "mailcase_messages_accepted_tls_ratio"
 
@@ -129,7 +128,7 @@ class Metrics:
     def watch_queue_depths(self, read: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_QueueDepths(read))
 
-    def exposition(self, others: Iterable[list[Any]] = ()) -> bytes:
+    def exposition(self, others: Iterable[list[Metric]] = ()) -> bytes:
         """Prometheus text for this process plus the snapshots of the other acceptors.
 
         Samples with the same name and labels are added up (every metric here is a counter,

@@ -35,7 +35,7 @@ from tests.support.peers import needs
 from tests.support.postfix import PostfixInstance, postfix_available
 from tests.support.smtpsink import SmtpSink
 
-PASSWORD = "s3cret-Relay-pw"  # noqa: S105 - a test account of a throw-away server
+PASSWORD = "s3cret-Relay-pw"  # a test account of a throw-away server
 
 
 pytestmark = needs(postfix_available())

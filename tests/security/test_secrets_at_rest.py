@@ -22,7 +22,7 @@ from mailcase.secrets import server_secret
 from mailcase.storage.db import current_revision, head_revision, make_engine, upgrade
 from tests.support.platform import running_platform
 
-PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - the secret the attack looks for
+PASSWORD = "correct-horse-battery-staple"  # the secret the attack looks for
 
 
 def _stored(engine: Engine, name: str) -> str:

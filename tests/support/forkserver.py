@@ -186,7 +186,7 @@ _zygote_lock = threading.Lock()
 
 
 def _get_zygote() -> _Zygote:
-    global _zygote
+    global _zygote  # noqa: PLW0603 - one zygote per test process
     with _zygote_lock:
         if _zygote is None or _zygote.proc.poll() is not None:
             _zygote = _Zygote()

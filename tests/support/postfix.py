@@ -141,7 +141,7 @@ _DELIVERY = re.compile(
 _QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]+)")
 
 
-class PostfixUnavailable(RuntimeError):
+class PostfixUnavailable(RuntimeError):  # noqa: N818 - a reason to skip, not a fault
     """Postfix is not installed, we are not root, or the instance did not start."""
 
 
@@ -283,7 +283,7 @@ class PostfixInstance:
         relay_port: int | None = None,
         relay_host: str = "127.0.0.1",
         smtp_tls_security_level: str = "may",
-        smtp_tls_CAfile: Path | str | None = None,  # noqa: N803 - Postfix's spelling
+        smtp_tls_CAfile: Path | str | None = None,  # Postfix's spelling
         smtpd_tls: bool = False,
         smtpd_tls_cert_file: Path | str | None = None,
         smtpd_tls_key_file: Path | str | None = None,

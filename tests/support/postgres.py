@@ -27,7 +27,7 @@ _PG_ROOT = Path("/usr/lib/postgresql")
 _RUN_AS = "postgres"
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailable(RuntimeError):  # noqa: N818 - a reason to skip, not a fault
     """The server binaries are missing or the server could not be started."""
 
 

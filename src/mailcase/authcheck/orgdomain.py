@@ -25,7 +25,7 @@ _psl: PublicSuffixList | None = None
 
 
 def _list() -> PublicSuffixList:
-    global _psl
+    global _psl  # noqa: PLW0603 - the public suffix list, read once on first use
     with _lock:
         if _psl is None:
             ref = importlib.resources.files("authheaders") / "public_suffix_list.txt"

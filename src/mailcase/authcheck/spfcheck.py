@@ -83,7 +83,7 @@ def _dispatch(name: str, qtype: str, strict: Any = True, timeout: Any = 20) -> A
 
 def _install() -> None:
     """Put the dispatcher in place of `spf.DNSLookup`, once."""
-    global _original
+    global _original  # noqa: PLW0603 - pyspf's own lookup, kept for checks without our resolver
     with _install_lock:
         if spf.DNSLookup is _dispatch:
             return

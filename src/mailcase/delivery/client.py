@@ -120,7 +120,7 @@ class Permanent(_Outcome):
 Result = Delivered | Transient | Permanent
 
 
-class SessionFailure(Exception):
+class SessionFailure(Exception):  # noqa: N818 - 'Failure' says what it is
     """The session could not be set up or broke; `result` says how for every recipient."""
 
     def __init__(self, result: Transient | Permanent) -> None:

@@ -93,7 +93,7 @@ class DNSLookupError(MailcaseError):
         super().__init__(f"{text} ({detail})" if detail else text)
 
 
-class NoSuchRecord(DNSLookupError):
+class NoSuchRecord(DNSLookupError):  # noqa: N818 - named for the DNS answer, as dnspython's NXDOMAIN
     """Permanent: the DNS says there is no such record (asking again will not change that)."""
 
     temporary = False
@@ -117,11 +117,11 @@ class TemporaryDNSError(DNSLookupError):
     temporary = True
 
 
-class DNSTimeout(TemporaryDNSError):
+class DNSTimeout(TemporaryDNSError):  # noqa: N818 - named for the DNS outcome, as dnspython's Timeout
     """No answer within the configured timeout."""
 
 
-class ServerFailure(TemporaryDNSError):
+class ServerFailure(TemporaryDNSError):  # noqa: N818 - SERVFAIL, the DNS's own name
     """Every server failed (SERVFAIL, REFUSED, an unparsable reply, unreachable)."""
 
 

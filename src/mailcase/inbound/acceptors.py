@@ -35,8 +35,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.core import Metric
 
 from mailcase import applog, eventloop, maillog
 from mailcase.config import Settings
@@ -89,7 +92,7 @@ class AcceptorPool:
         # Pickled here and unpickled by the child after it is tied to our life (PDEATHSIG):
         # importing the policy's module must not keep an orphan holding the SMTP socket.
         self._policy = pickle.dumps(policy)
-        self.snapshots: dict[int, list[Any]] = {}
+        self.snapshots: dict[int, list[Metric]] = {}
         self._ctx = multiprocessing.get_context("spawn")
         self.counts = SharedCounts.create(self._ctx, count + 1)
         self._children: dict[int, _Child] = {}
@@ -263,7 +266,7 @@ def child_main(
     conn: socket.socket,
     index: int,
     parent_pid: int,
-    counts: Any,
+    counts: SynchronizedArray[int],
     sock: socket.socket,
     policy_data: bytes = b"",
 ) -> None:
@@ -273,7 +276,7 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     settings = Settings.model_validate(settings_data)
     # Our parent pickled it (see AcceptorPool.__init__).
-    policy: RecipientPolicy | None = pickle.loads(policy_data) if policy_data else None  # noqa: S301
+    policy: RecipientPolicy | None = pickle.loads(policy_data) if policy_data else None  # noqa: S301 - see above
     applog.configure(
         settings.log.level, f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s"
     )

@@ -16,9 +16,9 @@ be passed by one connection per other process at the same instant, never more.
 from __future__ import annotations
 
 import zlib
-from collections.abc import MutableSequence
+from multiprocessing.context import BaseContext
 from multiprocessing.sharedctypes import SynchronizedArray
-from typing import Any
+from typing import Protocol
 
 from mailcase.smtp.replies import SERVICE_NOT_AVAILABLE_CONNECTIONS, TOO_MANY_FROM_IP, Reply
 
@@ -29,14 +29,21 @@ BUCKETS = 4096
 _ROW = BUCKETS + 1  # the last column is the process's total
 
 
+class _Counts(Protocol):
+    """What the tracker needs of its table: a list in one process, a shared ctypes array else."""
+
+    def __getitem__(self, index: int, /) -> int: ...
+    def __setitem__(self, index: int, value: int, /) -> None: ...
+
+
 class SharedCounts:
     """The shared table: `rows` processes × (`BUCKETS` + 1) counters, one lock."""
 
-    def __init__(self, array: SynchronizedArray[Any], rows: int) -> None:
+    def __init__(self, array: SynchronizedArray[int], rows: int) -> None:
         self.array, self.rows = array, rows
 
     @classmethod
-    def create(cls, ctx: Any, rows: int) -> SharedCounts:
+    def create(cls, ctx: BaseContext, rows: int) -> SharedCounts:
         """`ctx`: a multiprocessing context; the array is passed to children as it is."""
         return cls(ctx.Array("i", rows * _ROW, lock=True), rows)
 
@@ -59,7 +66,7 @@ class ConnectionTracker:
         self.max_total, self.max_per_ip = max_total, max_per_ip
         self._rows = shared.rows if shared is not None else 1
         self._base = row * _ROW if shared is not None else 0
-        self._data: MutableSequence[int] = (
+        self._data: _Counts = (
             shared.array.get_obj() if shared is not None else [0] * _ROW
         )
 

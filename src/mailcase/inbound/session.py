@@ -14,7 +14,8 @@ import logging
 import random
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from mailcase import maillog
 from mailcase.inbound.received import received_header
@@ -294,11 +295,11 @@ class SMTPSession(asyncio.Protocol):
             self._flush()
         self._arm_timer()
 
-    def _start_io(self, coro: object) -> None:
+    def _start_io(self, coro: Coroutine[Any, Any, None]) -> None:
         self._busy = True  # the idle timer ignores a busy session (_end_io re-arms it)
         if self.transport is not None:
             self.transport.pause_reading()
-        self._task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._task = asyncio.ensure_future(coro)
         self.gw.tasks.add(self._task)
         self._task.add_done_callback(self.gw.tasks.discard)
 
@@ -438,7 +439,8 @@ class SMTPSession(asyncio.Protocol):
             queue_id=queue_id,
             received_at=now,
             client_ip=self.client_ip,
-            helo=s.helo,
+            # The core answers MAIL before HELO/EHLO with 503 (RFC 5321 §4.1.4), so it is set.
+            helo=s.helo if s.helo is not None else "",
             mail_from=env.mail_from.address,
             rcpt_to=rcpts,
             tls_version=tls.version if tls else None,

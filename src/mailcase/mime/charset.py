@@ -232,7 +232,7 @@ def _guess(data: bytes) -> DecodedText:
         return DecodedText(western, "cp1252")
     try:
         best = from_bytes(data).best()
-    except Exception:  # charset-normalizer is heuristic code: never let it fail a message
+    except Exception:  # noqa: BLE001 - charset-normalizer is heuristic code: never let it fail a message
         best = None
     if best is not None and best.encoding:
         try:

@@ -178,13 +178,13 @@ def _parse_one(piece: str) -> list[tuple[str, str]]:
         try:
             header = policy.default.header_factory("to", piece)
             found = [(a.display_name, a.addr_spec) for a in header.addresses]
-        except Exception:  # stdlib header parser bugs on odd input: use the tolerant one
+        except Exception:  # noqa: BLE001 - stdlib header parser bugs on odd input: use the tolerant one
             found = []
         if found:
             return found
     try:
         pairs = getaddresses([piece])
-    except Exception:
+    except Exception:  # noqa: BLE001 - no addresses rather than a failed message
         pairs = []
     result = [(n, a) for n, a in pairs if a]
     if result:

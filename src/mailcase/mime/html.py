@@ -132,7 +132,7 @@ def sanitize_html(html: str, *, allow_remote_images: bool = False) -> str:
     """Sanitised HTML for display: no script, no handlers, no remote loads (see module doc)."""
     try:
         return _CLEANERS[allow_remote_images].clean(html)
-    except Exception:  # nh3 raises only on interpreter-level problems; never fail a message
+    except Exception:  # noqa: BLE001 - nh3 raises only on interpreter-level problems; never fail a message
         return nh3.escape(html)
 
 
@@ -238,7 +238,7 @@ def html_to_text(html: str) -> str:
     try:
         parser.feed(html)
         parser.close()
-    except Exception:  # HTMLParser has asserted on odd markup in some versions
+    except Exception:  # noqa: BLE001 - HTMLParser has asserted on odd markup in some versions
         return _unescape(re.sub(r"<[^>]*>", " ", html)).strip()
     text = "".join(parser.parts).replace("\xa0", " ")
     lines = [line.strip(" \t") for line in text.split("\n")]

@@ -71,5 +71,5 @@ def parse_calendar(data: bytes, part: str) -> CalendarInfo | None:
             )
         method = _text(cal.get("METHOD")).upper()
         return CalendarInfo(method=method, events=tuple(events), part=part)
-    except Exception:  # icalendar raises ValueError and friends on garbage; never fail a message
+    except Exception:  # noqa: BLE001 - icalendar raises ValueError and friends on garbage; never fail a message
         return None

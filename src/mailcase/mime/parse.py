@@ -108,7 +108,7 @@ def _parsed_header(name: str, value: str) -> Any:
         return unfold(value)
     try:
         return EmailPolicy.header_fetch_parse(_POLICY, name, value)
-    except Exception:  # bugs in _header_value_parser on odd input
+    except Exception:  # noqa: BLE001 - bugs in _header_value_parser on odd input
         return unfold(value)
 
 
@@ -172,7 +172,7 @@ def _raw_header(part: Message, name: str) -> str | None:
 def _content_type(part: Message) -> str:
     try:
         ctype = part.get_content_type()
-    except Exception:
+    except Exception:  # noqa: BLE001 - stdlib parser bugs on odd input: the safe default
         return "application/octet-stream"
     return ctype if _CTYPE.match(ctype) else "application/octet-stream"
 
@@ -180,13 +180,13 @@ def _content_type(part: Message) -> str:
 def _param(part: Message, name: str, header: str = "content-type") -> str | None:
     try:
         value = part.get_param(name, header=header)
-    except Exception:
+    except Exception:  # noqa: BLE001 - stdlib parser bugs on odd input: the parameter reads as absent
         return None
     if value is None:
         return None
     try:
         text = collapse_rfc2231_value(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an undecodable RFC 2231 value reads as absent
         return None
     return repair_surrogates(str(text)).strip() or None
 
@@ -194,7 +194,7 @@ def _param(part: Message, name: str, header: str = "content-type") -> str | None
 def _disposition(part: Message) -> str | None:
     try:
         value = part.get_content_disposition()
-    except Exception:
+    except Exception:  # noqa: BLE001 - stdlib parser bugs on odd input: no disposition
         return None
     return value if value in {"inline", "attachment"} else None
 
@@ -202,7 +202,7 @@ def _disposition(part: Message) -> str | None:
 def _filename(part: Message) -> str:
     try:
         name = part.get_filename()
-    except Exception:
+    except Exception:  # noqa: BLE001 - stdlib parser bugs on odd input: no file name
         name = None
     if not name:
         return ""
@@ -238,13 +238,13 @@ def _content_id(part: Message) -> str | None:
 def _payload(part: Message) -> bytes:
     try:
         data = part.get_payload(decode=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an undecodable payload is kept raw (below)
         data = None
     if isinstance(data, bytes):
         return data
     try:
         raw = part.get_payload()
-    except Exception:
+    except Exception:  # noqa: BLE001 - nothing readable: an empty part, not a failed message
         return b""
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
@@ -324,7 +324,7 @@ def _walk(msg: Message, state: _State) -> None:
             return
         try:
             _visit(part, path, depth, stack, state)
-        except Exception as exc:  # one bad part never fails the message
+        except Exception as exc:  # noqa: BLE001 - one bad part never fails the message
             state.defect(path or "1", "undecodable-part", f"{type(exc).__name__}: {exc}")
             state.pending.append(
                 _Pending(
@@ -387,7 +387,7 @@ def _message_part(part: Message, ctype: str, path: str, state: _State) -> None:
             )
         try:
             data = _serialize(embedded)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the embedded message is kept as its bytes
             state.defect(path, "undecodable-part", f"embedded message: {type(exc).__name__}")
             data = _payload(part)
         subject = header_text(_raw_header(embedded, "subject") or "")
@@ -562,7 +562,7 @@ def _parse(
     state = _State()
     try:
         msg = BytesParser(policy=_POLICY).parsebytes(raw)
-    except Exception as exc:  # e.g. RecursionError on absurd nesting: keep headers, body opaque
+    except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on absurd nesting: keep headers, body opaque
         state.defect("", "parse", f"MIME structure not parsed: {type(exc).__name__}")
         msg = BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
     _walk(msg, state)
@@ -660,7 +660,7 @@ def _fallback(raw: bytes, exc: BaseException) -> InboundEmail:
     """The value when parsing itself failed: the whole message kept as one attachment."""
     try:
         mid = scan_message_id(raw)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the fallback itself must not fail
         mid = None
     return InboundEmail(
         message_id=msg_id(mid),
@@ -720,5 +720,5 @@ def parse_message(
             data, max(0, max_text), max(0, max_headers), max(0, max_html_input),
             max(1, max_html_depth), safe,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a message that cannot be parsed is kept whole
         return _fallback(data, exc)

@@ -106,5 +106,5 @@ def unpack_tnef(data: bytes) -> TnefContent:
             has_rtf_body=bool(getattr(tnef, "_rtfbody", None)),
             bad_checksum=any(not o.good_checksum for o in tnef.objects),
         )
-    except Exception as exc:  # tnefparse: struct.error, UnboundLocalError, decode errors …
+    except Exception as exc:  # noqa: BLE001 - tnefparse: struct.error, UnboundLocalError, decode errors …
         return TnefContent(error=f"{type(exc).__name__}: {exc}"[:200])

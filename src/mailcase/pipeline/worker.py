@@ -144,7 +144,7 @@ def _log_entry(m: messages.MessageSummary, outcome: str, reason: str | None) -> 
     return messages.log_entry(m, outcome, reason)
 
 
-class _BatchFailed(Exception):
+class _BatchFailed(Exception):  # noqa: N818 - a signal to redo the batch one by one, never reported
     """The bulk path failed; the batch is redone one message at a time."""
 
 
@@ -259,7 +259,7 @@ def _process_batch(
             with begin_write(engine) as conn:
                 try:
                     done = _bulk(conn, batch, destinations, entries)
-                except Exception as e:  # noqa: BLE001 - find the culprit below
+                except Exception as e:  # find the culprit below
                     log.info("bulk processing failed (%s); retrying one by one", e)
                     raise _BatchFailed from e
         else:
@@ -275,7 +275,7 @@ def _process_batch(
                 entries = [_log_entry(m, "processed", None) for m in batch]
                 try:
                     done = _bulk(conn, batch, destinations, entries)
-                except Exception as e:  # noqa: BLE001 - find the culprit below
+                except Exception as e:  # find the culprit below
                     log.info("bulk processing failed (%s); retrying one by one", e)
                     raise _BatchFailed from e
     except _BatchFailed:

@@ -97,7 +97,7 @@ def _received(row: dict[str, Any], conn: Connection, hostname: str, queue_id: st
     return text.encode("utf-8", "replace")
 
 
-class _Stop(Exception):
+class _Stop(Exception):  # noqa: N818 - an instruction to end quietly, not an error
     """The source was paused, removed or changed: end this connection quietly."""
 
 

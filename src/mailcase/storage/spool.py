@@ -256,7 +256,7 @@ class Spool:
                 if pending or logs:
                     self._commit_batch(pending, logs)
                 self._inflight = []
-        except BaseException as exc:  # a bug: fail the waiters rather than hang them
+        except BaseException as exc:  # noqa: BLE001 - a bug: fail the waiters rather than hang them
             _log.exception("spool writer crashed")
             with self._lock:
                 self._closed = True
@@ -313,7 +313,7 @@ class Spool:
         if conn is not None:
             try:
                 conn.close()
-            except Exception:  # already broken; the pool discards it
+            except Exception:  # noqa: BLE001 - already broken; the pool discards it
                 _log.debug("closing spool connection failed", exc_info=True)
 
     def _write(self, pending: list[_Pending], logs: list[LogEntry]) -> float:
@@ -368,12 +368,12 @@ class Spool:
     def _commit_batch(self, pending: list[_Pending], logs: list[LogEntry]) -> None:
         try:
             seconds = self._write(pending, logs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the batch's waiters get the error (451), never a 250
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 # The connection was dead (server restart, idle timeout): one more go.
                 try:
                     seconds = self._write(pending, logs)
-                except Exception as exc2:
+                except Exception as exc2:  # noqa: BLE001 - the batch's waiters get the error (451), never a 250
                     exc = exc2
                 else:
                     self._committed(pending, seconds)
@@ -393,7 +393,7 @@ class Spool:
                 continue
             try:
                 seconds = self._write([p], [])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - this message's waiter gets the error (451)
                 self._failed([p], [], exc)
                 if not _is_row_error(exc):
                     broken = exc
@@ -406,11 +406,11 @@ class Spool:
             return
         try:
             self._committed([], self._write([], logs))
-        except Exception:
+        except Exception:  # noqa: BLE001 - retried one entry at a time below
             for entry in logs:
                 try:
                     self._committed([], self._write([], [entry]))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - that entry is reported failed; the others are kept
                     self._failed([], [entry], exc)
 
     def _committed(self, pending: list[_Pending], seconds: float) -> None:
@@ -418,7 +418,7 @@ class Spool:
         if self._on_commit is not None:
             try:
                 self._on_commit(len(pending), seconds)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a metrics callback never fails a commit
                 _log.exception("spool on_commit callback failed")
         _resolve(pending)
 

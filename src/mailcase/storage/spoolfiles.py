@@ -221,12 +221,12 @@ class SpoolMover:
             "(SELECT 1 FROM main.inbound_contents x WHERE x.message_pk = m.id) "
         )
         db.execute(
-            "INSERT INTO main.inbound_contents (message_pk, content) SELECT m.id, c.content "  # noqa: S608 - constant text
+            "INSERT INTO main.inbound_contents (message_pk, content) SELECT m.id, c.content "
             + matched + "AND length(c.content) < ? ORDER BY s.id",
             (last_msg, max_msg, _STREAM_MIN_BYTES),
         )
         big = db.execute(
-            "SELECT m.id, c.rowid, length(c.content) " + matched + "ORDER BY s.id",  # noqa: S608
+            "SELECT m.id, c.rowid, length(c.content) " + matched + "ORDER BY s.id",
             (last_msg, max_msg),
         ).fetchall()
         for main_pk, sp_rowid, size in big:

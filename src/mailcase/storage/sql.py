@@ -115,7 +115,7 @@ def json_array_values(bind: Bind, column: ColumnElement[Any]) -> Any:
     return func.json_array_elements_text(column).table_valued("value")
 
 
-class immediate:  # noqa: N801 - used like a function: ``with immediate(db):``
+class immediate:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` on a sqlite3 connection (ROLLBACK on any error).
 
     For the raw paths that bypass SQLAlchemy's transaction (the spool's accept path, the spool

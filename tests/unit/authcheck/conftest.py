@@ -1,26 +1,11 @@
-"""Fixtures: a local DNS server per test and mailcase's resolver pointed at it."""
+"""Fixtures: DKIM keys, made once per session (the DNS server and resolver are in
+tests/unit/conftest.py, shared with the resolver's own tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from mailcase.dns import Resolver
-from tests.support.dnsserver import DNSServer
 from tests.unit.authcheck.helpers import DKIMKey, rsa_key
-
-
-@pytest.fixture
-def dns_server() -> Iterator[DNSServer]:
-    with DNSServer() as server:
-        yield server
-    assert not server.errors, server.errors
-
-
-@pytest.fixture
-def resolver(dns_server: DNSServer) -> Resolver:
-    return Resolver([dns_server.address], timeout=1.0)
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,7 @@ def test_concurrent_upgrades_from_separate_engines(db_url: str) -> None:
         try:
             barrier.wait()
             db.upgrade(engine)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(e,)) for e in engines]
@@ -124,7 +124,7 @@ def test_timestamps_are_aware_utc_and_naive_is_refused(db_engine: Engine) -> Non
     assert got == created and got.tzinfo is UTC
     assert got == datetime(2026, 1, 2, 10, 0, 0, 123456, tzinfo=UTC)
     with pytest.raises(StatementError, match="naive datetime"), db.begin_write(db_engine) as conn:
-        naive = datetime(2026, 1, 1)  # noqa: DTZ001
+        naive = datetime(2026, 1, 1)
         conn.execute(insert(api_tokens).values(name="n", token_hash="1" * 64, created_at=naive))
 
 

@@ -118,4 +118,4 @@ def test_log_entry_is_checked() -> None:
     with pytest.raises(ValueError):
         LogEntry(time=T0, direction="sideways", outcome="accepted")
     with pytest.raises(ValueError):
-        LogEntry(time=datetime(2026, 1, 1), outcome="accepted")  # noqa: DTZ001
+        LogEntry(time=datetime(2026, 1, 1), outcome="accepted")

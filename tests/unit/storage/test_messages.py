@@ -134,7 +134,7 @@ def _worker(engine: Engine, seen: list[str], errors: list[BaseException],
                     messages.mark_processed(conn, m.id)
                     seen.append(m.queue_id)
                 time.sleep(0.01)  # keep the rows locked for a while: the other must skip them
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         errors.append(exc)
 
 

@@ -202,7 +202,7 @@ async def test_one_bad_message_fails_alone(
 @pytest.mark.parametrize("bad", ["naive-time", "nul-in-text"])
 async def test_bad_values(spool: Spool, db_engine: Engine, bad: str) -> None:
     if bad == "naive-time":
-        msg = make_message(received_at=datetime(2026, 1, 1))  # noqa: DTZ001
+        msg = make_message(received_at=datetime(2026, 1, 1))
         with pytest.raises(SpoolCommitError):
             await spool.store(msg, *accepted_reply(make_message()))
         return

@@ -196,7 +196,7 @@ def test_case_numbers_concurrent_and_gapless(db_engine: Engine) -> None:
                     )
                 with lock:
                     numbers.append(n)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
