@@ -28,9 +28,9 @@ and senders pause while more than `_MAX_UNRECORDED` results wait to be written, 
 the duplicates a crash can cause (to that many plus one message per open connection).
 Nothing is ever lost: a message leaves the queue only when every recipient is final.
 
-Hooks into the outbound extras arrive as `mailcase.delivery.hooks.DeliveryHooks` (built by
-`mailcase.platform.build_outbound`: DKIM signing, VERP return path, a DSN on permanent failure);
-on a signing error the message goes unsigned (logged).
+Hooks into DKIM signing and bounce handling arrive as `mailcase.delivery.hooks.DeliveryHooks`
+(built by `mailcase.platform.build_outbound`: DKIM signing, VERP return path, a DSN on permanent
+failure); on a signing error the message goes unsigned (logged).
 
 Deliverability access level (``delivery.access_level``): mail it keeps back is set "held" and
 released (due at once) when the level allows it again; see `outbound.queue.claim.release_held`.

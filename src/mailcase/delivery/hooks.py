@@ -1,4 +1,4 @@
-"""What the delivery engine asks of the outbound extras, as typed values.
+"""What the delivery engine asks of DKIM signing and bounce handling, as typed values.
 
 The engine consumes the queue and must not know who signs or who answers a bounce: the
 composition root (`mailcase.platform.build_outbound`) fills `DeliveryHooks` with the outbound
