@@ -385,13 +385,14 @@ def _register_feature_commands() -> None:
     from mailcase.features.cases import commands as case_commands
     from mailcase.features.cases.automation import commands as automation_commands
     from mailcase.features.tasks import commands as task_commands
+    from mailcase.features.users import commands as user_commands
     from mailcase.outbound import commands as outbound_commands
     from mailcase.outbound import dkim_commands
     from mailcase.outbound.bounces import commands as bounce_commands
     from mailcase.sources import commands as source_commands
 
     for module in (case_commands, automation_commands, outbound_commands, relay_commands,
-                   dkim_commands, bounce_commands, task_commands, source_commands):
+                   dkim_commands, bounce_commands, task_commands, source_commands, user_commands):
         module.register(cli)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import mailcase.features.cases.automation.models
 import mailcase.features.cases.models
 import mailcase.features.tasks.models
+import mailcase.features.users.models
 import mailcase.outbound.bounces.models
 import mailcase.outbound.dkim_models
 import mailcase.outbound.models

@@ -35,6 +35,7 @@ from mailcase.web.api import dkim as dkim_api
 from mailcase.web.api import outbound as outbound_api
 from mailcase.web.api import sources as sources_api
 from mailcase.web.api import tasks as tasks_api
+from mailcase.web.api import users as users_api
 from mailcase.web.download import ApiContentHeaders, download
 
 __all__ = ["create_app"]
@@ -44,7 +45,7 @@ _bearer = HTTPBearer(auto_error=False)
 #: The features' routers, included in this order (imported, not named: the layer contract
 #: sees what the web layer uses).
 _ROUTERS = (cases_api, automation_api, outbound_api, dkim_api, bounces_api, tasks_api,
-            sources_api)
+            sources_api, users_api)
 
 
 class AddressIn(BaseModel):
