@@ -165,6 +165,11 @@ def _addresses(values: Sequence[Any]) -> list[dict[str, str]]:
     return [{"address": a.address, "name": a.name} for a in values]
 
 
+def _sender(email: InboundEmail, m: messages.MessageSummary) -> str:
+    """Who the case is from: the From address, else the envelope sender (lower-cased)."""
+    return (email.from_address or m.mail_from).strip().lower()
+
+
 class CaseDestination:
     """Turns messages to routing addresses into cases and case emails."""
 
@@ -190,6 +195,7 @@ class CaseDestination:
         # Per batch (deliver_many): what is already stored, read in one query each.
         self._stored_pks: set[int] | None = None
         self._dedupe: dict[str, int] | None = None
+        self._contacts: dict[str, contact_store.ContactRecord] | None = None
 
     @property
     def secret(self) -> bytes:
@@ -208,7 +214,7 @@ class CaseDestination:
         with engine.connect() as conn:
             routing = routing_store.routing_map(conn)
             wanted = [m for m in batch if routing_targets(m.rcpt_to, routing)]
-            contents = {m.id: messages.load_content(conn, m.id) for m in wanted}
+            contents = messages.load_contents(conn, [m.id for m in wanted])
         if wanted and self._fixed_resolver is None:
             self.resolver = self._new_resolver()  # answers shared within this batch only
         # A big message is prepared alone: parsing and authenticating one takes several times
@@ -293,13 +299,17 @@ class CaseDestination:
         if not work:
             return
         self._stored_pks = email_store.stored_message_pks(conn, [m.id for m, _ in work])
-        keys = [self._get_prepared(conn, m).dedupe_key for m, _ in work]
-        self._dedupe = email_store.dedupe_numbers(conn, keys)
+        prepared = [self._get_prepared(conn, m) for m, _ in work]
+        self._dedupe = email_store.dedupe_numbers(conn, [p.dedupe_key for p in prepared])
+        # Contacts are made by people (API, CLI), never by this loop: one look-up per batch.
+        self._contacts = contact_store.find_contacts(
+            conn, [_sender(p.email, m) for p, (m, _) in zip(prepared, work, strict=True)]
+        )
         try:
             for m, target in work:
                 self._handle(conn, m, target, routing)
         finally:
-            self._stored_pks = self._dedupe = None
+            self._stored_pks = self._dedupe = self._contacts = None
 
     # -- the work ----------------------------------------------------------------------
     def _log(
@@ -423,8 +433,13 @@ class CaseDestination:
                 action="duplicate", case=number, routing=r.address,
             )
             return
-        sender = (email.from_address or m.mail_from).strip().lower()
-        contact = contact_store.find_contact(conn, sender) if sender else None
+        sender = _sender(email, m)
+        if not sender:
+            contact = None
+        elif self._contacts is not None:
+            contact = self._contacts.get(sender)
+        else:
+            contact = contact_store.find_contact(conn, sender)
         contact_email = contact.email if contact else sender
         contact_name = contact.name if contact else email.from_name
         event = self._event(m, r, p, contact_email, contact_name)

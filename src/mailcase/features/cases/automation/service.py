@@ -68,6 +68,7 @@ from mailcase.storage.db import begin_write
 from mailcase.storage.models import receiving_addresses, utcnow
 from mailcase.storage.spool import LogEntry
 from mailcase.storage.sql import upsert
+from mailcase.storage.txmemo import per_transaction
 
 __all__ = [
     "Automation",
@@ -147,7 +148,14 @@ def admit(
     fp = fingerprint(sender, event.email.subject, body)
 
     window_start = now - dt.timedelta(seconds=cfg.loop_window)
-    conn.execute(delete(automation_loop_hits).where(automation_loop_hits.c.time < window_start))
+    # Old hits are only housekeeping (the count below reads the window alone): once a batch.
+    per_transaction(
+        conn,
+        "automation.loop_prune",
+        lambda: conn.execute(
+            delete(automation_loop_hits).where(automation_loop_hits.c.time < window_start)
+        ).rowcount,
+    )
     conn.execute(
         insert(automation_loop_hits).values(time=now, routing_address=routing, fingerprint=fp)
     )
@@ -549,6 +557,11 @@ def _system_sender(settings: Settings) -> str:
 
 def _own(conn: Connection, settings: Settings) -> tuple[frozenset[str], tuple[str, ...]]:
     """Our own addresses (receiving and routing) and host names, for never-respond checks."""
+    key = ("automation.own", id(settings))
+    return per_transaction(conn, key, lambda: _read_own(conn, settings))
+
+
+def _read_own(conn: Connection, settings: Settings) -> tuple[frozenset[str], tuple[str, ...]]:
     addrs = {
         str(a).casefold() for a in conn.execute(select(receiving_addresses.c.address)).scalars()
     }
@@ -654,6 +667,10 @@ def _rule(row: Any) -> Rule:
 
 
 def _load_rules(conn: Connection) -> list[Rule]:
+    return per_transaction(conn, "automation.rules", lambda: _read_rules(conn))
+
+
+def _read_rules(conn: Connection) -> list[Rule]:
     rows = conn.execute(
         select(auto_response_rules)
         .where(auto_response_rules.c.enabled.is_(True))
@@ -810,12 +827,16 @@ def _check(subject: str, text: str, html: str | None) -> None:
 # --------------------------------------------------------------- per-address settings
 def notify_owner_setting(conn: Connection, settings: Settings, address: str) -> bool:
     """Whether the owner is notified for mail to `address` (its own switch, else global)."""
-    value = conn.execute(
-        select(automation_address_settings.c.notify_owner).where(
-            automation_address_settings.c.address == address.casefold()
-        )
-    ).scalar_one_or_none()
-    return settings.automation.notify_owner if value is None else bool(value)
+    switches = per_transaction(conn, "automation.notify_owner", lambda: _read_switches(conn))
+    value = switches.get(address.casefold())
+    return settings.automation.notify_owner if value is None else value
+
+
+def _read_switches(conn: Connection) -> dict[str, bool | None]:
+    rows = conn.execute(
+        select(automation_address_settings.c.address, automation_address_settings.c.notify_owner)
+    )
+    return {str(a): None if n is None else bool(n) for a, n in rows}
 
 
 def set_notify_owner(engine: Engine, address: str, value: bool | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,7 @@ __all__ = [
     "ContactRecord",
     "add_contact",
     "find_contact",
+    "find_contacts",
     "list_contacts",
 ]
 
@@ -51,6 +53,17 @@ def list_contacts(engine: Engine, limit: int = 100) -> list[ContactRecord]:
     with engine.connect() as conn:
         rows = conn.execute(select(_ct).order_by(_ct.c.email).limit(limit)).all()
     return [ContactRecord(*r) for r in rows]
+
+
+def find_contacts(conn: Connection, emails: Iterable[str]) -> dict[str, ContactRecord]:
+    """The contacts with these addresses (lower-cased keys), in one query per 500 addresses:
+    a batch of messages looks its senders up together (issue 13)."""
+    wanted = sorted({e.strip().lower() for e in emails if e.strip()})
+    found: dict[str, ContactRecord] = {}
+    for i in range(0, len(wanted), 500):
+        rows = conn.execute(select(_ct).where(_ct.c.email.in_(wanted[i : i + 500]))).all()
+        found.update((r.email, ContactRecord(*r)) for r in rows)
+    return found
 
 
 def find_contact(conn: Connection, email: str) -> ContactRecord | None:
