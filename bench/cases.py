@@ -16,6 +16,11 @@ Not a test. For each size (default 10 000 and 1 000 000 existing cases) it:
 
 It prints one line per size, then both figures and their ratio (target: the figure at the
 large size within 20% of the small one, i.e. ratio ≥ 0.80). See bench/README.md.
+
+Beside them, in the same run and with the same client, messages and senders: Postfix's
+*accept* rate (a Postfix instance on loopback whose every transport is `discard`, timed from
+the first connection to the last 250 after DATA), and mailcase's email → case rate as a share
+of it (issue 13's target: ≥ 1.0×, authentication on). `--no-postfix` leaves it out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.dnsserver import DNSServer  # noqa: E402
 from tests.support.platform import free_port, wait_port  # noqa: E402
+from tests.support.postfix import PostfixInstance, PostfixUnavailable  # noqa: E402
 
 ROUTING = "support@bench.example"
 CUSTOMERS = 1000
@@ -195,6 +201,30 @@ def stored_emails(db: Path) -> int:
         con.close()
 
 
+def run_postfix(args: argparse.Namespace, work: Path, existing: int) -> float | None:
+    """Postfix's accept rate (msg/s) for the same load: the same messages, senders and client.
+
+    None (with the reason printed) when Postfix cannot run here."""
+    try:
+        pf = PostfixInstance(work / "postfix", load_test=True, myhostname="postfix-bench.test")
+        pf.start()
+    except PostfixUnavailable as e:
+        say(f"[postfix] not run: {e}")
+        return None
+    try:
+        rng = random.Random(existing)
+        msgs = [message(k, existing, rng) for k in range(args.messages)]
+        started = time.monotonic()
+        counts = asyncio.run(_drive(pf.smtpd_port, msgs, args.sessions, started + args.load_timeout))
+        elapsed = time.monotonic() - started
+        rate = counts["sent"] / elapsed if elapsed > 0 else 0.0
+        say(f"[postfix] accepted {counts['sent']}/{len(msgs)} in {elapsed:.2f}s = {rate:.1f}/s"
+            f" (client errors {counts['errors']})")
+        return rate if counts["errors"] == 0 else None
+    finally:
+        pf.close()
+
+
 def run_size(existing: int, args: argparse.Namespace, work: Path, dns: DNSServer) -> Result:
     data = work / f"cases-{existing}"
     data.mkdir(parents=True)
@@ -252,6 +282,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-m", "--messages", type=int, default=2000, help="emails sent per size (default 2000)")
     p.add_argument("-s", "--sessions", type=int, default=20, help="concurrent SMTP senders (default 20)")
     p.add_argument("--no-auth", action="store_true", help="skip SPF/DKIM/DMARC ([cases] authenticate=false)")
+    p.add_argument("--no-postfix", action="store_true", help="skip the paired Postfix accept run")
     p.add_argument("--load-timeout", type=float, default=600.0, help="seconds per load (default 600)")
     p.add_argument("--fill-timeout", type=float, default=1800.0, help="seconds to fill one database (1800)")
     p.add_argument("--workdir", type=Path, default=None, help="keep data here (default: a temp dir, removed)")
@@ -270,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     load1 = os.getloadavg()[0]
     results: list[Result] = []
+    postfix: float | None = None
     try:
+        if not args.no_postfix:
+            postfix = run_postfix(args, work, sizes[0])
         with DNSServer({}) as dns:
             for n in sizes:
                 results.append(run_size(n, args, work, dns))
@@ -285,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         say(f"{r.existing:>16,} {r.rate:>10.1f} {f'{r.stored}/{r.sent}':>12} {r.fill_seconds:>8.1f}")
     say(f"ratio {large.existing:,} / {small.existing:,}: {ratio:.2f} (target >= 0.80) {'ok' if ok else 'MISS'}")
+    if postfix:
+        say(f"Postfix accepts {postfix:.1f}/s with the same load; mailcase email -> case "
+            f"{small.rate:.1f}/s = {small.rate / postfix:.2f}x at {small.existing:,}, "
+            f"{large.rate:.1f}/s = {large.rate / postfix:.2f}x at {large.existing:,} (target >= 1.0x)")
     say(f"{args.messages} emails per size, {args.sessions} senders, half replies threading by In-Reply-To;"
         f" auth {'off' if args.no_auth else 'on'}; load average before: {load1:.2f}")
     return 0 if ok else 1
