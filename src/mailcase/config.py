@@ -101,6 +101,7 @@ class InboundSettings(_Section):
     max_errors: int = Field(10, ge=1, description="Protocol errors (unknown commands, bad syntax) per session before 421 4.7.0 and disconnect.")
     soft_error_limit: int = Field(10, ge=1, description="Errors per session (protocol errors and permanently refused recipients) after which each further error reply waits error_sleep_time (Postfix smtpd_soft_error_limit).")
     hard_error_limit: int = Field(20, ge=1, description="Errors per session (protocol errors and permanently refused recipients) at which the session ends with 421 4.7.0; stops address probing (Postfix smtpd_hard_error_limit).")
+    junk_command_limit: int = Field(100, ge=1, description="NOOP, RSET, VRFY, EXPN and HELP commands a session may send after its last accepted message before each further one counts as an error (Postfix smtpd_junk_command_limit): a client cannot keep a connection open for ever with NOOPs.")
     error_sleep_time: float = Field(1.0, ge=0, le=60, description="Seconds each error reply past soft_error_limit is held back; only that session waits (Postfix smtpd_error_sleep_time).")
     rejection_log_limit: int = Field(10, ge=0, description="Rejections of one session written to the email log one by one; the rest are counted and written as one summary entry per stage and reason when the session ends.")
     bare_newline: Literal["reject", "normalize"] = Field("reject", description="Bare CR or LF in DATA: refuse the message (SMTP smuggling protection) or rewrite it to CRLF.")

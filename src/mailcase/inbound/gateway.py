@@ -40,6 +40,7 @@ def protocol_settings_from(settings: Settings) -> ProtocolSettings:
         max_errors=i.max_errors,
         soft_error_limit=i.soft_error_limit,
         hard_error_limit=i.hard_error_limit,
+        junk_command_limit=i.junk_command_limit,
         error_delay=i.error_sleep_time,
         bare_newline=i.bare_newline,
         tls_available=True,

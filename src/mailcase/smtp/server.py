@@ -91,6 +91,10 @@ class ProtocolSettings:
     soft_error_limit: int = 10
     hard_error_limit: int = 20
     error_delay: float = 1.0  # seconds each error reply past the soft limit is held back
+    # Postfix smtpd_junk_command_limit: NOOP, RSET, VRFY, EXPN and HELP past this many since the
+    # last accepted message count as errors, so that a client cannot hold a connection slot
+    # for ever with a NOOP every few minutes (each one resets the idle timeout).
+    junk_command_limit: int = 100
     bare_newline: BareNewlinePolicy = "reject"
     tls_available: bool = False  # advertise STARTTLS
     tls_required: bool = False  # MAIL without TLS gets 530 5.7.0
@@ -106,6 +110,7 @@ class ProtocolSettings:
             "max_errors",
             "soft_error_limit",
             "hard_error_limit",
+            "junk_command_limit",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -329,6 +334,7 @@ class ServerConnection:
         self._discarding_line = False  # inside an over-long command line
         self._errors = 0  # protocol errors (max_errors)
         self._all_errors = 0  # protocol errors and refused recipients (soft/hard error limits)
+        self._junk = 0  # NOOP, RSET, VRFY, EXPN, HELP since the last accepted message
         self._session = SessionInfo(client_ip=client_ip)
         self._pending_rcpt: Path | None = None
         self._data: DataReader | None = None
@@ -455,6 +461,8 @@ class ServerConnection:
         self._reset_transaction()
         self._state = State.COMMAND
         self._reply(reply)
+        if reply.code // 100 == 2:
+            self._junk = 0  # as Postfix: the count starts again after each delivered message
         if reply.code == 421:
             self._close(f"application answered {reply}")
 
@@ -615,6 +623,12 @@ class ServerConnection:
         if self._all_errors >= st.hard_error_limit:
             self._reply(R.TOO_MANY_ERRORS)
             self._close("too many errors")
+
+    def _junk_command(self) -> None:
+        """One more command that moves no mail; past `junk_command_limit` it is an error."""
+        self._junk += 1
+        if self._junk > self.settings.junk_command_limit and self._state is not State.CLOSED:
+            self._count_error()
 
     def _close(self, reason: str) -> None:
         self._state = State.CLOSED
@@ -985,9 +999,11 @@ class ServerConnection:
             return
         self._reset_transaction()
         self._reply(R.OK)
+        self._junk_command()
 
     def _cmd_noop(self, arg: str) -> None:
         self._reply(R.OK)  # RFC 5321 §4.1.1.9: any argument is ignored
+        self._junk_command()
 
     def _cmd_quit(self, arg: str) -> None:
         self._reply(R.BYE)
@@ -999,12 +1015,15 @@ class ServerConnection:
             return
         # RFC 5321 §3.5.3: 252 rather than confirming or denying mailboxes.
         self._reply(R.VRFY_CANNOT)
+        self._junk_command()
 
     def _cmd_expn(self, arg: str) -> None:
         self._fail(R.EXPN_NOT_SUPPORTED)
+        self._junk_command()
 
     def _cmd_help(self, arg: str) -> None:
         self._reply(R.HELP)
+        self._junk_command()
 
     def _cmd_starttls(self, arg: str) -> None:
         if arg.strip(" "):

@@ -125,3 +125,67 @@ def test_protocol_errors_count_towards_the_limits_too(transcript):
 def test_default_limits_follow_postfix():
     s = ProtocolSettings("mx.test")
     assert (s.soft_error_limit, s.hard_error_limit, s.error_delay) == (10, 20, 1.0)
+
+
+JUNK = ProtocolSettings("mx.test", soft_error_limit=2, hard_error_limit=4, error_delay=0.5,
+                        junk_command_limit=3)
+
+
+def test_a_client_cannot_hold_the_connection_with_junk_commands(transcript):
+    """Postfix smtpd_junk_command_limit: past the limit every NOOP/RSET/VRFY/HELP counts as an
+    error, so a client that only keeps the session alive (a NOOP before each idle timeout)
+    is slowed and then cut off like one that makes errors."""
+    t = transcript(JUNK)
+    t.run(
+        GREETING
+        + """
+        C: HELO idle.test
+        S: 250 mx.test
+        C: NOOP
+        S: 250 2.0.0 OK
+        C: RSET
+        S: 250 2.0.0 OK
+        C: VRFY postmaster
+        S: 252 2.1.5 Cannot VRFY user, but will accept message and attempt delivery
+        C: NOOP
+        S: 250 2.0.0 OK
+        C: HELP
+        S: 214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS
+        S: 214 2.0.0 See RFC 5321 for the syntax of each command
+        C: NOOP
+        S: 250 2.0.0 OK
+        C: NOOP
+        S: 250 2.0.0 OK
+        S: 421 4.7.0 Too many errors, closing connection; try again later
+        ! closed
+        """
+    )
+    assert _throttles(t) == [Throttle(0.5), Throttle(0.5)]
+
+
+def test_the_junk_count_starts_again_after_each_accepted_message(transcript):
+    t = transcript(JUNK)
+    t.run(GREETING + "C: HELO client.test\nS: 250 mx.test\n")
+    for n in range(1, 4):
+        t.run(
+            f"""
+            C: NOOP
+            S: 250 2.0.0 OK
+            C: NOOP
+            S: 250 2.0.0 OK
+            C: RSET
+            S: 250 2.0.0 OK
+            C: MAIL FROM:<a@client.test>
+            S: 250 2.1.0 Sender OK
+            C: RCPT TO:<b@mx.test>
+            S: 250 2.1.5 Recipient OK
+            C: DATA
+            S: 354 Start mail input; end with <CRLF>.<CRLF>
+            C: Subject: x
+            C:
+            C: body
+            C: .
+            S: 250 2.0.0 OK: queued as Q{n}
+            """
+        )
+    assert _throttles(t) == [] and t.conn.state is not State.CLOSED
