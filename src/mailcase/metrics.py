@@ -47,6 +47,24 @@ class _QueueDepths(Collector):
         yield g
 
 
+class _BacklogAge(Collector):
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            age = self._read()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the DB is busy
+            return
+        yield GaugeMetricFamily(
+            "mailcase_pipeline_backlog_age_seconds",
+            "Age of the oldest accepted message not processed yet (0: nothing waits); with "
+            "mailcase_inbound_messages{state=\"received\"} the backlog, and "
+            "rate(mailcase_pipeline_messages_total[1m]) the processing rate",
+            value=age or 0.0,
+        )
+
+
 class _Fixed(Collector):
     def __init__(self, families: list[Metric]) -> None:
         self._families = families
@@ -127,6 +145,10 @@ class Metrics:
 
     def watch_queue_depths(self, read: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_QueueDepths(read))
+
+    def watch_backlog_age(self, read: Callable[[], float | None]) -> None:
+        """`read`: seconds the oldest unprocessed message has waited, None when none waits."""
+        self.registry.register(_BacklogAge(read))
 
     def exposition(self, others: Iterable[list[Metric]] = ()) -> bytes:
         """Prometheus text for this process plus the snapshots of the other acceptors.

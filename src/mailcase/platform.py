@@ -236,6 +236,7 @@ async def build_storage(
     await asyncio.to_thread(upgrade, engine, server_secret=lambda: server_secret(settings))
     metrics = Metrics()
     metrics.watch_queue_depths(lambda: messages.count_by_state(engine))
+    metrics.watch_backlog_age(lambda: messages.backlog_age(engine))
     return engine, metrics
 
 

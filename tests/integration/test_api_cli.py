@@ -33,6 +33,7 @@ def test_api_and_metrics_require_token_and_health_does_not(platform: Platform) -
         metrics = api.get("/metrics").text
     assert "mailcase_smtp_connections_total" in metrics
     assert "mailcase_spool_commit_seconds" in metrics
+    assert "mailcase_pipeline_backlog_age_seconds" in metrics  # issue 13: is processing keeping up
     assert httpx.get(platform.http_base + "/openapi.json").json()["info"]["title"] == "mailcase"
 
 

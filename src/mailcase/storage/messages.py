@@ -68,6 +68,8 @@ __all__ = [
     "record_deliveries",
     "load_content",
     "load_contents",
+    "backlog_age",
+    "oldest_received_at",
     "peek_received",
     "count_by_state",
     "get_message",
@@ -218,6 +220,23 @@ def claim_received(conn: Executor, limit: int) -> list[MessageSummary]:
         select(*_SUMMARY_COLUMNS).where(_m.c.state == "received").order_by(_m.c.id).limit(limit)
     )
     return [_summary(r) for r in conn.execute(stmt)]
+
+
+def oldest_received_at(engine: Engine) -> datetime | None:
+    """When the oldest message still waiting for processing was received (None: none waits).
+
+    One probe of the (state, id) index: ids grow with receipt, so the first is the oldest."""
+    stmt = select(_m.c.received_at).where(_m.c.state == "received").order_by(_m.c.id).limit(1)
+    with engine.connect() as conn:
+        value: datetime | None = conn.execute(stmt).scalar()
+    return value
+
+
+def backlog_age(engine: Engine) -> float | None:
+    """Seconds the oldest unprocessed message has waited (None: none waits): the metric that
+    says whether processing keeps up (issue 13)."""
+    oldest = oldest_received_at(engine)
+    return None if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
 
 
 def peek_received(engine: Engine, limit: int) -> list[MessageSummary]:

@@ -173,3 +173,23 @@ def test_skip_locked_lets_claimers_work_side_by_side(pg_engine: Engine) -> None:
     assert set(a) | set(b) == everything
     # With SKIP LOCKED neither waits for the other's batch, so both get a real share.
     assert len(a) >= 20 and len(b) >= 20, (len(a), len(b))
+
+
+def test_backlog_age_is_the_oldest_waiting_message(db_engine: Engine) -> None:
+    """Issue 13: /metrics says how long the oldest accepted message has waited for processing."""
+    from datetime import timedelta
+
+    from mailcase.metrics import Metrics
+    from mailcase.pipeline.worker import process_pending
+
+    assert messages.backlog_age(db_engine) is None
+    old = make_message(received_at=datetime.now(UTC) - timedelta(seconds=90))
+    _spool_all(db_engine, [old, make_message()])
+    age = messages.backlog_age(db_engine)
+    assert age is not None and 89 <= age < 3600
+    metrics = Metrics()
+    metrics.watch_backlog_age(lambda: messages.backlog_age(db_engine))
+    assert b"mailcase_pipeline_backlog_age_seconds 9" in metrics.exposition()
+    process_pending(db_engine)
+    assert messages.backlog_age(db_engine) is None
+    assert b"mailcase_pipeline_backlog_age_seconds 0.0" in metrics.exposition()
