@@ -1,9 +1,10 @@
 """The `mailcase` command.
 
-Every command works on the instance chosen by `--data-dir`, `MAILCASE_DATA_DIR` or the
-config's database URL, also while `mailcase serve` runs (SQLite in WAL mode and PostgreSQL
-both allow that). Errors are printed as one line that says what to do, with exit code 2 for
-bad configuration or usage and 1 for everything else.
+Every command works on the instance chosen by `--data-dir`, `MAILCASE_DATA_DIR`, the config
+file's `data_dir` (and database URL), else a per-user default (`mailcase.config`),
+also while `mailcase serve` runs (SQLite in WAL mode and PostgreSQL both allow that). Only
+`init` and `serve` create an instance. Errors are printed as one line that says what to do,
+with exit code 2 for bad configuration or usage and 1 for everything else.
 """
 
 from __future__ import annotations
@@ -42,11 +43,21 @@ __all__ = ["main"]
     "--data-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Instance data directory (default ./var; MAILCASE_DATA_DIR).",
+    help="Instance data directory (MAILCASE_DATA_DIR; see the order below).",
 )
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
-    """mailcase: self-hosted email platform for support and CRM teams."""
+    """mailcase: self-hosted email platform for support and CRM teams.
+
+    \b
+    The instance a command acts on is found, first match wins:
+      1. --data-dir DIR
+      2. MAILCASE_DATA_DIR
+      3. data_dir in the config file (--config FILE or MAILCASE_CONFIG)
+      4. /var/lib/mailcase as root, else $XDG_DATA_HOME/mailcase
+         (~/.local/share/mailcase)
+    never the working directory. Only `mailcase init` and `mailcase serve` create an
+    instance; any other command on a missing one fails and says where it looked."""
     from mailcase.platform import enqueue_hooks
 
     ctx.obj = _Ctx(config, data_dir, enqueue_hooks=enqueue_hooks)
@@ -113,7 +124,34 @@ def serve(
             overrides["server"] = {"roles": list(parse_roles(roles))}
         except ValueError as e:
             raise ConfigError("--roles", str(e)) from None
-    run(obj.settings(**overrides))
+    settings = obj.settings(**overrides)
+    if obj.revision(settings) is None:
+        click.echo(f"mailcase: creating a new instance at {obj.describe(settings)}", err=True)
+    run(settings)
+
+
+@cli.command("init")
+@click.pass_obj
+def init(obj: _Ctx) -> None:
+    """Create an instance: data directory, database schema, server secret.
+
+    Run it once before other commands (or start `mailcase serve`, which does the same);
+    on an existing instance it changes nothing."""
+    from mailcase.storage.db import current_revision
+
+    settings = obj.settings()
+    if obj.revision(settings) is not None:
+        engine = obj.reader()
+        click.echo(
+            f"mailcase instance at {obj.describe(settings)} already exists "
+            f"(database at revision {current_revision(engine)}); nothing to do"
+        )
+        return
+    engine, _ = obj.create()
+    click.echo(
+        f"created a mailcase instance at {obj.describe(settings)} "
+        f"(database at revision {current_revision(engine)})"
+    )
 
 
 @cli.group()

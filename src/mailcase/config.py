@@ -7,6 +7,10 @@ or value fails at start naming the key and the reason.
 Environment overrides: `MAILCASE_DATA_DIR` sets the top-level `data_dir`; a section key is
 written with a double underscore, e.g. `MAILCASE_INBOUND__TLS=required` or
 `MAILCASE_DATABASE__URL=postgresql://…`.
+
+The instance (its data directory) is found as Postfix finds its configuration directory, never
+from the working directory: `--data-dir`, then `MAILCASE_DATA_DIR`, then `data_dir` in the
+config file (`--config`, `MAILCASE_CONFIG`), else `default_data_dir()`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,52 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mailcase.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "parse_hostport", "settings_as_toml"]
+__all__ = [
+    "Settings",
+    "data_dir_origin",
+    "default_data_dir",
+    "load_settings",
+    "parse_hostport",
+    "settings_as_toml",
+]
 
 ENV_PREFIX = "MAILCASE_"
+
+def default_data_dir(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """The data directory when nothing names one: the same wherever the command is run.
+
+    As root the system's place for state (FHS `/var/lib`); for other users the XDG base
+    directory spec's data home (`$XDG_DATA_HOME`, only if absolute, else ~/.local/share)."""
+    env = os.environ if environ is None else environ
+    if (os.geteuid() if euid is None else euid) == 0:
+        return Path("/var/lib/mailcase")
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "mailcase"
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".local" / "share" / "mailcase"
+
+
+def data_dir_origin(
+    config_file: Path | None,
+    data_dir_option: Path | None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Which rule of the resolution order (module docstring) chose the data directory."""
+    env = os.environ if environ is None else environ
+    if data_dir_option is not None:
+        return "from --data-dir"
+    if env.get("MAILCASE_DATA_DIR"):
+        return "from MAILCASE_DATA_DIR"
+    path = config_file or (Path(env["MAILCASE_CONFIG"]) if env.get("MAILCASE_CONFIG") else None)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                if "data_dir" in tomllib.load(f):
+                    return f"from data_dir in {path}"
+        except (OSError, tomllib.TOMLDecodeError):
+            pass  # load_settings reports it
+    return "the default for this user"
 
 
 def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -261,7 +308,7 @@ class LogSettings(_Section):
 
 
 class Settings(_Section):
-    data_dir: Path = Field(Path("var"), description="Directory for the SQLite database, certificates and other state.")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Directory for the SQLite database, certificates and other state; default /var/lib/mailcase as root, else $XDG_DATA_HOME/mailcase (~/.local/share/mailcase).")
     server: ServerSettings = Field(default_factory=ServerSettings)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
@@ -338,6 +385,7 @@ def load_settings(
     _merge(data, _env_overrides(env))
     if overrides:
         _merge(data, overrides)
+    data.setdefault("data_dir", str(default_data_dir(env)))
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:

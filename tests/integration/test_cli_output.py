@@ -65,7 +65,7 @@ def _revision(p: Platform) -> str | None:
 
 
 def test_every_listing_prints_json_and_csv_with_a_header(mc: Platform) -> None:
-    mc.cli("migrate")
+    mc.cli("init")
     for args in LISTINGS:
         assert json.loads(mc.cli(*args, "--json").stdout) == [], args
         out = mc.cli(*args, "--csv").stdout
@@ -76,6 +76,7 @@ def test_every_listing_prints_json_and_csv_with_a_header(mc: Platform) -> None:
 
 
 def test_csv_cells_are_escaped_and_formula_safe(mc: Platform) -> None:
+    mc.cli("init")
     mc.cli("address", "add", "=cmd@example.test")
     mc.cli("routing", "add", "help@example.test", "--name", '=HYPERLINK("http://x.test"),"a"',
            "--owner", "+bob", "--origin", "@web", "--priority", "high")
@@ -92,7 +93,7 @@ def test_csv_cells_are_escaped_and_formula_safe(mc: Platform) -> None:
 
 
 def test_choices_come_from_the_model_constants(mc: Platform) -> None:
-    mc.cli("migrate")
+    mc.cli("init")
     for args, option in [
         (("cases", "list", "--status", "Pending"), "'--status'"),
         (("log", "--outcome", "lost"), "'--outcome'"),
@@ -107,9 +108,9 @@ def test_choices_come_from_the_model_constants(mc: Platform) -> None:
 
 
 def test_read_only_commands_do_not_migrate(mc: Platform) -> None:
-    # A fresh instance: reading creates no database and says what to run.
+    # No instance: reading creates no database and says how to create one (issue 12 item 11).
     res = mc.cli("address", "list", check=False)
-    assert res.returncode == 1 and "mailcase migrate" in res.stderr, res.stderr
+    assert res.returncode == 1 and "mailcase --data-dir DIR init" in res.stderr, res.stderr
     assert not (mc.data_dir / "mailcase.db").exists()
     # A database one release behind.
     mc.data_dir.mkdir(parents=True, exist_ok=True)

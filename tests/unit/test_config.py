@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mailcase.config import load_settings, parse_hostport, settings_as_toml
+from mailcase.config import default_data_dir, load_settings, parse_hostport, settings_as_toml
 from mailcase.errors import ConfigError
 
 
@@ -10,7 +10,7 @@ def test_defaults_are_the_embedded_platform() -> None:
     s = load_settings(environ={})
     assert s.inbound.listen == "127.0.0.1:2525"
     assert s.http.listen == "127.0.0.1:8025"
-    assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("var/mailcase.db")
+    assert s.database_url == f"sqlite:///{default_data_dir().resolve()}/mailcase.db"
     assert s.inbound.tls == "optional"
 
 
