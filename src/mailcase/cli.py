@@ -9,6 +9,7 @@ with exit code 2 for bad configuration or usage and 1 for everything else.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,8 +46,14 @@ __all__ = ["main"]
     default=None,
     help="Instance data directory (MAILCASE_DATA_DIR; see the order below).",
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="MAILCASE_DEBUG",
+    help="Show the full traceback of an error instead of one line (MAILCASE_DEBUG=1).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
+def cli(ctx: click.Context, config: Path | None, data_dir: Path | None, debug: bool) -> None:
     """mailcase: self-hosted email platform for support and CRM teams.
 
     \b
@@ -60,7 +67,9 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     instance; any other command on a missing one fails and says where it looked."""
     from mailcase.platform import enqueue_hooks
 
+    state = ctx.obj if isinstance(ctx.obj, dict) else {}  # main()'s, to report errors
     ctx.obj = _Ctx(config, data_dir, enqueue_hooks=enqueue_hooks)
+    state.update(debug=debug, ctx=ctx.obj)
 
 
 # ---------------------------------------------------------------- serve / config / db
@@ -436,20 +445,51 @@ def _register_feature_commands() -> None:
 _register_feature_commands()
 
 
-def main() -> None:
-    """Console entry point: turns known errors into one clear line instead of a traceback."""
+def _debug(state: Mapping[str, Any]) -> bool:
+    return bool(state.get("debug")) or os.environ.get("MAILCASE_DEBUG", "") in (
+        "1", "true", "yes", "on")
+
+
+def _database_url(state: Mapping[str, Any]) -> str:
+    ctx = state.get("ctx")
     try:
-        cli.main(standalone_mode=False)
+        return ctx.settings().database_url if isinstance(ctx, _Ctx) else "(unknown)"
+    except MailcaseError:
+        return "(unknown)"
+
+
+def main() -> None:
+    """Console entry point: turns known errors into one clear line instead of a traceback
+    (`--debug` or MAILCASE_DEBUG=1 lets them through with their traceback)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mailcase.storage.db import unreachable
+
+    state: dict[str, Any] = {}
+    try:
+        cli.main(standalone_mode=False, obj=state)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except ConfigError as e:
-        click.echo(f"mailcase: configuration error: {e}", err=True)
-        sys.exit(2)
-    except MailcaseError as e:
-        click.echo(f"mailcase: {e}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except (ConfigError, MailcaseError, DBAPIError, OSError) as e:
+        if _debug(state):
+            raise
+        if isinstance(e, ConfigError):
+            click.echo(f"mailcase: configuration error: {e}", err=True)
+            sys.exit(2)
+        if isinstance(e, DBAPIError):
+            message = unreachable(e, _database_url(state))
+        elif isinstance(e, OSError):
+            where = f": {e.filename}" if e.filename else ""
+            message = (
+                f"{e.strerror or e}{where}; check that the path exists and this user may "
+                "write there (--data-dir, database.url, tls.cert_file ...); --debug shows where"
+            )
+        else:
+            message = str(e)
+        click.echo(f"mailcase: {message}", err=True)
+        sys.exit(1)

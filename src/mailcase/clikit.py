@@ -184,16 +184,9 @@ class Ctx:
 
 def describe_database(database_url: str) -> str:
     """The database named for a message: its file, or its URL without the password."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from mailcase.storage.db import describe_url
 
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        return "(invalid database URL)"
-    if url.get_backend_name() == "sqlite":
-        return url.database or ":memory:"
-    return url.render_as_string(hide_password=True)
+    return describe_url(database_url)
 
 
 def _missing_sqlite_file(database_url: str) -> bool:

@@ -339,7 +339,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """`MAILCASE_A__B=v` → {"a": {"b": "v"}}; values are validated by the model."""
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ("MAILCASE_CONFIG",):
+        if not name.startswith(ENV_PREFIX) or name in ("MAILCASE_CONFIG", "MAILCASE_DEBUG"):
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
         node = out
