@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailcase.errors import ConfigError
@@ -400,48 +401,72 @@ def load_settings(
     return settings
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
+def _plain(v: Any) -> Any:
+    """A settings value as TOML can hold it: paths as text, None (not set) as ""."""
     if v is None:
-        return '""'
+        return ""
+    if isinstance(v, Path):
+        return str(v)
     if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return [_plain(x) for x in v]
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v
+
+
+def _comment(description: str | None) -> list[str]:
+    return [f"# {line}" for line in (description or "").splitlines()]
 
 
 def settings_as_toml(settings: Settings, *, with_descriptions: bool = True) -> str:
-    """The effective settings as TOML, each key with its description as a comment.
+    """The effective settings as TOML that loads back, each key with its description.
 
+    Keys and values are written by tomli_w (quoting `"*.example.com"`, escaping quotes,
+    backslashes and newlines); only the layout and the comments, which tomli_w does not
+    write, are ours. A table-valued option (`delivery.tls_domains`) becomes a sub-table
+    after its section's plain keys, since TOML puts a table's keys after the table header.
     Secrets in the database URL (a password) are masked: secrets are never printed.
     """
     lines: list[str] = []
     top = settings.model_dump()
-    for name, field in Settings.model_fields.items():
-        if isinstance(top[name], dict):
-            continue
-        if with_descriptions and field.description:
-            lines.append(f"# {field.description}")
-        lines.append(f"{name} = {_toml_value(top[name])}")
-    for name in Settings.model_fields:
-        section = top[name]
-        if not isinstance(section, dict):
-            continue
-        model = type(getattr(settings, name))
-        lines.append("")
-        lines.append(f"[{name}]")
+
+    def key_lines(model: type[BaseModel], values: dict[str, Any], table: str | None) -> None:
+        tables: list[tuple[str, Any, str | None]] = []
         for key, field in model.model_fields.items():
-            value = section[key]
-            if name == "database" and key == "url" and value:
+            value = values[key]
+            if isinstance(value, dict) and not issubclass(_field_type(model, key), BaseModel):
+                tables.append((key, value, field.description))
+                continue
+            if isinstance(value, dict):
+                continue  # a section: written by the caller
+            if table == "database" and key == "url" and value:
                 value = _mask_url(str(value))
-            if with_descriptions and field.description:
-                lines.append(f"# {field.description}")
-            lines.append(f"{key} = {_toml_value(value)}")
+            if with_descriptions:
+                lines.extend(_comment(field.description))
+            lines.append(tomli_w.dumps({key: _plain(value)}).rstrip("\n"))
+        for key, value, description in tables:
+            lines.append("")
+            if with_descriptions:
+                lines.extend(_comment(description))
+            header = tomli_w.dumps({table: {key: {}}} if table else {key: {}})
+            lines.append(header.strip())
+            body = tomli_w.dumps(_plain(value)).rstrip("\n")
+            if body:
+                lines.append(body)
+
+    key_lines(Settings, top, None)
+    for name in Settings.model_fields:
+        if not isinstance(top[name], dict):
+            continue
+        lines.append("")
+        lines.append(tomli_w.dumps({name: {}}).strip())
+        key_lines(type(getattr(settings, name)), top[name], name)
     return "\n".join(lines) + "\n"
+
+
+def _field_type(model: type[BaseModel], key: str) -> type:
+    annotation = model.model_fields[key].annotation
+    return annotation if isinstance(annotation, type) else dict
 
 
 def _mask_url(url: str) -> str:
