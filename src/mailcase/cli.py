@@ -20,8 +20,9 @@ import click
 from mailcase import __version__
 from mailcase.clikit import Ctx as _Ctx
 from mailcase.clikit import Listing as _Listing
-from mailcase.clikit import cell, echo_json
+from mailcase.clikit import cell, json_option
 from mailcase.clikit import listing as _listing
+from mailcase.clikit import show as _show
 from mailcase.clikit import when as _when
 from mailcase.config import parse_hostport, settings_as_toml
 from mailcase.errors import ConfigError, MailcaseError
@@ -335,9 +336,11 @@ def messages_list(obj: _Ctx, state: str | None, limit: int) -> _Listing:
 @messages.command("show")
 @click.argument("queue_id")
 @click.option("--raw", is_flag=True, help="Print the stored message bytes (RFC 5322) only.")
+@json_option
 @click.pass_obj
-def messages_show(obj: _Ctx, queue_id: str, raw: bool) -> None:
-    """Show one stored message: envelope, session facts, state; or its raw content."""
+def messages_show(obj: _Ctx, queue_id: str, raw: bool, as_json: bool) -> None:
+    """Show one stored message: envelope, session facts, state (--json: as JSON); or, with
+    --raw, its content."""
     from mailcase.storage import messages as store
 
     m = store.get_message(obj.reader(), queue_id)
@@ -347,7 +350,7 @@ def messages_show(obj: _Ctx, queue_id: str, raw: bool) -> None:
         sys.stdout.buffer.write(m.content)
         sys.stdout.buffer.flush()
         return
-    echo_json(m)
+    _show(m, as_json, skip=() if as_json else ("content",))
 
 
 @cli.group()

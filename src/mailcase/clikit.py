@@ -17,6 +17,7 @@ from typing import Any
 import click
 from sqlalchemy.engine import Engine
 
+from mailcase.applog import escape
 from mailcase.config import Settings, data_dir_origin, load_settings
 from mailcase.plain import to_csv, to_plain
 
@@ -30,6 +31,7 @@ __all__ = [
     "json_option",
     "listing",
     "rows",
+    "show",
     "table",
     "when",
 ]
@@ -255,6 +257,22 @@ def echo_json(value: Any) -> None:
 
 #: The one `--json` flag of commands that print a single record (show, add ...).
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def show(record: Any, as_json: bool, *, skip: Sequence[str] = ()) -> None:
+    """Print one record as every `show` command does: `key: value` lines for people by
+    default, JSON (every field) with --json.
+
+    Values are often what a sender wrote (subjects, names): in text, unprintable characters
+    are escaped (`applog.escape`) so that a value cannot forge lines or drive the terminal."""
+    if as_json:
+        echo_json(record)
+        return
+    plain = to_plain(record)
+    items = [(k, v) for k, v in plain.items() if k not in skip]
+    width = max((len(k) for k, _ in items), default=0) + 2
+    for key, value in items:
+        click.echo(f"{(key + ':').ljust(width)}{escape(cell(value))}".rstrip())
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows, show
 from mailcase.features.cases.models import CASE_STATUSES, PRIORITIES
 
 __all__ = ["register"]
@@ -137,15 +137,16 @@ def routing_list(ctx: Ctx) -> Listing:
 
 @routing_group.command("show")
 @click.argument("address")
+@json_option
 @click.pass_obj
-def routing_show(ctx: Ctx, address: str) -> None:
-    """Show one routing address as JSON."""
+def routing_show(ctx: Ctx, address: str, as_json: bool) -> None:
+    """Show one routing address (--json: as JSON)."""
     from mailcase.features.cases.store import routing as routing_store
 
     r = routing_store.get_routing(ctx.reader(), address)
     if r is None:
         _fail(f"no routing address {address} (see `mailcase routing list`)")
-    echo_json(r)
+    show(r, as_json)
 
 
 @routing_group.command("disable")
