@@ -239,6 +239,23 @@ def address_list(obj: _Ctx) -> _Listing:
     )
 
 
+@address.command("show")
+@click.argument("addr")
+@json_option
+@click.pass_obj
+def address_show(obj: _Ctx, addr: str, as_json: bool) -> None:
+    """Show one receiving address (--json: as JSON)."""
+    from mailcase.storage import addresses
+
+    try:
+        row = addresses.get(obj.reader(), addresses.normalize(addr))
+    except ValueError as e:
+        raise click.BadParameter(f"{e}; use the full address", param_hint="ADDR") from None
+    if row is None:
+        raise click.ClickException(f"no receiving address {addr!r}; see `mailcase address list`")
+    _show(row, as_json)
+
+
 @address.command("remove")
 @click.argument("addr")
 @click.pass_obj

@@ -156,7 +156,7 @@ def test_every_show_command_has_json() -> None:
     from mailcase.cli import cli
 
     shows = [(path, cmd) for path, cmd in _commands(cli) if path[-1] == "show"]
-    assert len(shows) >= 7
+    assert len(shows) >= 10
     for path, cmd in shows:
         if path == ("config", "show"):
             continue
