@@ -104,6 +104,19 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None, debug: b
     help="What this process runs, from smtp,pipeline,delivery,web,fetch (default: all, or "
     "[server] roles). On PostgreSQL, nodes sharing one database can split them.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Application log on stderr: text lines, or one JSON object per line for log "
+    "shippers (default: [log] format, text).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Lowest level logged (default: [log] level, INFO).",
+)
 @click.pass_obj
 def serve(
     obj: _Ctx,
@@ -112,6 +125,8 @@ def serve(
     smtp_listen: str | None,
     http_listen: str | None,
     roles: str | None,
+    log_format: str | None,
+    log_level: str | None,
 ) -> None:
     """Start the platform: SMTP gateway, pipeline, delivery, HTTP API (or the --roles given)."""
     from mailcase.platform import parse_roles
@@ -134,10 +149,14 @@ def serve(
             overrides["server"] = {"roles": list(parse_roles(roles))}
         except ValueError as e:
             raise ConfigError("--roles", str(e)) from None
+    logging = {"format": log_format, "level": log_level and log_level.upper()}
+    if any(logging.values()):
+        overrides["log"] = {k: v for k, v in logging.items() if v}
     settings = obj.settings(**overrides)
+    notice = None
     if obj.revision(settings) is None:
-        click.echo(f"mailcase: creating a new instance at {obj.describe(settings)}", err=True)
-    run(settings)
+        notice = f"creating a new instance at {obj.describe(settings)}"
+    run(settings, notice=notice)
 
 
 @cli.command("init")

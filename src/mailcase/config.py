@@ -305,7 +305,13 @@ class SourcesSettings(_Section):
 
 class LogSettings(_Section):
     maillog: str = Field("stderr", description="Where maillog lines go: 'stderr', 'none' or a file path.")
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the application log.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the application log (serve --log-level).")
+    format: Literal["text", "json"] = Field("text", description="Format of the application log on stderr: 'text' (one line per record) or 'json' (one JSON object per line, for log shippers; serve --log-format).")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
 
 class Settings(_Section):

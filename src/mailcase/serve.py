@@ -76,6 +76,11 @@ def _install_reload(p: Platform) -> None:
 
 
 def _log_ready(p: Platform) -> None:
+    """The start-up record, at INFO: where it listens, which instance and database, which
+    certificate (subject and expiry) STARTTLS offers."""
+    from mailcase.storage.db import describe_url
+    from mailcase.tls.certs import describe_certificate
+
     s = p.settings
     parts = []
     if "smtp" in p.roles:
@@ -87,18 +92,26 @@ def _log_ready(p: Platform) -> None:
     if "web" in p.roles:
         host, port = parse_hostport(s.http.listen)
         parts.append(f"HTTP http://{host}:{port}")
-    log.warning(
-        "mailcase ready: %s (roles %s; data in %s, database %s)",
+    tls = describe_certificate(p.tls.cert_file) if p.tls is not None else "none"
+    log.info(
+        "mailcase ready: %s; roles %s; data dir %s; database %s; TLS certificate %s",
         ", ".join(parts) or "no listener",
         ",".join(p.roles),
-        s.data_dir,
-        "postgresql" if s.database_url.startswith("postgresql") else "sqlite",
+        s.data_dir.resolve(),
+        describe_url(s.database_url),
+        tls,
     )
 
 
-def run(settings: Settings, roles: Sequence[Role] | None = None) -> None:
-    """Blocking entry point used by the CLI."""
-    applog.configure(settings.log.level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(
+    settings: Settings, roles: Sequence[Role] | None = None, *, notice: str | None = None
+) -> None:
+    """Blocking entry point used by the CLI. `notice` is logged first (at WARNING, so that
+    it shows at every level): the CLI's word that this start creates a new instance."""
+    applog.configure(settings.log.level, "%(asctime)s %(levelname)s %(name)s: %(message)s",
+                     log_format=settings.log.format)
+    if notice:
+        log.warning("%s", notice)
     maillog.configure(settings.log.maillog)
     # The spool's writer thread gives up the GIL for every fsync and must get it back quickly:
     # with the default 5 ms switch interval a busy event loop made each group commit wait
