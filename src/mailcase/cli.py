@@ -155,7 +155,7 @@ def serve(
     settings = obj.settings(**overrides)
     notice = None
     if obj.revision(settings) is None:
-        notice = f"creating a new instance at {obj.describe(settings)}"
+        notice = f"created a new instance at {obj.describe(settings)}"
     run(settings, notice=notice)
 
 
