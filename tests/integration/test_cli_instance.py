@@ -84,7 +84,7 @@ def test_resolution_order_and_only_init_creates(tmp_path: Path) -> None:
 
 def test_serve_says_when_it_creates_an_instance(tmp_path: Path) -> None:
     with running_platform(tmp_path) as p:
+        p.stop()  # the notice comes with the ready line, after the ports answer: read it after
         assert f"created a new instance at {p.data_dir}" in p.log_text()
-        p.stop()
         p.start()
     assert p.log_text().count("created a new instance") == 1
