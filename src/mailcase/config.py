@@ -392,7 +392,8 @@ def load_settings(
     _merge(data, _env_overrides(env))
     if overrides:
         _merge(data, overrides)
-    data.setdefault("data_dir", str(default_data_dir(env)))
+    if not str(data.get("data_dir") or "").strip():  # unset or empty (MAILCASE_DATA_DIR=):
+        data["data_dir"] = str(default_data_dir(env))  # never "" = the working directory
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:

@@ -124,3 +124,12 @@ def test_config_show_is_toml_that_loads_back_with_every_section_set(tmp_path: Pa
     # Without the comments too, and the same for the defaults.
     f.write_text(settings_as_toml(s, with_descriptions=False))
     assert load_settings(f, environ={}) == s
+
+
+def test_an_empty_data_dir_is_the_default_not_the_working_directory(tmp_path: Path) -> None:
+    """Issue 12 item 11: `MAILCASE_DATA_DIR=` (empty) or `data_dir = ""` meant Path(""), the
+    working directory."""
+    f = tmp_path / "c.toml"
+    f.write_text('data_dir = ""\n')
+    assert load_settings(environ={"MAILCASE_DATA_DIR": ""}).data_dir == default_data_dir({})
+    assert load_settings(f, environ={}).data_dir == default_data_dir({})
