@@ -15,7 +15,7 @@ venv: $(BIN)/.installed
 
 ## make run: install into .venv and start the whole platform on its embedded default
 run: venv
-	$(BIN)/mailcase serve
+	$(BIN)/mailcase --data-dir var serve
 
 ## make test: install what the tests need (Debian packages included) and run the whole suite
 test: venv

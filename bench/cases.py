@@ -234,6 +234,7 @@ def run_size(existing: int, args: argparse.Namespace, work: Path, dns: DNSServer
         f'[dns]\nnameservers = ["{dns.address}"]\ntimeout = 2.0\n'
         f"[cases]\nauthenticate = {'false' if args.no_auth else 'true'}\n"
     )
+    _mailcase(data, config, "init")
     _mailcase(data, config, "routing", "add", ROUTING)
     say(f"[{existing:>9,} existing] filling the database ...")
     fill_s = fill(data / "mailcase.db", existing, args.fill_timeout)

@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             base = base.replace('[server]\n', '[server]\nroles = ["smtp", "web", "fetch"]\n', 1)
         results = []
         imap = Instance(work, "imap", base)
+        imap.cli("init")
         imap.cli("routing", "add", ROUTING)
         imap.start()
         try:
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             imap.stop()
         smtp = Instance(work, "smtp", base)
+        smtp.cli("init")
         smtp.cli("routing", "add", ROUTING)
         smtp.start()
         try:

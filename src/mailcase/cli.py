@@ -1,13 +1,15 @@
 """The `mailcase` command.
 
-Every command works on the instance chosen by `--data-dir`, `MAILCASE_DATA_DIR` or the
-config's database URL, also while `mailcase serve` runs (SQLite in WAL mode and PostgreSQL
-both allow that). Errors are printed as one line that says what to do, with exit code 2 for
-bad configuration or usage and 1 for everything else.
+Every command works on the instance chosen by `--data-dir`, `MAILCASE_DATA_DIR`, the config
+file's `data_dir` (and database URL), else a per-user default (`mailcase.config`),
+also while `mailcase serve` runs (SQLite in WAL mode and PostgreSQL both allow that). Only
+`init` and `serve` create an instance. Errors are printed as one line that says what to do,
+with exit code 2 for bad configuration or usage and 1 for everything else.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,8 +20,9 @@ import click
 from mailcase import __version__
 from mailcase.clikit import Ctx as _Ctx
 from mailcase.clikit import Listing as _Listing
-from mailcase.clikit import cell, echo_json
+from mailcase.clikit import cell, json_option
 from mailcase.clikit import listing as _listing
+from mailcase.clikit import show as _show
 from mailcase.clikit import when as _when
 from mailcase.config import parse_hostport, settings_as_toml
 from mailcase.errors import ConfigError, MailcaseError
@@ -42,14 +45,32 @@ __all__ = ["main"]
     "--data-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Instance data directory (default ./var; MAILCASE_DATA_DIR).",
+    help="Instance data directory (MAILCASE_DATA_DIR; see the order below).",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="MAILCASE_DEBUG",
+    help="Show the full traceback of an error instead of one line (MAILCASE_DEBUG=1).",
 )
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
-    """mailcase: self-hosted email platform for support and CRM teams."""
+def cli(ctx: click.Context, config: Path | None, data_dir: Path | None, debug: bool) -> None:
+    """mailcase: self-hosted email platform for support and CRM teams.
+
+    \b
+    The instance a command acts on is found, first match wins:
+      1. --data-dir DIR
+      2. MAILCASE_DATA_DIR
+      3. data_dir in the config file (--config FILE or MAILCASE_CONFIG)
+      4. /var/lib/mailcase as root, else $XDG_DATA_HOME/mailcase
+         (~/.local/share/mailcase)
+    never the working directory. Only `mailcase init` and `mailcase serve` create an
+    instance; any other command on a missing one fails and says where it looked."""
     from mailcase.platform import enqueue_hooks
 
+    state = ctx.obj if isinstance(ctx.obj, dict) else {}  # main()'s, to report errors
     ctx.obj = _Ctx(config, data_dir, enqueue_hooks=enqueue_hooks)
+    state.update(debug=debug, ctx=ctx.obj)
 
 
 # ---------------------------------------------------------------- serve / config / db
@@ -83,6 +104,19 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     help="What this process runs, from smtp,pipeline,delivery,web,fetch (default: all, or "
     "[server] roles). On PostgreSQL, nodes sharing one database can split them.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Application log on stderr: text lines, or one JSON object per line for log "
+    "shippers (default: [log] format, text).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Lowest level logged (default: [log] level, INFO).",
+)
 @click.pass_obj
 def serve(
     obj: _Ctx,
@@ -91,6 +125,8 @@ def serve(
     smtp_listen: str | None,
     http_listen: str | None,
     roles: str | None,
+    log_format: str | None,
+    log_level: str | None,
 ) -> None:
     """Start the platform: SMTP gateway, pipeline, delivery, HTTP API (or the --roles given)."""
     from mailcase.platform import parse_roles
@@ -113,7 +149,38 @@ def serve(
             overrides["server"] = {"roles": list(parse_roles(roles))}
         except ValueError as e:
             raise ConfigError("--roles", str(e)) from None
-    run(obj.settings(**overrides))
+    logging = {"format": log_format, "level": log_level and log_level.upper()}
+    if any(logging.values()):
+        overrides["log"] = {k: v for k, v in logging.items() if v}
+    settings = obj.settings(**overrides)
+    notice = None
+    if obj.revision(settings) is None:
+        notice = f"created a new instance at {obj.describe(settings)}"
+    run(settings, notice=notice)
+
+
+@cli.command("init")
+@click.pass_obj
+def init(obj: _Ctx) -> None:
+    """Create an instance: data directory, database schema, server secret.
+
+    Run it once before other commands (or start `mailcase serve`, which does the same);
+    on an existing instance it changes nothing."""
+    from mailcase.storage.db import current_revision
+
+    settings = obj.settings()
+    if obj.revision(settings) is not None:
+        engine = obj.reader()
+        click.echo(
+            f"mailcase instance at {obj.describe(settings)} already exists "
+            f"(database at revision {current_revision(engine)}); nothing to do"
+        )
+        return
+    engine, _ = obj.create()
+    click.echo(
+        f"created a mailcase instance at {obj.describe(settings)} "
+        f"(database at revision {current_revision(engine)})"
+    )
 
 
 @cli.group()
@@ -189,6 +256,23 @@ def address_list(obj: _Ctx) -> _Listing:
     return _Listing(
         addresses.list_addresses(obj.reader()), ["address", "require_tls", "enabled", "created_at"]
     )
+
+
+@address.command("show")
+@click.argument("addr")
+@json_option
+@click.pass_obj
+def address_show(obj: _Ctx, addr: str, as_json: bool) -> None:
+    """Show one receiving address (--json: as JSON)."""
+    from mailcase.storage import addresses
+
+    try:
+        row = addresses.get(obj.reader(), addresses.normalize(addr))
+    except ValueError as e:
+        raise click.BadParameter(f"{e}; use the full address", param_hint="ADDR") from None
+    if row is None:
+        raise click.ClickException(f"no receiving address {addr!r}; see `mailcase address list`")
+    _show(row, as_json)
 
 
 @address.command("remove")
@@ -288,9 +372,11 @@ def messages_list(obj: _Ctx, state: str | None, limit: int) -> _Listing:
 @messages.command("show")
 @click.argument("queue_id")
 @click.option("--raw", is_flag=True, help="Print the stored message bytes (RFC 5322) only.")
+@json_option
 @click.pass_obj
-def messages_show(obj: _Ctx, queue_id: str, raw: bool) -> None:
-    """Show one stored message: envelope, session facts, state; or its raw content."""
+def messages_show(obj: _Ctx, queue_id: str, raw: bool, as_json: bool) -> None:
+    """Show one stored message: envelope, session facts, state (--json: as JSON); or, with
+    --raw, its content."""
     from mailcase.storage import messages as store
 
     m = store.get_message(obj.reader(), queue_id)
@@ -300,7 +386,7 @@ def messages_show(obj: _Ctx, queue_id: str, raw: bool) -> None:
         sys.stdout.buffer.write(m.content)
         sys.stdout.buffer.flush()
         return
-    echo_json(m)
+    _show(m, as_json, skip=() if as_json else ("content",))
 
 
 @cli.group()
@@ -399,20 +485,51 @@ def _register_feature_commands() -> None:
 _register_feature_commands()
 
 
-def main() -> None:
-    """Console entry point: turns known errors into one clear line instead of a traceback."""
+def _debug(state: Mapping[str, Any]) -> bool:
+    return bool(state.get("debug")) or os.environ.get("MAILCASE_DEBUG", "") in (
+        "1", "true", "yes", "on")
+
+
+def _database_url(state: Mapping[str, Any]) -> str:
+    ctx = state.get("ctx")
     try:
-        cli.main(standalone_mode=False)
+        return ctx.settings().database_url if isinstance(ctx, _Ctx) else "(unknown)"
+    except MailcaseError:
+        return "(unknown)"
+
+
+def main() -> None:
+    """Console entry point: turns known errors into one clear line instead of a traceback
+    (`--debug` or MAILCASE_DEBUG=1 lets them through with their traceback)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mailcase.storage.db import unreachable
+
+    state: dict[str, Any] = {}
+    try:
+        cli.main(standalone_mode=False, obj=state)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except ConfigError as e:
-        click.echo(f"mailcase: configuration error: {e}", err=True)
-        sys.exit(2)
-    except MailcaseError as e:
-        click.echo(f"mailcase: {e}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except (ConfigError, MailcaseError, DBAPIError, OSError) as e:
+        if _debug(state):
+            raise
+        if isinstance(e, ConfigError):
+            click.echo(f"mailcase: configuration error: {e}", err=True)
+            sys.exit(2)
+        if isinstance(e, DBAPIError):
+            message = unreachable(e, _database_url(state))
+        elif isinstance(e, OSError):
+            where = f": {e.filename}" if e.filename else ""
+            message = (
+                f"{e.strerror or e}{where}; check that the path exists and this user may "
+                "write there (--data-dir, database.url, tls.cert_file ...); --debug shows where"
+            )
+        else:
+            message = str(e)
+        click.echo(f"mailcase: {message}", err=True)
+        sys.exit(1)

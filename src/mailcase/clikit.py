@@ -17,24 +17,37 @@ from typing import Any
 import click
 from sqlalchemy.engine import Engine
 
-from mailcase.config import Settings, load_settings
+from mailcase.applog import escape
+from mailcase.config import Settings, data_dir_origin, load_settings
 from mailcase.plain import to_csv, to_plain
 
 __all__ = [
     "Ctx",
+    "NoInstance",
+    "describe_database",
     "Listing",
     "cell",
     "echo_json",
     "json_option",
     "listing",
     "rows",
+    "show",
     "table",
     "when",
 ]
 
 
+class NoInstance(click.ClickException):
+    """The instance a command was pointed at does not exist (exit code 1, one line)."""
+
+
 class Ctx:
     """The instance a command works on: `--config`, `--data-dir`, engine opened lazily.
+
+    Only `mailcase init` and `mailcase serve` create an instance (`create`); every other
+    command on a missing one fails naming the path it looked at (order: `mailcase.config`),
+    so that a command run in the wrong place or with the wrong environment never silently
+    works on a new, empty instance.
 
     `enqueue_hooks` is the composition root's (`mailcase.platform.enqueue_hooks`), given by
     `mailcase.cli`: this module sits below the features and cannot build it itself."""
@@ -62,6 +75,52 @@ class Ctx:
             o["data_dir"] = str(self.data_dir)
         return load_settings(self.config_file, overrides=o)
 
+    def describe(self, settings: Settings | None = None) -> str:
+        """The instance in words: its data directory, how it was chosen, its database."""
+        settings = settings or self.settings()
+        origin = data_dir_origin(self.config_file, self.data_dir)
+        where = f"{settings.data_dir.resolve()} ({origin})"
+        if settings.database.url:
+            where += f", database {describe_database(settings.database_url)}"
+        return where
+
+    def missing(self, settings: Settings) -> NoInstance:
+        """The one-line error for a command pointed at no instance."""
+        return NoInstance(
+            f"no mailcase instance at {self.describe(settings)}: create one with "
+            "`mailcase --data-dir DIR init` (or start `mailcase serve`), or point to an "
+            "existing one with --data-dir, MAILCASE_DATA_DIR or --config"
+        )
+
+    def revision(self, settings: Settings) -> str | None:
+        """The schema revision of the instance's database; None when there is no instance
+        (no SQLite file, or a database without mailcase's tables). Creates nothing."""
+        from mailcase.storage.db import current_revision, make_engine
+
+        if _missing_sqlite_file(settings.database_url):
+            return None
+        engine = make_engine(settings.database_url)
+        try:
+            return current_revision(engine)
+        finally:
+            engine.dispose()
+
+    def create(self) -> tuple[Engine, bool]:
+        """`init` and `serve`: the instance's database, created and migrated if it is new.
+
+        Returns the engine and whether the instance was created now."""
+        from mailcase.secrets import server_secret
+        from mailcase.storage.db import current_revision, upgrade
+
+        settings = self.settings()
+        engine = self._engine or self._open(settings)
+        created = current_revision(engine) is None
+        upgrade(engine, server_secret=lambda: server_secret(settings))
+        if created:
+            server_secret(settings)  # a complete instance: the secret exists from the start
+        self._engine, self._migrated = engine, True
+        return engine, created
+
     def engine(self) -> Engine:
         """The database for a command that writes: migrated to this version's schema first."""
         if self._engine is None or not self._migrated:
@@ -69,7 +128,7 @@ class Ctx:
             from mailcase.storage.db import upgrade
 
             settings = self.settings()
-            engine = self._engine or self._open(settings)
+            engine = self._engine or self._open_existing(settings)
             upgrade(engine, server_secret=lambda: server_secret(settings))
             self._migrated = True
             if self._engine is None:
@@ -85,28 +144,34 @@ class Ctx:
         where none is. A schema behind this version is reported with what to run instead."""
         if self._engine is not None:
             return self._engine
-        from mailcase.filemodes import tighten_data_dir
-        from mailcase.storage.db import current_revision, head_revision, make_engine
+        from mailcase.storage.db import current_revision, head_revision
 
         settings = self.settings()
-        tighten_data_dir(settings.data_dir)  # modes an older version left: no schema change
-        where = _describe(settings.database_url)
-        if _missing_sqlite_file(settings.database_url):
-            raise click.ClickException(
-                f"no mailcase database at {where} yet: run `mailcase migrate` or start "
-                "`mailcase serve` (or check --data-dir / database.url)"
-            )
-        engine = make_engine(settings.database_url)
+        engine = self._open_existing(settings)
         current, head = current_revision(engine), head_revision()
         if current != head:
             engine.dispose()
-            at = "has no mailcase schema" if current is None else f"is at revision {current}"
             raise click.ClickException(
-                f"the database at {where} {at}; this version of mailcase needs revision "
-                f"{head}: run `mailcase migrate` or start `mailcase serve`, then try again"
+                f"the database at {describe_database(settings.database_url)} is at revision "
+                f"{current}; this version of mailcase needs revision {head}: run "
+                "`mailcase migrate` or start `mailcase serve`, then try again"
             )
         self._engine = engine
         _move_spooled(engine, settings)
+        return engine
+
+    def _open_existing(self, settings: Settings) -> Engine:
+        """The instance's database, or `NoInstance` if there is none (nothing is created)."""
+        from mailcase.filemodes import tighten_data_dir
+        from mailcase.storage.db import current_revision, make_engine
+
+        if _missing_sqlite_file(settings.database_url):
+            raise self.missing(settings)
+        tighten_data_dir(settings.data_dir)  # modes an older version left: no schema change
+        engine = make_engine(settings.database_url)
+        if current_revision(engine) is None:
+            engine.dispose()
+            raise self.missing(settings)
         return engine
 
     @staticmethod
@@ -119,18 +184,11 @@ class Ctx:
         return make_engine(settings.database_url)
 
 
-def _describe(database_url: str) -> str:
+def describe_database(database_url: str) -> str:
     """The database named for a message: its file, or its URL without the password."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from mailcase.storage.db import describe_url
 
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        return "(invalid database URL)"
-    if url.get_backend_name() == "sqlite":
-        return url.database or ":memory:"
-    return url.render_as_string(hide_password=True)
+    return describe_url(database_url)
 
 
 def _missing_sqlite_file(database_url: str) -> bool:
@@ -199,6 +257,22 @@ def echo_json(value: Any) -> None:
 
 #: The one `--json` flag of commands that print a single record (show, add ...).
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def show(record: Any, as_json: bool, *, skip: Sequence[str] = ()) -> None:
+    """Print one record as every `show` command does: `key: value` lines for people by
+    default, JSON (every field) with --json.
+
+    Values are often what a sender wrote (subjects, names): in text, unprintable characters
+    are escaped (`applog.escape`) so that a value cannot forge lines or drive the terminal."""
+    if as_json:
+        echo_json(record)
+        return
+    plain = to_plain(record)
+    items = [(k, v) for k, v in plain.items() if k not in skip]
+    width = max((len(k) for k, _ in items), default=0) + 2
+    for key, value in items:
+        click.echo(f"{(key + ':').ljust(width)}{escape(cell(value))}".rstrip())
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ or value fails at start naming the key and the reason.
 Environment overrides: `MAILCASE_DATA_DIR` sets the top-level `data_dir`; a section key is
 written with a double underscore, e.g. `MAILCASE_INBOUND__TLS=required` or
 `MAILCASE_DATABASE__URL=postgresql://…`.
+
+The instance (its data directory) is found as Postfix finds its configuration directory, never
+from the working directory: `--data-dir`, then `MAILCASE_DATA_DIR`, then `data_dir` in the
+config file (`--config`, `MAILCASE_CONFIG`), else `default_data_dir()`.
 """
 
 from __future__ import annotations
@@ -17,13 +21,57 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailcase.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "parse_hostport", "settings_as_toml"]
+__all__ = [
+    "Settings",
+    "data_dir_origin",
+    "default_data_dir",
+    "load_settings",
+    "parse_hostport",
+    "settings_as_toml",
+]
 
 ENV_PREFIX = "MAILCASE_"
+
+def default_data_dir(environ: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
+    """The data directory when nothing names one: the same wherever the command is run.
+
+    As root the system's place for state (FHS `/var/lib`); for other users the XDG base
+    directory spec's data home (`$XDG_DATA_HOME`, only if absolute, else ~/.local/share)."""
+    env = os.environ if environ is None else environ
+    if (os.geteuid() if euid is None else euid) == 0:
+        return Path("/var/lib/mailcase")
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "mailcase"
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".local" / "share" / "mailcase"
+
+
+def data_dir_origin(
+    config_file: Path | None,
+    data_dir_option: Path | None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Which rule of the resolution order (module docstring) chose the data directory."""
+    env = os.environ if environ is None else environ
+    if data_dir_option is not None:
+        return "from --data-dir"
+    if env.get("MAILCASE_DATA_DIR"):
+        return "from MAILCASE_DATA_DIR"
+    path = config_file or (Path(env["MAILCASE_CONFIG"]) if env.get("MAILCASE_CONFIG") else None)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                if "data_dir" in tomllib.load(f):
+                    return f"from data_dir in {path}"
+        except (OSError, tomllib.TOMLDecodeError):
+            pass  # load_settings reports it
+    return "the default for this user"
 
 
 def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -258,11 +306,17 @@ class SourcesSettings(_Section):
 
 class LogSettings(_Section):
     maillog: str = Field("stderr", description="Where maillog lines go: 'stderr', 'none' or a file path.")
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the application log.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the application log (serve --log-level).")
+    format: Literal["text", "json"] = Field("text", description="Format of the application log on stderr: 'text' (one line per record) or 'json' (one JSON object per line, for log shippers; serve --log-format).")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
 
 class Settings(_Section):
-    data_dir: Path = Field(Path("var"), description="Directory for the SQLite database, certificates and other state.")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Directory for the SQLite database, certificates and other state; default /var/lib/mailcase as root, else $XDG_DATA_HOME/mailcase (~/.local/share/mailcase).")
     server: ServerSettings = Field(default_factory=ServerSettings)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
@@ -293,7 +347,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """`MAILCASE_A__B=v` → {"a": {"b": "v"}}; values are validated by the model."""
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ("MAILCASE_CONFIG",):
+        if not name.startswith(ENV_PREFIX) or name in ("MAILCASE_CONFIG", "MAILCASE_DEBUG"):
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
         node = out
@@ -339,6 +393,8 @@ def load_settings(
     _merge(data, _env_overrides(env))
     if overrides:
         _merge(data, overrides)
+    if not str(data.get("data_dir") or "").strip():  # unset or empty (MAILCASE_DATA_DIR=):
+        data["data_dir"] = str(default_data_dir(env))  # never "" = the working directory
     try:
         settings = Settings.model_validate(data)
     except ValidationError as e:
@@ -353,48 +409,72 @@ def load_settings(
     return settings
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
+def _plain(v: Any) -> Any:
+    """A settings value as TOML can hold it: paths as text, None (not set) as ""."""
     if v is None:
-        return '""'
+        return ""
+    if isinstance(v, Path):
+        return str(v)
     if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return [_plain(x) for x in v]
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return {str(k): _plain(x) for k, x in v.items()}
+    return v
+
+
+def _comment(description: str | None) -> list[str]:
+    return [f"# {line}" for line in (description or "").splitlines()]
 
 
 def settings_as_toml(settings: Settings, *, with_descriptions: bool = True) -> str:
-    """The effective settings as TOML, each key with its description as a comment.
+    """The effective settings as TOML that loads back, each key with its description.
 
+    Keys and values are written by tomli_w (quoting `"*.example.com"`, escaping quotes,
+    backslashes and newlines); only the layout and the comments, which tomli_w does not
+    write, are ours. A table-valued option (`delivery.tls_domains`) becomes a sub-table
+    after its section's plain keys, since TOML puts a table's keys after the table header.
     Secrets in the database URL (a password) are masked: secrets are never printed.
     """
     lines: list[str] = []
     top = settings.model_dump()
-    for name, field in Settings.model_fields.items():
-        if isinstance(top[name], dict):
-            continue
-        if with_descriptions and field.description:
-            lines.append(f"# {field.description}")
-        lines.append(f"{name} = {_toml_value(top[name])}")
-    for name in Settings.model_fields:
-        section = top[name]
-        if not isinstance(section, dict):
-            continue
-        model = type(getattr(settings, name))
-        lines.append("")
-        lines.append(f"[{name}]")
+
+    def key_lines(model: type[BaseModel], values: dict[str, Any], table: str | None) -> None:
+        tables: list[tuple[str, Any, str | None]] = []
         for key, field in model.model_fields.items():
-            value = section[key]
-            if name == "database" and key == "url" and value:
+            value = values[key]
+            if isinstance(value, dict) and not issubclass(_field_type(model, key), BaseModel):
+                tables.append((key, value, field.description))
+                continue
+            if isinstance(value, dict):
+                continue  # a section: written by the caller
+            if table == "database" and key == "url" and value:
                 value = _mask_url(str(value))
-            if with_descriptions and field.description:
-                lines.append(f"# {field.description}")
-            lines.append(f"{key} = {_toml_value(value)}")
+            if with_descriptions:
+                lines.extend(_comment(field.description))
+            lines.append(tomli_w.dumps({key: _plain(value)}).rstrip("\n"))
+        for key, value, description in tables:
+            lines.append("")
+            if with_descriptions:
+                lines.extend(_comment(description))
+            header = tomli_w.dumps({table: {key: {}}} if table else {key: {}})
+            lines.append(header.strip())
+            body = tomli_w.dumps(_plain(value)).rstrip("\n")
+            if body:
+                lines.append(body)
+
+    key_lines(Settings, top, None)
+    for name in Settings.model_fields:
+        if not isinstance(top[name], dict):
+            continue
+        lines.append("")
+        lines.append(tomli_w.dumps({name: {}}).strip())
+        key_lines(type(getattr(settings, name)), top[name], name)
     return "\n".join(lines) + "\n"
+
+
+def _field_type(model: type[BaseModel], key: str) -> type:
+    annotation = model.model_fields[key].annotation
+    return annotation if isinstance(annotation, type) else dict
 
 
 def _mask_url(url: str) -> str:

@@ -34,6 +34,7 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     roles: Sequence[Role] | None = None,
+    notice: str | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or until the task is cancelled)."""
     stop = asyncio.Event()
@@ -46,6 +47,8 @@ async def serve(
     try:
         async with build_platform(settings, roles) as p:
             _install_reload(p)
+            if notice:
+                log.warning("%s", notice)
             _log_ready(p)
             if ready is not None:
                 ready.set()
@@ -76,6 +79,11 @@ def _install_reload(p: Platform) -> None:
 
 
 def _log_ready(p: Platform) -> None:
+    """The start-up record, at INFO: where it listens, which instance and database, which
+    certificate (subject and expiry) STARTTLS offers."""
+    from mailcase.storage.db import describe_url
+    from mailcase.tls.certs import describe_certificate
+
     s = p.settings
     parts = []
     if "smtp" in p.roles:
@@ -87,21 +95,28 @@ def _log_ready(p: Platform) -> None:
     if "web" in p.roles:
         host, port = parse_hostport(s.http.listen)
         parts.append(f"HTTP http://{host}:{port}")
-    log.warning(
-        "mailcase ready: %s (roles %s; data in %s, database %s)",
+    tls = describe_certificate(p.tls.cert_file) if p.tls is not None else "none"
+    log.info(
+        "mailcase ready: %s; roles %s; data dir %s; database %s; TLS certificate %s",
         ", ".join(parts) or "no listener",
         ",".join(p.roles),
-        s.data_dir,
-        "postgresql" if s.database_url.startswith("postgresql") else "sqlite",
+        s.data_dir.resolve(),
+        describe_url(s.database_url),
+        tls,
     )
 
 
-def run(settings: Settings, roles: Sequence[Role] | None = None) -> None:
-    """Blocking entry point used by the CLI."""
-    applog.configure(settings.log.level, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(
+    settings: Settings, roles: Sequence[Role] | None = None, *, notice: str | None = None
+) -> None:
+    """Blocking entry point used by the CLI. `notice` is logged once the platform is up (at
+    WARNING, so that it shows at every level): the CLI's word that this start created a new
+    instance. Not before: a start that fails keeps its one line of error."""
+    applog.configure(settings.log.level, "%(asctime)s %(levelname)s %(name)s: %(message)s",
+                     log_format=settings.log.format)
     maillog.configure(settings.log.maillog)
     # The spool's writer thread gives up the GIL for every fsync and must get it back quickly:
     # with the default 5 ms switch interval a busy event loop made each group commit wait
     # several intervals (the "convoy" effect), which capped the accept rate.
     sys.setswitchinterval(_SWITCH_INTERVAL)
-    eventloop.run(serve(settings, roles=roles), settings.server.event_loop)
+    eventloop.run(serve(settings, roles=roles, notice=notice), settings.server.event_loop)

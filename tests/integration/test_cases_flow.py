@@ -402,7 +402,7 @@ def test_cli_lists_shows_and_disables(mc: Platform, api: httpx.Client) -> None:
     routing = json.loads(mc.cli("routing", "list", "--json").stdout)
     assert {r["address"] for r in routing} >= {"support@example.test", "billing@example.test", "secure@example.test"}
     mc.cli("routing", "add", "temp@example.test")
-    shown_r = json.loads(mc.cli("routing", "show", "temp@example.test").stdout)
+    shown_r = json.loads(mc.cli("routing", "show", "temp@example.test", "--json").stdout)
     assert shown_r["enabled"] is True and shown_r["origin"] == "Email"
     mc.cli("routing", "disable", "temp@example.test")
     deadline = time.monotonic() + WAIT

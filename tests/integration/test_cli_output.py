@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from mailcase.storage.db import current_revision, head_revision, make_engine, upgrade
@@ -65,7 +67,7 @@ def _revision(p: Platform) -> str | None:
 
 
 def test_every_listing_prints_json_and_csv_with_a_header(mc: Platform) -> None:
-    mc.cli("migrate")
+    mc.cli("init")
     for args in LISTINGS:
         assert json.loads(mc.cli(*args, "--json").stdout) == [], args
         out = mc.cli(*args, "--csv").stdout
@@ -76,6 +78,7 @@ def test_every_listing_prints_json_and_csv_with_a_header(mc: Platform) -> None:
 
 
 def test_csv_cells_are_escaped_and_formula_safe(mc: Platform) -> None:
+    mc.cli("init")
     mc.cli("address", "add", "=cmd@example.test")
     mc.cli("routing", "add", "help@example.test", "--name", '=HYPERLINK("http://x.test"),"a"',
            "--owner", "+bob", "--origin", "@web", "--priority", "high")
@@ -92,7 +95,7 @@ def test_csv_cells_are_escaped_and_formula_safe(mc: Platform) -> None:
 
 
 def test_choices_come_from_the_model_constants(mc: Platform) -> None:
-    mc.cli("migrate")
+    mc.cli("init")
     for args, option in [
         (("cases", "list", "--status", "Pending"), "'--status'"),
         (("log", "--outcome", "lost"), "'--outcome'"),
@@ -107,9 +110,9 @@ def test_choices_come_from_the_model_constants(mc: Platform) -> None:
 
 
 def test_read_only_commands_do_not_migrate(mc: Platform) -> None:
-    # A fresh instance: reading creates no database and says what to run.
+    # No instance: reading creates no database and says how to create one (issue 12 item 11).
     res = mc.cli("address", "list", check=False)
-    assert res.returncode == 1 and "mailcase migrate" in res.stderr, res.stderr
+    assert res.returncode == 1 and "mailcase --data-dir DIR init" in res.stderr, res.stderr
     assert not (mc.data_dir / "mailcase.db").exists()
     # A database one release behind.
     mc.data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,3 +140,43 @@ def test_writing_commands_still_upgrade(mc: Platform) -> None:
     mc.cli("address", "add", "a@example.test")
     assert _revision(mc) == head_revision()
     assert "a@example.test" in mc.cli("address", "list").stdout
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*prefix, name))
+        else:
+            yield (*prefix, name), cmd
+
+
+def test_every_show_command_has_json() -> None:
+    """Issue 12 item 17: `show` prints text for people, `--json` on request (config show:
+    TOML, its own format)."""
+    from mailcase.cli import cli
+
+    shows = [(path, cmd) for path, cmd in _commands(cli) if path[-1] == "show"]
+    assert len(shows) >= 10
+    for path, cmd in shows:
+        if path == ("config", "show"):
+            continue
+        assert "as_json" in {p.name for p in cmd.params}, path
+
+
+def test_show_prints_text_by_default_and_json_on_request(tmp_path: Path) -> None:
+    with running_platform(tmp_path) as p:
+        p.cli("routing", "add", "help@example.test", "--name", "Help\x1b[2Jdesk")
+        with smtplib.SMTP(*p.smtp, timeout=30) as s:
+            s.sendmail("a@sender.test", ["help@example.test"],
+                       b"Subject: hi\r\nMessage-ID: <m1@sender.test>\r\n\r\nbody\r\n")
+        (listed,) = json.loads(p.cli("messages", "list", "--json").stdout)
+        qid = listed["queue_id"]
+        text = p.cli("messages", "show", qid).stdout
+        assert "queue_id:" in text and qid in text and "mail_from:" in text, text
+        assert "help@example.test" in text and "content" not in text, text
+        assert json.loads(p.cli("messages", "show", qid, "--json").stdout)["queue_id"] == qid
+        text = p.cli("routing", "show", "help@example.test").stdout
+        assert "address:" in text and "help@example.test" in text, text
+        assert "\x1b" not in text and "Help\\x1b[2Jdesk" in text, text  # escaped, one line
+        shown = json.loads(p.cli("routing", "show", "help@example.test", "--json").stdout)
+        assert shown["name"] == "Help\x1b[2Jdesk"

@@ -9,6 +9,7 @@ its own, and an ESC reached the reader's terminal.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 
@@ -61,3 +62,42 @@ def test_the_servers_log_setup_uses_it() -> None:
     finally:
         root.handlers[:] = saved
     assert out.getvalue().count("\n") == 1 and "a\\nb" in out.getvalue()
+
+
+def _json_logger(stream: io.StringIO) -> logging.Logger:
+    logger = _logger(stream)
+    logger.handlers[0].setFormatter(applog.JsonFormatter({"acceptor": 2}))
+    return logger
+
+
+def test_json_records_are_one_object_per_line_whatever_the_text() -> None:
+    """Issue 12 item 16: `--log-format json` keeps the one-line guarantee."""
+    out = io.StringIO()
+    logger = _json_logger(out)
+    logger.warning("quarantined %s: %s", "3F2A9C0B1D7E0001", FORGED)
+    try:
+        raise ValueError(FORGED)
+    except ValueError:
+        logger.exception("processing %s failed", "3F2A9C0B1D7E0002")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and all(line.isprintable() and line.isascii() for line in lines)
+    first, second = (json.loads(line) for line in lines)
+    assert first["message"] == f"quarantined 3F2A9C0B1D7E0001: {FORGED}"  # exact, decoded
+    assert first["level"] == "WARNING" and first["acceptor"] == 2 and first["time"].endswith(
+        "+00:00")
+    assert second["message"] == "processing 3F2A9C0B1D7E0002 failed"
+    assert "Traceback" in second["exception"] and FORGED in second["exception"]
+
+
+def test_the_json_setup_is_what_configure_installs() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = []
+    out = io.StringIO()
+    try:
+        applog.configure("INFO", FMT, out, log_format="json")
+        logging.getLogger("mailcase.test.applog.json").info("x %s", "a\nb")
+    finally:
+        root.handlers[:] = saved
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line)["message"] == "x a\nb"

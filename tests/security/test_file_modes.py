@@ -51,8 +51,9 @@ def test_files_of_a_running_server_are_owner_only(tmp_path: Path) -> None:
         assert _open_to_others(p.data_dir) == []
 
 
-def test_a_cli_command_creates_an_owner_only_database(tmp_path: Path) -> None:
+def test_init_creates_an_owner_only_instance(tmp_path: Path) -> None:
     data = tmp_path / "fresh"
+    _cli(data, "init")
     _cli(data, "address", "add", "support@example.test")
     assert (data / "mailcase.db").exists()
     assert _open_to_others(data) == []
@@ -60,6 +61,7 @@ def test_a_cli_command_creates_an_owner_only_database(tmp_path: Path) -> None:
 
 def test_wide_modes_left_by_an_older_version_are_tightened_at_start(tmp_path: Path) -> None:
     data = tmp_path / "old"
+    _cli(data, "init")
     _cli(data, "address", "add", "support@example.test")
     for path in [data, *data.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)

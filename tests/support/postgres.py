@@ -180,3 +180,17 @@ class PostgresServer:
         with self._admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
+
+    def password_role(self, name: str, password: str) -> None:
+        """A login role that must give `password` over loopback TCP (scram-sha-256); the
+        cluster's other roles keep `trust`. For tests of a wrong password."""
+        assert self.basedir is not None, "server not started"
+        hba = self.datadir / "pg_hba.conf"
+        rule = f"host all {name} 127.0.0.1/32 scram-sha-256\n"
+        text = hba.read_text()
+        if rule not in text:
+            hba.write_text(rule + text)  # first match wins: before the trust lines
+        with self._admin() as conn:
+            conn.execute(f"DROP ROLE IF EXISTS \"{name}\"".encode())
+            conn.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'".encode())
+            conn.execute(b"SELECT pg_reload_conf()")

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from mailcase.clikit import Ctx, Listing, listing
+from mailcase.clikit import Ctx, Listing, json_option, listing, show
 from mailcase.config import OUTBOUND_TLS_MODES
 
 __all__ = ["register"]
@@ -73,6 +73,21 @@ def relay_list(obj: Ctx) -> Listing:
     return Listing(list_relays(obj.reader()), ["id", "name", "host", "host_kind", "port",
                                                "tls_mode", "auth_mechanism", "username",
                                                "active"])
+
+
+@relay.command("show")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def relay_show(obj: Ctx, name: str, as_json: bool) -> None:
+    """Show one relay, by name or id (passwords are never shown)."""
+    from mailcase.delivery.relays import RelayError, get_relay
+
+    try:
+        r = get_relay(obj.reader(), name)
+    except RelayError as e:
+        raise _relay_error(e) from None
+    show(r, as_json)
 
 
 @relay.command("remove")

@@ -278,7 +278,8 @@ def child_main(
     # Our parent pickled it (see AcceptorPool.__init__).
     policy: RecipientPolicy | None = pickle.loads(policy_data) if policy_data else None  # noqa: S301 - see above
     applog.configure(
-        settings.log.level, f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s"
+        settings.log.level, f"%(asctime)s %(levelname)s %(name)s[acceptor {index}]: %(message)s",
+        log_format=settings.log.format, fields={"acceptor": index},
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     maillog.configure(settings.log.maillog)

@@ -38,7 +38,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailcase.errors import StorageError
@@ -51,7 +51,9 @@ __all__ = [
     "begin_write",
     "write_lock",
     "current_revision",
+    "describe_url",
     "head_revision",
+    "unreachable",
     "is_postgresql",
     "is_sqlite",
     "make_engine",
@@ -302,3 +304,53 @@ def upgrade(
         finally:
             cfg.attributes.pop("connection", None)
             cfg.attributes.pop("server_secret", None)
+
+
+def describe_url(database_url: str) -> str:
+    """The database named for a message: its file, or its URL with the password masked."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return "(invalid database URL)"
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return url.render_as_string(hide_password=True)
+
+
+#: What an operator does about a connection failure, by what the driver said (first match).
+_CONNECT_ADVICE = (
+    (("password authentication failed", "no password supplied", "authentication failed"),
+     "check the user name and password in database.url (MAILCASE_DATABASE__URL)"),
+    (("does not exist",),
+     "create that database and user (createdb, createuser) or fix database.url"),
+    (("unable to open database file", "readonly database", "disk i/o error"),
+     "check that the directory exists and this user may write there, or fix --data-dir / "
+     "database.url"),
+    (("connection refused", "could not connect", "timeout expired", "timed out",
+      "could not translate host name", "name or service not known", "no route to host"),
+     "check that the database server runs and listens there, and database.url "
+     "(MAILCASE_DATABASE__URL)"),
+)
+
+
+def unreachable(exc: DBAPIError, database_url: str) -> str:
+    """One line for a database that cannot be used: what happened, where, what to do.
+
+    The driver's own first line says what (psycopg: "connection refused", "password
+    authentication failed for user ..."); the URL is shown with its password masked, and the
+    password is also masked wherever the driver's text might repeat it."""
+    reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    what = reason[0] if reason else type(exc).__name__
+    what = what.removeprefix("connection failed: ")
+    try:
+        password = make_url(database_url).password
+    except ArgumentError:
+        password = None
+    if password:
+        what = what.replace(str(password), "***")
+    lowered = what.lower()
+    advice = next(
+        (a for keys, a in _CONNECT_ADVICE if any(k in lowered for k in keys)),
+        "check database.url (MAILCASE_DATABASE__URL) and that the database is up",
+    )
+    return f"cannot use the database at {describe_url(database_url)}: {what}; {advice}"

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from mailcase.filemodes import PRIVATE_FILE, private_dir, tighten
 
-__all__ = ["SELF_SIGNED_DAYS", "ensure_certificate", "generate_self_signed"]
+__all__ = ["SELF_SIGNED_DAYS", "describe_certificate", "ensure_certificate", "generate_self_signed"]
 
 
 #: Validity of a generated certificate, in days, counted from its not-before time (5 minutes
@@ -91,3 +91,16 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def describe_certificate(cert_file: Path) -> str:
+    """The first certificate of a PEM chain in words, for the start-up log: its subject and
+    when it expires (an operator sees a certificate about to expire without openssl)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (OSError, ValueError) as e:
+        return f"{cert_file} (unreadable: {e})"
+    expires = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"subject {cert.subject.rfc4514_string()}, expires {expires}"

@@ -36,6 +36,7 @@ from mailcase.web.api import outbound as outbound_api
 from mailcase.web.api import sources as sources_api
 from mailcase.web.api import tasks as tasks_api
 from mailcase.web.api import users as users_api
+from mailcase.web.docs import add_docs
 from mailcase.web.download import ApiContentHeaders, download
 
 __all__ = ["create_app"]
@@ -80,7 +81,10 @@ def create_app(
         title="mailcase",
         version=__version__,
         description="Self-hosted email platform: inbound gateway, email log, cases.",
+        docs_url=None,  # FastAPI's pages load their assets from a CDN: web/docs.py instead
+        redoc_url=None,
     )
+    add_docs(app)
     app.add_middleware(ApiContentHeaders)  # nosniff and a CSP on every /api/ answer
 
     async def db(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:

@@ -7,11 +7,14 @@ reads the routing settings in every transaction.
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows, show
 from mailcase.features.cases.models import CASE_STATUSES, PRIORITIES
 
 __all__ = ["register"]
@@ -137,15 +140,16 @@ def routing_list(ctx: Ctx) -> Listing:
 
 @routing_group.command("show")
 @click.argument("address")
+@json_option
 @click.pass_obj
-def routing_show(ctx: Ctx, address: str) -> None:
-    """Show one routing address as JSON."""
+def routing_show(ctx: Ctx, address: str, as_json: bool) -> None:
+    """Show one routing address (--json: as JSON)."""
     from mailcase.features.cases.store import routing as routing_store
 
     r = routing_store.get_routing(ctx.reader(), address)
     if r is None:
         _fail(f"no routing address {address} (see `mailcase routing list`)")
-    echo_json(r)
+    show(r, as_json)
 
 
 @routing_group.command("disable")
@@ -170,6 +174,68 @@ def routing_enable(ctx: Ctx, address: str) -> None:
     if routing_store.update_routing(ctx.engine(), address, enabled=True) is None:
         _fail(f"no routing address {address} (see `mailcase routing list`)")
     click.echo(f"enabled routing address {address.strip().lower()}")
+
+
+@routing_group.command("set")
+@click.argument("address")
+@click.option("--name", default=None, help="Routing name.")
+@click.option("--origin", default=None, help="Case origin.")
+@click.option("--priority", type=click.Choice(sorted(PRIORITIES), case_sensitive=False),
+              default=None)
+@click.option("--owner", default=None, help="User who owns the new cases.")
+@click.option("--queue", default=None, help="Queue that owns the new cases.")
+@click.option("--accept-from", multiple=True, metavar="ADDRESS|DOMAIN",
+              help="Accept email only from these (repeatable; replaces the list).")
+@click.option("--accept-anyone", is_flag=True, help="Clear the accept-from list.")
+@click.option("--task-status", default=None, help="Task status for new cases.")
+@click.option("--save-headers/--no-save-headers", default=None)
+@click.option("--require-tls/--no-require-tls", default=None)
+@click.option("--require-authenticated-sender/--no-require-authenticated-sender", default=None)
+@json_option
+@click.pass_obj
+def routing_set(
+    ctx: Ctx,
+    /,
+    address: str,
+    accept_from: tuple[str, ...],
+    accept_anyone: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Change a routing address (what PATCH /api/v1/routing-addresses/ADDRESS does); options
+    not given stay as they are."""
+    from mailcase.features.cases.store import routing as routing_store
+
+    changes = {k: v for k, v in options.items() if v is not None}
+    if accept_from and accept_anyone:
+        raise click.UsageError("give --accept-from or --accept-anyone, not both")
+    if accept_from or accept_anyone:
+        changes["accept_from"] = list(accept_from)
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one option (see --help)")
+    try:
+        r = routing_store.update_routing(ctx.engine(), address, **changes)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if r is None:
+        _fail(f"no routing address {address} (see `mailcase routing list`)")
+        return
+    if as_json:
+        echo_json(r)
+    else:
+        click.echo(f"changed routing address {r.address}: {', '.join(sorted(changes))}")
+
+
+@routing_group.command("remove")
+@click.argument("address")
+@click.pass_obj
+def routing_remove(ctx: Ctx, address: str) -> None:
+    """Remove a routing address and its receiving address (its cases stay)."""
+    from mailcase.features.cases.store import routing as routing_store
+
+    if not routing_store.delete_routing(ctx.engine(), address):
+        _fail(f"no routing address {address} (see `mailcase routing list`)")
+    click.echo(f"removed routing address {address.strip().lower()}")
 
 
 @click.group("cases")
@@ -306,7 +372,121 @@ def cases_reply(
         )
 
 
+def _update_case(ctx: Ctx, number: str, as_json: bool, **changes: str | None) -> None:
+    from mailcase.features.cases.store import cases as case_store
+
+    try:
+        case = case_store.update_case(ctx.engine(), number, **changes)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if case is None:
+        _fail(f"no case {number} (see `mailcase cases list`)")
+        return
+    if as_json:
+        echo_json(case)
+    else:
+        click.echo(f"case {case.number}: {case.status}, priority {case.priority}, owner "
+                   f"{case.owner or (f'queue {case.queue}' if case.queue else '-')}")
+
+
+@cases_group.command("set")
+@click.argument("number")
+@click.option("--status", type=click.Choice(sorted(CASE_STATUSES), case_sensitive=False),
+              default=None)
+@click.option("--priority", type=click.Choice(sorted(PRIORITIES), case_sensitive=False),
+              default=None)
+@click.option("--owner", default=None, help="User who owns the case.")
+@click.option("--queue", default=None, help="Queue that owns the case.")
+@json_option
+@click.pass_obj
+def cases_set(ctx: Ctx, number: str, status: str | None, priority: str | None,
+              owner: str | None, queue: str | None, as_json: bool) -> None:
+    """Change a case's status, priority or owner (what PATCH /api/v1/cases/NUMBER does)."""
+    if status is None and priority is None and owner is None and queue is None:
+        raise click.UsageError("nothing to change: give --status, --priority, --owner or --queue")
+    _update_case(ctx, number, as_json, status=status, priority=priority, owner=owner,
+                 queue=queue)
+
+
+@cases_group.command("close")
+@click.argument("number")
+@json_option
+@click.pass_obj
+def cases_close(ctx: Ctx, number: str, as_json: bool) -> None:
+    """Close a case (a later reply follows cases.closed_case_reply)."""
+    _update_case(ctx, number, as_json, status="Closed")
+
+
+@cases_group.command("attachment")
+@click.argument("number")
+@click.argument("attachment_id", metavar="ID", type=int)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file (created 0600) instead of standard output.")
+@click.pass_obj
+def cases_attachment(ctx: Ctx, number: str, attachment_id: int, output: Path | None) -> None:
+    """Write attachment ID of a case (see `cases show`) as stored, byte for byte."""
+    from mailcase.features.cases.store import emails as email_store
+
+    try:
+        got = email_store.get_attachment(ctx.reader(), number, attachment_id)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="NUMBER") from None
+    if got is None:
+        _fail(f"no attachment {attachment_id} on case {number} (see `mailcase cases show`)")
+        return
+    _att, data = got
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    click.echo(f"wrote {len(data)} bytes to {output}", err=True)
+
+
+@click.group("contacts")
+def contacts_group() -> None:
+    """Contacts: cases from their address are linked to them."""
+
+
+@contacts_group.command("list")
+@listing
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
+@click.pass_obj
+def contacts_list(ctx: Ctx, limit: int) -> Listing:
+    """List contacts by address."""
+    from mailcase.features.cases.store import contacts as contact_store
+
+    return Listing(contact_store.list_contacts(ctx.reader(), limit),
+                   ["email", "name", "created_at"])
+
+
+@contacts_group.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The contact's name.")
+@json_option
+@click.pass_obj
+def contacts_add(ctx: Ctx, email: str, name: str, as_json: bool) -> None:
+    """Add a contact."""
+    from mailcase.errors import StorageError
+    from mailcase.features.cases.store import contacts as contact_store
+
+    try:
+        c = contact_store.add_contact(ctx.engine(), email, name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="EMAIL") from None
+    except StorageError as e:
+        _fail(f"{e} (see `mailcase contacts list`)")
+        return
+    if as_json:
+        echo_json(c)
+    else:
+        click.echo(f"added contact {c.email}")
+
+
 def register(cli: click.Group) -> None:
     """Add this module's command groups to the `mailcase` command."""
     cli.add_command(routing_group)
     cli.add_command(cases_group)
+    cli.add_command(contacts_group)

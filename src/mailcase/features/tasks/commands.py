@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, rows, show
 
 __all__ = ["register"]
 
@@ -65,6 +65,20 @@ def tasks_set_status(ctx: Ctx, task_id: int, status: str, as_json: bool) -> None
         echo_json(task.as_dict())
     else:
         click.echo(f"task {task.id}: {task.status}")
+
+
+@tasks_group.command("show")
+@click.argument("task_id", metavar="ID", type=int)
+@json_option
+@click.pass_obj
+def tasks_show(ctx: Ctx, task_id: int, as_json: bool) -> None:
+    """Show task ID (--json: as JSON)."""
+    from mailcase.features.tasks import service
+
+    task = service.get_task(ctx.reader(), task_id)
+    if task is None:
+        raise click.ClickException(f"no task {task_id} (see `mailcase tasks list`)")
+    show(task.as_dict(), as_json)
 
 
 def register(cli: click.Group) -> None:
