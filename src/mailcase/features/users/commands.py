@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing
+from mailcase.clikit import Ctx, Listing, echo_json, json_option, listing, show
 
 from .models import ROLES
 
@@ -92,6 +92,20 @@ def user_list(ctx: Ctx) -> Listing:
 
     items = service.list_users(ctx.reader())
     return Listing([u.as_dict() for u in items], _USER_COLUMNS)
+
+
+@user_group.command("show")
+@click.argument("email")
+@json_option
+@click.pass_obj
+def user_show(ctx: Ctx, email: str, as_json: bool) -> None:
+    """Show one user."""
+    from mailcase.features.users import service
+
+    user = service.get_user(ctx.reader(), email)
+    if user is None:
+        raise click.ClickException(f"no user {email} (see `mailcase user list`)")
+    show(user.as_dict(), as_json)
 
 
 @user_group.command("set")

@@ -90,6 +90,7 @@ def test_queue_members_are_the_active_users(db_engine: Engine) -> None:
 def test_cli_first_admin_from_stdin(tmp_path: Path) -> None:
     runner = CliRunner()
     base = ["--data-dir", str(tmp_path / "inst")]
+    assert runner.invoke(cli, [*base, "init"]).exit_code == 0
     done = runner.invoke(cli, [*base, "user", "add", "me@example.test", "--admin", "--password-stdin"],
                          input="a long password\n")
     assert done.exit_code == 0, done.output
@@ -101,6 +102,10 @@ def test_cli_first_admin_from_stdin(tmp_path: Path) -> None:
     assert runner.invoke(cli, [*base, "queue", "add", "Support"]).exit_code == 0
     member = runner.invoke(cli, [*base, "queue", "member", "add", "Support", "me@example.test"])
     assert member.exit_code == 0 and "me@example.test" in member.output
+    shown = runner.invoke(cli, [*base, "user", "show", "ME@example.test"])
+    assert shown.exit_code == 0 and "role: admin" in shown.output and "argon2" not in shown.output
+    missing = runner.invoke(cli, [*base, "user", "show", "nobody@example.test"])
+    assert missing.exit_code != 0 and "no user nobody@example.test" in missing.output
 
 
 async def test_api_creates_users_without_ever_returning_the_hash(db_engine: Engine, tmp_path: Path) -> None:
