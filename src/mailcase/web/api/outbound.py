@@ -61,7 +61,12 @@ class FilterIn(BaseModel):
 
 def _enqueue(engine: Engine, body: OutboundIn, hooks: Sequence[queue_enqueue.EnqueueHook]) -> str:
     if body.eml is not None:
-        content = body.eml.encode("utf-8")
+        from mailcase.outbound.minimum import complete_message
+
+        # The RFC 5322 minimum, as `mailcase send --eml`: a missing From/Date/Message-ID is
+        # added; what is no email raises MessageRefusedError (a ValueError: 422).
+        content = complete_message(queue_enqueue.normalize_content(body.eml.encode("utf-8")),
+                                   envelope_from=body.mail_from.strip()).content
     else:
         from mailcase.outbound.compose import OutgoingEmail, compose
 
