@@ -91,7 +91,18 @@ def test_send_from_the_command_line_is_delivered(platform: Platform, sink: SmtpS
     header = lines[lines.index("attempts (1):") + 1]
     assert header.split()[:4] == ["ATTEMPT", "STARTED_AT", "RECIPIENT", "RESULT"]
     log = platform.cli("log", "--queue-id", qid).stdout
-    assert "delivered" in log and "host=mx.example.net[127.0.0.1]" in log
+    assert "delivered" in log and f"host=mx.example.net[127.0.0.1]:{sink.port}" in log
+    # Issue 12.8: the email log's outbound columns, in the CLI's JSON and the API alike.
+    (row,) = json.loads(platform.cli("log", "--queue-id", qid, "--json").stdout)
+    with platform.api() as api:
+        assert api.get("/api/v1/email-log", params={"queue_id": qid}).json() == [row]
+    assert (row["remote_host"], row["remote_ip"], row["remote_port"]) == (
+        "mx.example.net", "127.0.0.1", sink.port)
+    assert (row["tls_mode"], row["tls_verified"], row["attempt"]) == ("preferred", False, 1)
+    assert row["helo"] is None and row["client_ip"] is None and row["delay"] >= 0
+    # The envelope sender as sent: the VERP return path, not the logical sender.
+    assert row["mail_from"].startswith("bounce+") and row["mail_from"] != "a@sender.test"
+    assert f"from=<{row['mail_from']}>" in log
     # a line with a lone dot did not end the message early (dot-stuffing on the wire)
     (tx,) = [t for t in sink.transactions() if mid.encode() in t]
     assert b"nach dem Punkt" in tx

@@ -155,10 +155,15 @@ def outbound_show(obj: Ctx, queue_id: str, as_json: bool) -> None:
     for a in attempts:
         a["tls"] = (f"{a['tls_version']}:{a['tls_cipher']}" if a["tls_version"]
                     else ("plaintext" if a["remote_host"] else "-"))
+        if a.get("tls_fallback"):
+            a["tls"] = "plaintext-after-tls-failure"
         a["verified"] = (a["verified_by"] or "yes") if a["tls_verified"] else "no"
     table(attempts, ["attempt", "started_at", "recipient", "result", "relay",
                      "remote_host", "remote_ip", "tls", "verified", "stage",
                      "reply_code", "reply_text"])
+    for a in attempts:
+        if a.get("tls_fallback"):
+            click.echo(f"attempt {a['attempt']} to {a['recipient']}: {a['tls_fallback']}")
 
 
 @outbound.command("retry")
