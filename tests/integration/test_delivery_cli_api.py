@@ -177,6 +177,14 @@ def test_relays_and_filters_by_cli_and_api(platform: Platform) -> None:
     assert filters[0]["recipient_pattern"] == "*.corp.test" and filters[0]["relay"] == "smart"
     bad = platform.cli("relay", "filter", "add", "--relay", "nope", check=False)
     assert bad.returncode != 0 and "no relay" in bad.stderr
+    # Issue 12.6: a second filter at a taken priority is refused (CLI and API), clearly.
+    dup = platform.cli("relay", "filter", "add", "--relay", "smart", "--recipient", "x.test",
+                       "--priority", "5", check=False)
+    assert dup.returncode == 1 and "priority 5 is taken by filter" in dup.stderr
+    with platform.api() as api:
+        r = api.post("/api/v1/relay-filters", json={"relay": "smart", "priority": 5})
+        assert r.status_code == 422 and "priority 5 is taken" in r.json()["detail"]
+    assert len(json.loads(platform.cli("relay", "filter", "list", "--json").stdout)) == 1
     with platform.api() as api:
         r = api.post("/api/v1/relays", json={"name": "api-relay", "host": "mx:relay.test",
                                              "port": 465, "tls_mode": "required",

@@ -55,7 +55,9 @@ class FilterIn(BaseModel):
     relay: str = Field(description="Relay name or id.")
     sender_pattern: str = "*"
     recipient_pattern: str = "*"
-    priority: int = 100
+    priority: int | None = Field(
+        None, description="Lower is tried first; unique (a taken one is refused with 422). "
+        "Empty: after every existing filter (highest + 10; 100 for the first).")
     active: bool = True
 
 
