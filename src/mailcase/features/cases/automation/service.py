@@ -819,9 +819,25 @@ def notify_owner_setting(conn: Connection, settings: Settings, address: str) -> 
 
 
 def set_notify_owner(engine: Engine, address: str, value: bool | None) -> None:
-    """Set (True/False) or clear (None: use the global setting) an address's switch."""
+    """Set (True/False) or clear (None: use the global setting) an address's switch.
+
+    Only a routing address has case owners to notify: setting the switch of any other address
+    raises `RuleError` (it would be stored and never used). Clearing works for any address,
+    so a switch left behind by a removed routing address can go."""
     addr = address.strip().casefold()
     with begin_write(engine) as conn:
+        if value is not None and conn.execute(
+            select(routing_addresses.c.id).where(func.lower(routing_addresses.c.address) == addr)
+        ).first() is None:
+            raise RuleError(
+                f"{addr} is not a routing address: only mail to a routing address makes cases "
+                "with owners to notify; see `mailcase routing list` (or `mailcase routing add "
+                f"{addr}`)"
+            )
+        if value is None:  # its only switch back to the global setting: no row needed
+            conn.execute(delete(automation_address_settings)
+                         .where(automation_address_settings.c.address == addr))
+            return
         n = conn.execute(
             update(automation_address_settings)
             .where(automation_address_settings.c.address == addr)

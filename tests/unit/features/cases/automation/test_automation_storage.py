@@ -398,6 +398,16 @@ def test_notify_owner_per_address_or_global(
     assert automation.address_settings(db_engine) == [(ROUTING, True)]
 
 
+def test_notify_switch_only_for_a_routing_address(db_engine: Engine, routing: Any) -> None:
+    """Issue 12.7: a switch for an address that makes no cases is refused, not stored."""
+    for address in ("nobody@example.test", "bounce+x@example.test"):
+        with pytest.raises(automation.RuleError, match="is not a routing address"):
+            automation.set_notify_owner(db_engine, address, True)
+    automation.set_notify_owner(db_engine, ROUTING.upper(), False)  # case does not matter
+    automation.set_notify_owner(db_engine, "nobody@example.test", None)  # clearing: fine
+    assert automation.address_settings(db_engine) == [(ROUTING, False)]
+
+
 def test_notify_owner_never_to_our_own_address(db_engine: Engine, tmp_path: Path) -> None:
     looped = routing_store.add_routing(db_engine, ROUTING, name="Support", owner="sales@example.test")
     routing_store.add_routing(db_engine, "sales@example.test", name="Sales")
