@@ -264,7 +264,10 @@ def _log_lines(found: Sequence[Mapping[str, Any]]) -> Iterator[str]:
         head = f"{cell(r.get('time'))}  {r.get('queue_id') or '-':16}  {r.get('outcome'):10}"
         envelope = f"from=<{r.get('mail_from') or ''}> to={rc}"
         if r.get("direction") != "outbound":
-            yield (f"{head}  [{r.get('client_ip')}] {envelope}  {tls}  "
+            # An event the pipeline or automation logged has no client: nothing printed for it.
+            client = f"[{r['client_ip']}] " if r.get("client_ip") else ""
+            tls_part = f"  {tls}" if r.get("client_ip") else ""
+            yield (f"{head}  {client}{envelope}{tls_part}  "
                    f"{r.get('reply_code') or ''} {r.get('reason') or ''}").rstrip()
             continue
         parts = [head]

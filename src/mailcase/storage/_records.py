@@ -30,8 +30,14 @@ __all__ = [
 ]
 
 DIRECTIONS = ("inbound", "outbound")
-#: Outcomes of the email log; "delivered" and "bounced" are there for outbound delivery.
-OUTCOMES = ("accepted", "rejected", "deferred", "processed", "quarantined", "delivered", "bounced")
+#: Outcomes of the email log, each naming one event: accepted / rejected (SMTP's answer),
+#: deferred (tried again later), processed (stored into its destination: a case, an inbox),
+#: quarantined, discarded (taken, then dropped by policy: raw message kept), delivered and
+#: bounced (outbound, or a non-delivery notice sent), suppressed (an automatic message not
+#: sent by policy: loop, limit, suppression list), failed (a message we meant to send could
+#: not be made). `mailcase log --outcome` and the API offer exactly these.
+OUTCOMES = ("accepted", "rejected", "deferred", "processed", "quarantined", "discarded",
+            "delivered", "bounced", "suppressed", "failed")
 #: Longest Message-ID kept in the indexed column: a PostgreSQL btree entry must stay < 2704 bytes.
 MESSAGE_ID_MAX = 500
 

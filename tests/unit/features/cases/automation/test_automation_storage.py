@@ -153,7 +153,7 @@ def test_loop_stops_case_creation_for_the_window(
     assert _admit(db_engine, settings, event, T0 + dt.timedelta(seconds=200)) == "create"
     loops = [e for e in _log(db_engine) if "mail loop" in e[2]]
     assert len(loops) == 3
-    assert all(d == "inbound" and o == "rejected" for d, o, _ in loops)
+    assert all(d == "inbound" and o == "discarded" for d, o, _ in loops)
 
 
 def test_loop_is_per_routing_address(db_engine: Engine, routing: Any, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_daily_case_limit(db_engine: Engine, routing: Any, tmp_path: Path, actio
     assert counts == {"2026-11-26": 2, "2026-11-27": 1}
     entries = [e for e in _log(db_engine) if "daily case limit" in e[2]]
     assert len(entries) == 1
-    expected = {"discard": "rejected", "requeue": "deferred", "bounce": "bounced"}[action]
+    expected = {"discard": "discarded", "requeue": "deferred", "bounce": "bounced"}[action]
     assert entries[0][1] == expected
     queued = _outbound(db_engine)
     if action == "bounce":
@@ -235,7 +235,7 @@ def test_bounce_never_to_empty_return_path_or_automatic_sender(
 
 
 def test_unauthorized_discard_and_requeue(db_engine: Engine, routing: Any, tmp_path: Path) -> None:
-    for action, outcome in (("discard", "rejected"), ("requeue", "deferred")):
+    for action, outcome in (("discard", "discarded"), ("requeue", "deferred")):
         settings = _settings(tmp_path, unauthorized_action=action)
         with begin_write(db_engine) as conn:
             result = automation.on_refused_sender(
@@ -343,7 +343,7 @@ def test_never_respond(
     )
     assert _outbound(db_engine) == []
     (entry,) = [e for e in _log(db_engine) if "auto-response suppressed" in e[2]]
-    assert entry[0] == "outbound" and entry[1] == "rejected"
+    assert entry[0] == "outbound" and entry[1] == "suppressed"
     assert why in entry[2]
 
 
