@@ -223,7 +223,8 @@ def address_set(obj: _Ctx, addr: str, require_tls: bool) -> None:
 @click.option("--since", default=None, help="ISO time (UTC if no zone).")
 @click.option("--until", default=None, help="ISO time (UTC if no zone).")
 @click.option("--address", default=None, help="Sender or recipient address.")
-@click.option("--outcome", type=click.Choice(sorted(OUTCOMES)), default=None, help="Outcome.")
+@click.option("--outcome", type=click.Choice(OUTCOMES), default=None,
+              help="Only entries with this outcome (the event: accepted, rejected, ...).")
 @click.option("--queue-id", default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.pass_obj

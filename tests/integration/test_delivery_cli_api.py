@@ -96,6 +96,11 @@ def test_send_from_the_command_line_is_delivered(platform: Platform, sink: SmtpS
     (row,) = json.loads(platform.cli("log", "--queue-id", qid, "--json").stdout)
     with platform.api() as api:
         assert api.get("/api/v1/email-log", params={"queue_id": qid}).json() == [row]
+        # Issue 12.10: an unknown outcome is an error naming the real ones, not "no entries".
+        bad = api.get("/api/v1/email-log", params={"outcome": "sent"})
+        assert bad.status_code == 422 and "one of accepted, rejected" in bad.json()["detail"]
+    bad_cli = platform.cli("log", "--outcome", "sent", check=False)
+    assert bad_cli.returncode == 2 and "'suppressed'" in bad_cli.stderr
     assert (row["remote_host"], row["remote_ip"], row["remote_port"]) == (
         "mx.example.net", "127.0.0.1", sink.port)
     assert (row["tls_mode"], row["tls_verified"], row["attempt"]) == ("preferred", False, 1)
