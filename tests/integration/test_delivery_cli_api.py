@@ -129,6 +129,22 @@ def test_send_refuses_a_bad_address(platform: Platform) -> None:
     assert res.returncode != 0 and "not an address" in res.stderr
 
 
+def test_api_send_validates_like_the_cli(platform: Platform) -> None:
+    """Issue 12.3 through the API: the RFC 5322 minimum is added to an eml; what is no email
+    is a 422 that says why."""
+    with platform.api() as api:
+        base = {"from": "a@sender.test", "to": ["c@example.net"]}
+        r = api.post("/api/v1/outbound", json=base | {"eml": "Subject: only a subject\n\nhi\n"})
+        assert r.status_code == 201, r.text
+        shown = api.get(f"/api/v1/outbound/{r.json()['queue_id']}").json()
+        assert shown["message_id"] and shown["message_id"].endswith("@sender.test>")
+        for bad, says in (({"eml": "just some text\n"}, "not an RFC 5322 message"),
+                          ({"eml": "From: nobody\nSubject: x\n\nb\n"}, "no usable address"),
+                          ({"subject": " ", "text": ""}, "nothing to send")):
+            r = api.post("/api/v1/outbound", json=base | bad)
+            assert r.status_code == 422 and says in r.json()["detail"], (bad, r.text)
+
+
 def test_api_queue_show_retry_and_email_log(platform: Platform, sink: SmtpSink) -> None:
     with platform.api() as api:
         r = api.post("/api/v1/outbound", json={"from": "a@sender.test", "to": ["c@example.net"],

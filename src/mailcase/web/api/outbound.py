@@ -72,6 +72,9 @@ def _enqueue(engine: Engine, body: OutboundIn, hooks: Sequence[queue_enqueue.Enq
     else:
         from mailcase.outbound.compose import OutgoingEmail, compose
 
+        if not body.subject.strip() and not body.text.strip():
+            raise ValueError("nothing to send: give a subject or a text (or a whole eml)")
+
         content = compose(OutgoingEmail(from_addr=body.mail_from, to=tuple(body.to),
                                         subject=body.subject, text=body.text))
     with begin_write(engine) as conn:
