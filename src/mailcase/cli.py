@@ -307,7 +307,8 @@ def address_set(obj: _Ctx, addr: str, require_tls: bool) -> None:
 @click.option("--since", default=None, help="ISO time (UTC if no zone).")
 @click.option("--until", default=None, help="ISO time (UTC if no zone).")
 @click.option("--address", default=None, help="Sender or recipient address.")
-@click.option("--outcome", type=click.Choice(sorted(OUTCOMES)), default=None, help="Outcome.")
+@click.option("--outcome", type=click.Choice(OUTCOMES), default=None,
+              help="Only entries with this outcome (the event: accepted, rejected, ...).")
 @click.option("--queue-id", default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.pass_obj
@@ -336,16 +337,47 @@ def log_cmd(
 
 
 def _log_lines(found: Sequence[Mapping[str, Any]]) -> Iterator[str]:
-    """Postfix-like lines: time, queue id, outcome, client, envelope, TLS, reply."""
+    """Postfix-like lines: time, queue id, outcome, then the direction's own facts.
+
+    Inbound: the client ([ip] and HELO's name is in --json), envelope, TLS, reply. Outbound:
+    the remote host (host=name[ip]:port, relay=), envelope as sent (the VERP MAIL FROM), TLS
+    with mode and how the certificate was checked, attempt, delay, stage, reply."""
     for r in found:
         version = r.get("tls_version")
         tls = f"{version}:{r.get('tls_cipher')}" if version else "plaintext"
         rc = ",".join(r.get("rcpt_to") or [])
-        yield (
-            f"{cell(r.get('time'))}  {r.get('queue_id') or '-':16}  {r.get('outcome'):9}  "
-            f"[{r.get('client_ip')}] from=<{r.get('mail_from') or ''}> to={rc}  {tls}  "
-            f"{r.get('reply_code') or ''} {r.get('reason') or ''}"
-        ).rstrip()
+        head = f"{cell(r.get('time'))}  {r.get('queue_id') or '-':16}  {r.get('outcome'):10}"
+        envelope = f"from=<{r.get('mail_from') or ''}> to={rc}"
+        if r.get("direction") != "outbound":
+            # An event the pipeline or automation logged has no client: nothing printed for it.
+            client = f"[{r['client_ip']}] " if r.get("client_ip") else ""
+            tls_part = f"  {tls}" if r.get("client_ip") else ""
+            yield (f"{head}  {client}{envelope}{tls_part}  "
+                   f"{r.get('reply_code') or ''} {r.get('reason') or ''}").rstrip()
+            continue
+        parts = [head]
+        if r.get("remote_host"):
+            parts.append(f"host={r['remote_host']}[{r.get('remote_ip')}]:{r.get('remote_port')}")
+        if r.get("relay"):
+            parts.append(f"relay={r['relay']}")
+        parts.append(envelope)
+        if r.get("remote_host"):
+            if r.get("tls_fallback"):
+                tls = "plaintext-after-tls-failure"
+            checked = f" verified={r.get('tls_basis')}" if r.get("tls_verified") else ""
+            parts.append(f"tls={tls} mode={r.get('tls_mode')}{checked}")
+        if r.get("attempt") is not None:
+            parts.append(f"attempt={r['attempt']}")
+        if r.get("delay") is not None:
+            parts.append(f"delay={float(r['delay']):.1f}s")
+        if r.get("stage"):
+            parts.append(f"stage={r['stage']}")
+        reply = f"{r.get('reply_code') or ''} {r.get('reply_text') or ''}".strip()
+        if reply:
+            parts.append(f"reply={reply}")
+        if r.get("reason"):
+            parts.append(r["reason"])
+        yield "  ".join(parts)
 
 
 # ---------------------------------------------------------------- messages / quarantine

@@ -249,7 +249,7 @@ class DeliverySettings(_Section):
     """Outbound delivery: Deliverability access level, TLS settings, retries, concurrency."""
 
     access_level: Literal["none", "system", "all"] = Field("all", description="Deliverability access: 'none' (nothing leaves except password-reset-class system mail), 'system' (system mail only), 'all'. Mail kept back stays in the queue as 'held'.")
-    tls_mode: OutboundTLSMode = Field("preferred", description="Outbound TLS: off, preferred (STARTTLS when offered, no certificate check), required, preferred_verify (a certificate offered must verify, no plaintext fallback), required_verify.")
+    tls_mode: OutboundTLSMode = Field("preferred", description="Outbound TLS: off, preferred (STARTTLS when offered, no certificate check; a failed handshake is retried in plaintext on the same MX, logged on the attempt, as Postfix's 'may'), required, preferred_verify (a certificate offered must verify, no plaintext fallback), required_verify.")
     tls_domains: dict[str, OutboundTLSMode] = Field(default_factory=dict, description="Per-domain TLS mode, e.g. {\"example.com\" = \"required_verify\", \"*.example.org\" = \"required\"}; '*.x' means subdomains of x only; the most specific pattern wins.")
     ca_file: Path | None = Field(None, description="PEM CA bundle for verifying servers' certificates; empty: the system's trust store.")
     mx_port: int = Field(25, ge=1, le=65535, description="Port used for delivery to MX hosts (25; tests put receivers on loopback ports).")

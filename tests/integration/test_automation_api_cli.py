@@ -93,7 +93,12 @@ def test_rules_from_the_cli(platform: Platform, tmp_path: Path) -> None:
     # The API sees what the CLI wrote.
     with platform.api() as api:
         assert api.get("/api/v1/auto-response-rules/cli-ack").json()["enabled"] is False
+    platform.cli("routing", "add", "support@example.test")  # notify: a routing address's
     platform.cli("autoresponse", "notify", "support@example.test", "on")
     assert "support@example.test  True" in platform.cli("autoresponse", "notify").stdout
+    # Issue 12.7: an address that is no routing address is refused, with what to do.
+    bad = platform.cli("autoresponse", "notify", "nobody@example.test", "on", check=False)
+    assert bad.returncode == 1 and "nobody@example.test is not a routing address" in bad.stderr
+    assert "nobody" not in platform.cli("autoresponse", "notify").stdout
     platform.cli("autoresponse", "remove", "cli-ack")
     assert platform.cli("autoresponse", "remove", "cli-ack", check=False).returncode != 0

@@ -288,6 +288,17 @@ def _loop(p: Platform, peer_port: int, via: str, pf: PostfixInstance | None) -> 
     assert len(limited) == 1 and "vary@peer.test" in limited[0]
     text = p.cli("log", "--limit", "1000").stdout
     assert "mail loop" in text and "per-sender limit" in text
+    # Issue 12.9: outcomes name the event; no placeholders for facts an event does not have.
+    outcome = {r: e["outcome"] for r, e in zip(reasons, entries, strict=True)}
+    assert outcome[loops[0]] == "discarded" and outcome[limited[0]] == "suppressed"
+    assert "[None]" not in text and "None" not in text
+    # One row per event: each inbound message has its accepted row and one more, never two.
+    per_message: dict[str, list[str]] = {}
+    for e in entries:
+        if e["direction"] == "inbound":
+            per_message.setdefault(e["queue_id"], []).append(e["outcome"])
+    assert all(len(v) <= 2 and v.count("accepted") == 1 for v in per_message.values()), (
+        per_message)
     # A reply to an acknowledgement threads by its Message-ID: no new case, no new ack.
     ack_ids = [parse_message(c).message_id for _, r, c in peer.received if "ooo@peer.test" in r]
     reply = (

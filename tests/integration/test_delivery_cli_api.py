@@ -91,7 +91,23 @@ def test_send_from_the_command_line_is_delivered(platform: Platform, sink: SmtpS
     header = lines[lines.index("attempts (1):") + 1]
     assert header.split()[:4] == ["ATTEMPT", "STARTED_AT", "RECIPIENT", "RESULT"]
     log = platform.cli("log", "--queue-id", qid).stdout
-    assert "delivered" in log and "host=mx.example.net[127.0.0.1]" in log
+    assert "delivered" in log and f"host=mx.example.net[127.0.0.1]:{sink.port}" in log
+    # Issue 12.8: the email log's outbound columns, in the CLI's JSON and the API alike.
+    (row,) = json.loads(platform.cli("log", "--queue-id", qid, "--json").stdout)
+    with platform.api() as api:
+        assert api.get("/api/v1/email-log", params={"queue_id": qid}).json() == [row]
+        # Issue 12.10: an unknown outcome is an error naming the real ones, not "no entries".
+        bad = api.get("/api/v1/email-log", params={"outcome": "sent"})
+        assert bad.status_code == 422 and "one of accepted, rejected" in bad.json()["detail"]
+    bad_cli = platform.cli("log", "--outcome", "sent", check=False)
+    assert bad_cli.returncode == 2 and "'suppressed'" in bad_cli.stderr
+    assert (row["remote_host"], row["remote_ip"], row["remote_port"]) == (
+        "mx.example.net", "127.0.0.1", sink.port)
+    assert (row["tls_mode"], row["tls_verified"], row["attempt"]) == ("preferred", False, 1)
+    assert row["helo"] is None and row["client_ip"] is None and row["delay"] >= 0
+    # The envelope sender as sent: the VERP return path, not the logical sender.
+    assert row["mail_from"].startswith("bounce+") and row["mail_from"] != "a@sender.test"
+    assert f"from=<{row['mail_from']}>" in log
     # a line with a lone dot did not end the message early (dot-stuffing on the wire)
     (tx,) = [t for t in sink.transactions() if mid.encode() in t]
     assert b"nach dem Punkt" in tx
@@ -111,6 +127,22 @@ def test_send_refuses_a_bad_address(platform: Platform) -> None:
     res = platform.cli("send", "--from", "a@sender.test", "--to", "not an address",
                        check=False)
     assert res.returncode != 0 and "not an address" in res.stderr
+
+
+def test_api_send_validates_like_the_cli(platform: Platform) -> None:
+    """Issue 12.3 through the API: the RFC 5322 minimum is added to an eml; what is no email
+    is a 422 that says why."""
+    with platform.api() as api:
+        base = {"from": "a@sender.test", "to": ["c@example.net"]}
+        r = api.post("/api/v1/outbound", json=base | {"eml": "Subject: only a subject\n\nhi\n"})
+        assert r.status_code == 201, r.text
+        shown = api.get(f"/api/v1/outbound/{r.json()['queue_id']}").json()
+        assert shown["message_id"] and shown["message_id"].endswith("@sender.test>")
+        for bad, says in (({"eml": "just some text\n"}, "not an RFC 5322 message"),
+                          ({"eml": "From: nobody\nSubject: x\n\nb\n"}, "no usable address"),
+                          ({"subject": " ", "text": ""}, "nothing to send")):
+            r = api.post("/api/v1/outbound", json=base | bad)
+            assert r.status_code == 422 and says in r.json()["detail"], (bad, r.text)
 
 
 def test_api_queue_show_retry_and_email_log(platform: Platform, sink: SmtpSink) -> None:
@@ -166,6 +198,14 @@ def test_relays_and_filters_by_cli_and_api(platform: Platform) -> None:
     assert filters[0]["recipient_pattern"] == "*.corp.test" and filters[0]["relay"] == "smart"
     bad = platform.cli("relay", "filter", "add", "--relay", "nope", check=False)
     assert bad.returncode != 0 and "no relay" in bad.stderr
+    # Issue 12.6: a second filter at a taken priority is refused (CLI and API), clearly.
+    dup = platform.cli("relay", "filter", "add", "--relay", "smart", "--recipient", "x.test",
+                       "--priority", "5", check=False)
+    assert dup.returncode == 1 and "priority 5 is taken by filter" in dup.stderr
+    with platform.api() as api:
+        r = api.post("/api/v1/relay-filters", json={"relay": "smart", "priority": 5})
+        assert r.status_code == 422 and "priority 5 is taken" in r.json()["detail"]
+    assert len(json.loads(platform.cli("relay", "filter", "list", "--json").stdout)) == 1
     with platform.api() as api:
         r = api.post("/api/v1/relays", json={"name": "api-relay", "host": "mx:relay.test",
                                              "port": 465, "tls_mode": "required",

@@ -68,8 +68,13 @@ async def test_messages_are_delivered_once_each(
     assert att["reply_code"] == 250 and att["stage"] is None
     rows = emaillog.query(db, queue_id=ids[0])
     assert [(r["direction"], r["outcome"]) for r in rows] == [("outbound", "delivered")]
-    assert "tls=plaintext" in rows[0]["reason"] and "host=mx.example.net[127.0.0.1]" in (
-        rows[0]["reason"])
+    # Issue 12.8: the outbound facts in their own columns, not in helo/client_ip or reason.
+    row = rows[0]
+    assert (row["remote_host"], row["remote_ip"], row["remote_port"]) == (
+        "mx.example.net", "127.0.0.1", sink.port)
+    assert row["tls_version"] is None and row["tls_verified"] is False
+    assert row["helo"] is None and row["client_ip"] is None
+    assert row["attempt"] == 1 and row["tls_mode"] == "preferred"
 
 
 async def test_one_connection_carries_all_recipients_of_a_domain(

@@ -1,8 +1,9 @@
 """Outbound TLS modes against real Postfix servers, with certificates from a test CA.
 
-Four receiving Postfix instances (discard mode): a good certificate for its MX name, a
-certificate for another name, an expired certificate, and no STARTTLS at all; and a STRIPTLS
-proxy in front of the good one. Every mode meets every server; the outcome (delivered or
+Five receiving Postfix instances (discard mode): a good certificate for its MX name, a
+certificate for another name, an expired certificate, no STARTTLS at all, and a good
+certificate offered only over TLS 1.1 and older (our client requires 1.2: the handshake
+fails); and a STRIPTLS proxy in front of the good one. Every mode meets every server; the outcome (delivered or
 deferred, at which stage, with which TLS facts) must be exactly the policy's.
 """
 
@@ -36,10 +37,10 @@ pytestmark = needs(postfix_available())
 MODES = OUTBOUND_TLS_MODES
 ZONE = {
     name: {"MX": [(10, f"mx.{name}")]}
-    for name in ("good.test", "wrong.test", "expired.test", "plain.test")
+    for name in ("good.test", "wrong.test", "expired.test", "plain.test", "tls11.test")
 } | {
     f"mx.{name}": {"A": ["127.0.0.1"]}
-    for name in ("good.test", "wrong.test", "expired.test", "plain.test")
+    for name in ("good.test", "wrong.test", "expired.test", "plain.test", "tls11.test")
 }
 
 
@@ -66,6 +67,9 @@ def _leaf(ca: trustme.CA, d: Path, name: str, *hosts: str, **kw: datetime) -> tu
     return cert, key
 
 
+_UP_TO_TLS11 = "!SSLv2, !SSLv3, !TLSv1.2, !TLSv1.3"
+
+
 @pytest.fixture(scope="module")
 def servers(
     ca: trustme.CA, ca_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -73,6 +77,7 @@ def servers(
     tmp = tmp_path_factory.mktemp("postfix")
     now = datetime.now(UTC)
     good = _leaf(ca, ca_dir, "good", "mx.good.test")
+    tls11 = _leaf(ca, ca_dir, "tls11", "mx.tls11.test")
     wrong = _leaf(ca, ca_dir, "wrong", "somewhere-else.test")
     expired = _leaf(ca, ca_dir, "expired", "mx.expired.test",
                     not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))
@@ -85,6 +90,11 @@ def servers(
                                    smtpd_tls_key_file=expired[1],
                                    myhostname="mx.expired.test"),
         "plain": PostfixInstance(tmp, myhostname="mx.plain.test"),
+        # Offers STARTTLS, but speaks no TLS version we accept: every handshake fails.
+        "tls11": PostfixInstance(tmp, smtpd_tls_cert_file=tls11[0],
+                                 smtpd_tls_key_file=tls11[1], myhostname="mx.tls11.test",
+                                 settings={"smtpd_tls_protocols": _UP_TO_TLS11,
+                                           "smtpd_tls_mandatory_protocols": _UP_TO_TLS11}),
     }
     started: list[PostfixInstance] = []
     try:
@@ -141,6 +151,13 @@ EXPECTED: dict[str, dict[str, tuple[str, object]]] = {
               "required": ("deferred", "does not offer STARTTLS"),
               "preferred_verify": ("plaintext", False),
               "required_verify": ("deferred", "does not offer STARTTLS")},
+    # Issue 12.4: opportunistic TLS (Postfix `may`) retries the same MX in plaintext; the
+    # modes that require TLS or a verified certificate never do.
+    "tls11": {"off": ("plaintext", False),
+              "preferred": ("fallback", "TLS handshake failed (preferred)"),
+              "required": ("deferred", "TLS handshake failed (required)"),
+              "preferred_verify": ("deferred", "certificate verification failed"),
+              "required_verify": ("deferred", "certificate verification failed")},
 }
 
 
@@ -165,20 +182,30 @@ async def test_tls_mode_against_server(
         assert isinstance(detail, str) and detail in att["reply_text"]
         assert not _received(pf, mid), "no content may be sent when the TLS policy fails"
         log = emaillog.query(db, queue_id=qid)[0]
-        assert log["outcome"] == "deferred" and "stage=starttls" in log["reason"]
+        assert log["outcome"] == "deferred" and log["stage"] == "starttls"
+        assert att["tls_fallback"] is None and log["tls_fallback"] is None
         return
     assert m["state"] == "delivered", att
     pf.wait_for_log(re.escape(f"message-id={mid}"), timeout=10)
-    if kind == "plaintext":
+    log = emaillog.query(db, queue_id=qid)[0]
+    assert (log["remote_host"], log["tls_mode"], log["attempt"]) == (
+        f"mx.{server}.test", mode, 1)
+    if kind in ("plaintext", "fallback"):
         assert att["tls_version"] is None and not att["tls_verified"]
-        assert "tls=plaintext" in emaillog.query(db, queue_id=qid)[0]["reason"]
+        assert log["tls_version"] is None and log["tls_basis"] is None
+    if kind == "plaintext":
+        assert att["tls_fallback"] is None and log["tls_fallback"] is None
+    elif kind == "fallback":
+        # The same MX, one attempt, the fallback said on the attempt and in the email log.
+        assert isinstance(detail, str) and detail in att["tls_fallback"]
+        assert "retried in plaintext" in att["tls_fallback"]
+        assert log["tls_fallback"] == att["tls_fallback"] and log["outcome"] == "delivered"
     else:
         assert att["tls_version"] in ("TLSv1.2", "TLSv1.3") and att["tls_cipher"]
         assert att["tls_verified"] is detail
         assert att["verified_by"] == ("CA" if detail else None)
-        log = emaillog.query(db, queue_id=qid)[0]
         assert log["tls_version"] == att["tls_version"]
-        assert ("verified(CA)" if detail else "not-verified") in log["reason"]
+        assert (log["tls_verified"], log["tls_basis"]) == (detail, "ca" if detail else "none")
 
 
 def test_a_per_domain_mode_beats_the_global_one(
@@ -239,7 +266,7 @@ async def test_striptls_proxy(
         # Without MTA-STS or DANE the downgrade cannot be detected: it is sent, and logged
         # as plaintext so that it can be seen.
         assert m["state"] == "delivered" and att["tls_version"] is None
-        assert "tls=plaintext" in log["reason"]
+        assert log["tls_version"] is None and log["tls_fallback"] is None
         pf.wait_for_log(re.escape(f"message-id={mid}"), timeout=10)
     else:
         assert att["result"] == "transient" and att["stage"] == "starttls"

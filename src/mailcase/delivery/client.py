@@ -33,7 +33,12 @@ import aiosmtplib
 from aiosmtplib import SMTPResponseException
 
 from mailcase import eventloop
-from mailcase.tls.outbound import after_handshake, on_ehlo, verifies
+from mailcase.tls.outbound import (
+    after_handshake,
+    on_ehlo,
+    plaintext_fallback_allowed,
+    verifies,
+)
 
 __all__ = [
     "Credentials",
@@ -94,6 +99,8 @@ class _Outcome:
     tls: DeliveryTLSFacts | None
     relay: str | None
     tls_mode: str | None
+    #: Why this session went on in plaintext after STARTTLS failed (`preferred`), else None.
+    tls_fallback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,10 @@ class Permanent(_Outcome):
 
 
 Result = Delivered | Transient | Permanent
+
+
+class _PlaintextFallback(Exception):  # noqa: N818 - a signal inside `Session.open`, no error
+    """STARTTLS failed and the policy lets this server be tried again in plaintext."""
 
 
 class SessionFailure(Exception):  # noqa: N818 - 'Failure' says what it is
@@ -192,6 +203,8 @@ class Session:
         self._sock: socket.socket | None = None
         self.alive = False
         self.sent = 0
+        #: Set when STARTTLS failed and the session went on in plaintext (`preferred`).
+        self.tls_fallback: str | None = None
 
     # -- results --------------------------------------------------------------------------
 
@@ -200,6 +213,7 @@ class Session:
         return {
             "code": code, "text": _clean(text), "host": t.host, "ip": t.ip, "port": t.port,
             "tls": self.tls, "relay": t.relay, "tls_mode": t.tls_mode,
+            "tls_fallback": self.tls_fallback,
         }
 
     def _fail(self, stage: Stage, code: int | None, text: str, *, permanent: bool = False
@@ -214,7 +228,19 @@ class Session:
     # -- set-up ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, greet, STARTTLS as the policy says, AUTH; raises SessionFailure."""
+        """Connect, greet, STARTTLS as the policy says, AUTH; raises SessionFailure.
+
+        When STARTTLS fails and `plaintext_fallback_allowed` (``preferred``), the same server
+        is connected to once more without STARTTLS: the failed handshake left the first
+        connection unusable."""
+        try:
+            await self._open()
+        except _PlaintextFallback as e:
+            self.abort()
+            self.tls_fallback = str(e)
+            await self._open()
+
+    async def _open(self) -> None:
         t = self.target
         try:
             family = socket.AF_INET6 if ipaddress.ip_address(t.ip).version == 6 else socket.AF_INET
@@ -242,6 +268,8 @@ class Session:
         self.smtp = smtp
         try:
             await self._greet(smtp, ctx, verify)
+        except _PlaintextFallback:
+            raise
         except SessionFailure:
             await self.close()
             raise
@@ -269,14 +297,21 @@ class Session:
             decision = on_ehlo(t.tls_mode, starttls_offered=smtp.supports_extension("starttls"))
             if decision.action == "refuse":
                 raise SessionFailure(self._fail("starttls", None, decision.reason))
-            if decision.action == "starttls":
+            if decision.action == "starttls" and self.tls_fallback is None:
                 try:
                     await smtp.starttls(server_hostname=t.host, tls_context=ctx)
                 except SMTPResponseException as e:
-                    # The server offered STARTTLS and then refused it: no plaintext fallback.
+                    # Offered, then refused: plaintext only where the policy allows it.
+                    if plaintext_fallback_allowed(t.tls_mode):
+                        raise _PlaintextFallback(
+                            f"STARTTLS refused ({t.tls_mode}): {e.code} {_clean(e.message)}; "
+                            "retried in plaintext"
+                        ) from None
                     raise SessionFailure(self._reply("starttls", e)) from None
                 except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as e:
                     d = after_handshake(t.tls_mode, verified=False, error=_verify_error(e))
+                    if d.action == "fallback":
+                        raise _PlaintextFallback(d.reason) from None
                     raise SessionFailure(self._fail("starttls", None, d.reason)) from None
                 self._note_tls(smtp, verify)
                 await self._ehlo(smtp)

@@ -115,11 +115,12 @@ def relay_filter() -> None:
               help="Sender domain patterns, comma-separated (example.com, *.example.com, *).")
 @click.option("--recipient", default="*", show_default=True,
               help="Recipient domain patterns, comma-separated.")
-@click.option("--priority", default=100, show_default=True, type=int,
-              help="Lower is tried first.")
+@click.option("--priority", default=None, type=int,
+              help="Lower is tried first; unique (a taken priority is refused). Default: "
+              "after every existing filter (highest + 10; 100 for the first).")
 @click.option("--inactive", is_flag=True)
 @click.pass_obj
-def filter_add(obj: Ctx, relay_name: str, sender: str, recipient: str, priority: int,
+def filter_add(obj: Ctx, relay_name: str, sender: str, recipient: str, priority: int | None,
                inactive: bool) -> None:
     """Route mail matching both patterns through a relay."""
     from mailcase.delivery.relays import RelayError, add_filter

@@ -392,6 +392,8 @@ class DeliveryEngine:
                 tls_cipher=tls.cipher if tls else None,
                 tls_verified=bool(tls and tls.verified),
                 verified_by=tls.verified_by if tls else None,
+                tls_fallback=res.tls_fallback,
+                envelope_from=job.mail_from if res.host else None,
             ))
             if outcome == "delivered":
                 self.delivered += 1
@@ -472,7 +474,8 @@ class DeliveryEngine:
             if r.relay:
                 relay = f"{r.relay}/{relay}"
             checked = "verified" if r.tls_verified else "unverified"
-            tls = f"{r.tls_version}:{r.tls_cipher}:{checked}" if r.tls_version else "plaintext"
+            tls = f"{r.tls_version}:{r.tls_cipher}:{checked}" if r.tls_version else (
+                "plaintext-after-tls-failure" if r.tls_fallback else "plaintext")
             reply = f"{r.code or ''} {r.text}".strip() or "-"
             if r.stage and r.outcome != "delivered":
                 reply = f"{r.stage}: {reply}"

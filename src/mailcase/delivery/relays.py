@@ -14,8 +14,9 @@ Rules kept here, whoever calls:
   alone does not give the relay's credentials; it is never returned by
   `list_relays`/`get_relay`, nor logged;
 - filters: sender and recipient domain patterns (comma-separated; ``example.com``,
-  ``*.example.com`` = subdomains only, ``*`` = any), priority (lowest first, then oldest),
-  active; the first active filter of an active relay that matches wins; no match: direct MX.
+  ``*.example.com`` = subdomains only, ``*`` = any), priority (lowest first; unique, as in
+  Salesforce, so that which filter wins is never a tie), active; the first active filter of
+  an active relay that matches wins; no match: direct MX.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailcase.config import OUTBOUND_TLS_MODES, Settings
@@ -272,16 +273,34 @@ def add_filter(
     relay: int | str,
     sender: str = "*",
     recipient: str = "*",
-    priority: int = 100,
+    priority: int | None = None,
     active: bool = True,
 ) -> dict[str, Any]:
-    """Send mail matching both patterns through `relay`."""
+    """Send mail matching both patterns through `relay`.
+
+    Priorities are unique (Salesforce's Email Domain Filters): a taken one is refused with the
+    filter holding it. Without `priority`, the filter goes after every existing one (the
+    highest priority + 10; 100 for the first)."""
     senders = ",".join(parse_patterns(sender))
     recipients = ",".join(parse_patterns(recipient))
     with begin_write(engine) as conn:
         rid = conn.execute(select(relays.c.id).where(_which(relay))).scalar()
         if rid is None:
             raise RelayError(f"no relay {relay!r} (see `mailcase relay list`)")
+        f = relay_filters.c
+        if priority is None:
+            highest = conn.execute(select(func.max(f.priority))).scalar()
+            priority = 100 if highest is None else int(highest) + 10
+        taken = conn.execute(
+            select(f.id, relays.c.name).join(relays, relays.c.id == f.relay_id)
+            .where(f.priority == priority)
+        ).first()
+        if taken is not None:
+            raise RelayError(
+                f"priority {priority} is taken by filter {taken.id} (relay {taken.name}); "
+                "each filter needs its own priority: choose another, or remove that filter "
+                "(see `mailcase relay filter list`)"
+            )
         pk = conn.execute(
             insert(relay_filters).values(
                 relay_id=rid, sender_pattern=senders, recipient_pattern=recipients,

@@ -33,26 +33,46 @@ def _build_message(
 @click.option("--body-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="UTF-8 text file with the body.")
 @click.option("--eml", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="A complete RFC 5322 message to send as it is.")
+              default=None, help="A complete RFC 5322 message to send as it is; a missing "
+              "From (the --from address), Date or Message-ID is added with a warning, as "
+              "Postfix does for local mail.")
 @click.option("--category", type=click.Choice(sorted(CATEGORIES)), default="user",
               show_default=True, help="Deliverability category.")
 @click.pass_obj
 def send_cmd(obj: Ctx, mail_from: str, to: tuple[str, ...], subject: str,
              body_file: Path | None, eml: Path | None, category: str) -> None:
-    """Queue a message for delivery; prints its queue id."""
-    from mailcase.outbound.queue.enqueue import EnqueueError, enqueue
+    """Queue a message for delivery; prints its queue id.
+
+    Refused: a file given to --eml that is no email (plain text: use --body-file), a From
+    header without a usable address, a message with neither subject nor body. A recipient on
+    the suppression list (it hard-bounced) is named on stderr and not sent to; when every
+    recipient is suppressed the command exits with status 1.
+    """
+    from mailcase.outbound.minimum import MessageRefusedError, complete_message
+    from mailcase.outbound.queue.enqueue import EnqueueError, enqueue, normalize_content
     from mailcase.storage.db import begin_write
 
     if eml is not None and body_file is not None:
         raise click.UsageError("use --body-file or --eml, not both")
     if eml is not None:
-        content = eml.read_bytes()
+        try:
+            done = complete_message(normalize_content(eml.read_bytes()),
+                                    envelope_from=mail_from.strip())
+        except MessageRefusedError as e:
+            raise click.ClickException(f"{eml}: {e}") from None
+        for warning in done.warnings:
+            click.echo(f"mailcase: warning: {eml}: {warning}", err=True)
+        content = done.content
     else:
         body = body_file.read_text(encoding="utf-8") if body_file is not None else ""
         try:
             content = _build_message(mail_from, to, subject, body)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
+        if not subject.strip() and not body.strip():
+            raise click.UsageError(
+                "nothing to send: give --subject or --body-file (or a whole message with --eml)"
+            )
     try:
         with begin_write(obj.engine()) as conn:
             qid = enqueue(conn, mail_from=mail_from, rcpt_to=list(to), content=content,
@@ -60,6 +80,28 @@ def send_cmd(obj: Ctx, mail_from: str, to: tuple[str, ...], subject: str,
     except EnqueueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(qid)
+    _report_suppressed(obj, qid, to)
+
+
+def _report_suppressed(obj: Ctx, queue_id: str, to: tuple[str, ...]) -> None:
+    """Name each suppressed recipient; status 1 when none of `to` will get the message."""
+    from mailcase.outbound.queue.views import show_message
+
+    shown = show_message(obj.engine(), queue_id)
+    states = {r["address"].lower(): r["state"] for r in (shown or {}).get("recipients", [])}
+    gone = {a.strip().lower(): a.strip() for a in to
+            if states.get(a.strip().lower()) == "suppressed"}
+    for address in gone.values():
+        click.echo(
+            f"mailcase: {address}: not sent: on the suppression list (it hard-bounced); "
+            f"see `mailcase bounces list`, `mailcase bounces clear {address}` to send to it "
+            "again",
+            err=True,
+        )
+    if gone and set(gone) == {a.strip().lower() for a in to}:
+        raise click.ClickException(
+            f"every recipient is suppressed: {queue_id} is sent to none of them"
+        )
 
 
 @click.group("outbound")
@@ -113,10 +155,15 @@ def outbound_show(obj: Ctx, queue_id: str, as_json: bool) -> None:
     for a in attempts:
         a["tls"] = (f"{a['tls_version']}:{a['tls_cipher']}" if a["tls_version"]
                     else ("plaintext" if a["remote_host"] else "-"))
+        if a.get("tls_fallback"):
+            a["tls"] = "plaintext-after-tls-failure"
         a["verified"] = (a["verified_by"] or "yes") if a["tls_verified"] else "no"
     table(attempts, ["attempt", "started_at", "recipient", "result", "relay",
                      "remote_host", "remote_ip", "tls", "verified", "stage",
                      "reply_code", "reply_text"])
+    for a in attempts:
+        if a.get("tls_fallback"):
+            click.echo(f"attempt {a['attempt']} to {a['recipient']}: {a['tls_fallback']}")
 
 
 @outbound.command("retry")

@@ -37,6 +37,7 @@ from mailcase.config import Settings
 from mailcase.dns import Resolver
 from mailcase.dns.resolver import NoSuchRecord, TemporaryDNSError
 from mailcase.outbound.dkim_models import DKIM_ALGORITHMS, dkim_keys
+from mailcase.storage import addresses
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import utcnow
 
@@ -217,6 +218,7 @@ def _insert_key(
     conn: Connection, settings: Settings, domain: str, selector: str, algorithm: str
 ) -> None:
     private, public = _generate(algorithm)
+    addresses.bump_generation(conn)  # other processes' key caches reload (`_candidates`)
     conn.execute(
         dkim_keys.insert().values(
             domain=domain,
@@ -385,6 +387,10 @@ def check_domain(
             elif r.state == "active" and not c.found:
                 values.update(state="pending")
             conn.execute(update(dkim_keys).where(dkim_keys.c.id == r.id).values(**values))
+            if "state" in values:
+                # Signing in every process switches now, not when its key cache expires:
+                # "active" in `dkim check` means signing with it from now on.
+                addresses.bump_generation(conn)
     _forget(d)
     # What was just looked up is what signing would look up: keep it for check_interval.
     now_m = time.monotonic()
@@ -433,10 +439,11 @@ class _Candidate:
 
 
 _lock = threading.Lock()
-_keys_cache: dict[tuple[str, str], tuple[float, list[_Candidate]]] = {}
+#: (database, domain) -> (expires, settings generation, keys)
+_keys_cache: dict[tuple[str, str], tuple[float, int, list[_Candidate]]] = {}
 #: (domain, key id, public key) -> (expires, usable, when it was learnt)
 _record_cache: dict[tuple[str, int, str], tuple[float, bool, dt.datetime]] = {}
-_KEYS_TTL = 30.0  # seconds the key list of a domain is reused (a CLI change shows up after it)
+_KEYS_TTL = 30.0  # seconds at most a domain's key list is reused (a key change: at once)
 _maintained: dict[tuple[str, str], float] = {}
 
 
@@ -451,13 +458,17 @@ def _forget(domain: str) -> None:
 
 
 def _candidates(engine: Engine, domain: str) -> list[_Candidate]:
+    """The domain's live keys, cached until the settings generation changes (every key
+    change bumps it, in whichever process) or `_KEYS_TTL` passes: one small read per message
+    instead of loading the keys."""
     key = (str(engine.url), domain)
     now = time.monotonic()
-    with _lock:
-        hit = _keys_cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
     with engine.connect() as conn:
+        gen = addresses.generation_in(conn)
+        with _lock:
+            hit = _keys_cache.get(key)
+        if hit is not None and hit[0] > now and hit[1] == gen:
+            return hit[2]
         rows = conn.execute(
             select(dkim_keys.c.id, dkim_keys.c.domain, dkim_keys.c.selector,
                    dkim_keys.c.algorithm, dkim_keys.c.public_key, dkim_keys.c.private_key,
@@ -468,7 +479,7 @@ def _candidates(engine: Engine, domain: str) -> list[_Candidate]:
     found = [_Candidate(r.id, r.domain, r.selector, r.algorithm, r.public_key,
                         bytes(r.private_key), r.state, r.checked_at) for r in rows]
     with _lock:
-        _keys_cache[key] = (now + _KEYS_TTL, found)
+        _keys_cache[key] = (now + _KEYS_TTL, gen, found)
     return found
 
 

@@ -70,7 +70,10 @@ def dkim_list(obj: Ctx) -> Listing:
 @click.pass_obj
 def dkim_check(obj: Ctx, domain: str | None) -> Listing:
     """Look up the DNS records of DOMAIN's keys (all domains without DOMAIN) and switch to
-    the newest key whose record matches. Starts a due rotation (`dkim.rotate_days`)."""
+    the newest key whose record matches. Starts a due rotation (`dkim.rotate_days`).
+
+    "active" means signing with that key now: a running server notices the change with its
+    next message (the settings generation), not after a cache time."""
     from mailcase.outbound import dkim as k
 
     engine, settings = obj.engine(), obj.settings()

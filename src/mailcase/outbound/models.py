@@ -181,6 +181,8 @@ class OutboundAttempt(Base):
     tls_verified: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     verified_by: Mapped[str | None] = mapped_column(String(16))
     stage: Mapped[str | None] = mapped_column(String(16))
+    #: Why the attempt went on in plaintext after STARTTLS failed (`preferred` mode).
+    tls_fallback: Mapped[str | None] = mapped_column(Text)
     reply_code: Mapped[int | None] = mapped_column(Integer)
     reply_text: Mapped[str | None] = mapped_column(Text)
     seconds_in_queue: Mapped[float | None] = mapped_column(Float)

@@ -154,10 +154,14 @@ def _bulk(
     destinations: Sequence[Destination],
     entries: list[LogEntry],
 ) -> list[tuple[str, str, str]]:
+    mark = messages.log_mark(conn)
     for dest in destinations:
         dest.deliver_many(conn, batch)
     messages.mark_processed_many(conn, [m.id for m in batch])
-    messages.insert_logs(conn, entries)
+    # One row per event: a destination that logged what it did (a case created, a sender
+    # discarded) said it; the generic "processed" row is for the others.
+    said = messages.logged_since(conn, mark, [m.queue_id for m in batch])
+    messages.insert_logs(conn, [e for e in entries if e.queue_id not in said])
     names = ",".join(d.name for d in destinations)
     return [(m.queue_id, "processed", names) for m in batch]
 
@@ -172,13 +176,16 @@ def _one_by_one(
     names = ",".join(d.name for d in destinations)
     for m in batch:
         savepoint = conn.begin_nested()
+        entry: LogEntry | None
         try:
+            mark = messages.log_mark(conn)
             for address in m.rcpt_to:
                 for dest in destinations:
                     dest.deliver(conn, m, address)
             messages.mark_processed(conn, m.id)
+            said = messages.logged_since(conn, mark, [m.queue_id])
             savepoint.commit()
-            entry = _log_entry(m, "processed", None)
+            entry = None if said else _log_entry(m, "processed", None)
             done.append((m.queue_id, "processed", names))
         except DeferMessage as e:
             savepoint.rollback()
@@ -203,7 +210,8 @@ def _one_by_one(
             messages.mark_quarantined(conn, m.id, error)
             entry = _log_entry(m, "quarantined", error)
             done.append((m.queue_id, "quarantined", error))
-        messages.insert_log(conn, entry)
+        if entry is not None:
+            messages.insert_log(conn, entry)
     return done
 
 

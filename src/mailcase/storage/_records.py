@@ -30,8 +30,14 @@ __all__ = [
 ]
 
 DIRECTIONS = ("inbound", "outbound")
-#: Outcomes of the email log; "delivered" and "bounced" are there for outbound delivery.
-OUTCOMES = ("accepted", "rejected", "deferred", "processed", "quarantined", "delivered", "bounced")
+#: Outcomes of the email log, each naming one event: accepted / rejected (SMTP's answer),
+#: deferred (tried again later), processed (stored into its destination: a case, an inbox),
+#: quarantined, discarded (taken, then dropped by policy: raw message kept), delivered and
+#: bounced (outbound, or a non-delivery notice sent), suppressed (an automatic message not
+#: sent by policy: loop, limit, suppression list), failed (a message we meant to send could
+#: not be made). `mailcase log --outcome` and the API offer exactly these.
+OUTCOMES = ("accepted", "rejected", "deferred", "processed", "quarantined", "discarded",
+            "delivered", "bounced", "suppressed", "failed")
 #: Longest Message-ID kept in the indexed column: a PostgreSQL btree entry must stay < 2704 bytes.
 MESSAGE_ID_MAX = 500
 
@@ -77,6 +83,19 @@ class LogEntry:
     reply_code: int | None = None
     reply_text: str | None = None
     reason: str | None = None
+    # Outbound facts (see `mailcase.storage.models.EmailLog`).
+    remote_host: str | None = None
+    remote_ip: str | None = None
+    remote_port: int | None = None
+    relay: str | None = None
+    tls_mode: str | None = None
+    tls_verified: bool | None = None
+    tls_basis: str | None = None
+    tls_policy: str | None = None
+    tls_fallback: str | None = None
+    attempt: int | None = None
+    delay: float | None = None
+    stage: str | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -152,6 +171,18 @@ def log_row(e: LogEntry) -> dict[str, Any]:
         "reply_code": e.reply_code,
         "reply_text": _opt(e.reply_text),
         "reason": _opt(e.reason),
+        "remote_host": _opt(e.remote_host),
+        "remote_ip": e.remote_ip,
+        "remote_port": e.remote_port,
+        "relay": _opt(e.relay),
+        "tls_mode": e.tls_mode,
+        "tls_verified": e.tls_verified,
+        "tls_basis": e.tls_basis,
+        "tls_policy": e.tls_policy,
+        "tls_fallback": _opt(e.tls_fallback),
+        "attempt": e.attempt,
+        "delay": e.delay,
+        "stage": e.stage,
     }
 
 

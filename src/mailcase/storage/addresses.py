@@ -27,7 +27,9 @@ __all__ = [
     "AddressRecord",
     "AddressSnapshot",
     "add",
+    "bump_generation",
     "generation",
+    "generation_in",
     "get",
     "list_addresses",
     "normalize",
@@ -81,6 +83,17 @@ _COLUMNS = (_t.c.id, _t.c.address, _t.c.require_tls, _t.c.enabled, _t.c.created_
 
 def _bump(conn: Connection) -> None:
     conn.execute(update(_gen).where(_gen.c.id == 1).values(generation=_gen.c.generation + 1))
+
+
+def bump_generation(conn: Connection) -> None:
+    """Tell every process that settings they cache changed (in `conn`'s transaction): the
+    generation is read cheaply where a cache is used (addresses, DKIM keys)."""
+    _bump(conn)
+
+
+def generation_in(conn: Connection) -> int:
+    """The settings generation, read in `conn` (see `generation`)."""
+    return int(conn.execute(select(_gen.c.generation).where(_gen.c.id == 1)).scalar_one())
 
 
 def add(

@@ -18,12 +18,12 @@ from sqlalchemy import Connection, Engine, exists, func, insert, literal, or_, s
 from sqlalchemy.orm import Session
 
 from mailcase import plain
-from mailcase.storage._records import LogEntry, log_row
+from mailcase.storage._records import DIRECTIONS, OUTCOMES, LogEntry, log_row
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import email_log
 from mailcase.storage.sql import json_array_values
 
-__all__ = ["COLUMNS", "append", "query", "to_csv", "to_json"]
+__all__ = ["COLUMNS", "DIRECTIONS", "OUTCOMES", "append", "query", "to_csv", "to_json"]
 
 _t = email_log
 
@@ -55,7 +55,13 @@ def query(
     direction: str | None = None,
 ) -> list[dict[str, Any]]:
     """Log rows, newest first. `since` is inclusive, `until` exclusive; `address` matches the
-    envelope sender or any recipient, ignoring case."""
+    envelope sender or any recipient, ignoring case. An `outcome` or `direction` that does not
+    exist raises ValueError naming the ones that do (never an empty answer that looks like
+    "nothing happened")."""
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
+    if direction is not None and direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}: one of {', '.join(DIRECTIONS)}")
     stmt = select(_t).order_by(_t.c.time.desc(), _t.c.id.desc()).limit(limit)
     if since is not None:
         stmt = stmt.where(_t.c.time >= since)

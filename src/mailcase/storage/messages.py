@@ -64,6 +64,8 @@ __all__ = [
     "StoredMessage",
     "claim_received",
     "insert_logs",
+    "log_mark",
+    "logged_since",
     "mark_processed_many",
     "record_deliveries",
     "load_content",
@@ -334,6 +336,27 @@ def mark_processed_many(conn: Executor, message_pks: Sequence[int]) -> None:
     )
     if n != len(message_pks):
         raise StorageError(f"{len(message_pks) - n} message(s) not in state 'received' any more")
+
+
+def log_mark(conn: Connection) -> int:
+    """The highest email-log id now: rows this transaction writes after it have higher ids
+    (a sequence or SQLite's rowid only grows), which `logged_since` finds."""
+    return int(conn.execute(select(func.max(email_log.c.id))).scalar() or 0)
+
+
+def logged_since(conn: Connection, mark: int, queue_ids: Sequence[str]) -> set[str]:
+    """Which of `queue_ids` got an inbound email-log row after `mark` (in this transaction:
+    the messages are claimed by it). The pipeline writes its generic "processed" row only
+    for the others: one row per event, not a second blank one."""
+    if not queue_ids:
+        return set()
+    rows = conn.execute(
+        select(email_log.c.queue_id).distinct().where(
+            email_log.c.id > mark, email_log.c.direction == "inbound",
+            email_log.c.queue_id.in_(list(queue_ids)),
+        )
+    )
+    return {str(q) for q in rows.scalars()}
 
 
 def insert_logs(conn: Executor, entries: Iterable[LogEntry]) -> None:

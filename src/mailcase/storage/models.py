@@ -30,6 +30,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -224,6 +225,21 @@ class EmailLog(Base):
     reply_code: Mapped[int | None] = mapped_column(Integer)
     reply_text: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Outbound facts (inbound rows leave them empty; `client_ip` and `helo` are inbound's).
+    remote_host: Mapped[str | None] = mapped_column(Text)
+    remote_ip: Mapped[str | None] = mapped_column(Text)
+    remote_port: Mapped[int | None] = mapped_column(Integer)
+    relay: Mapped[str | None] = mapped_column(Text)
+    tls_mode: Mapped[str | None] = mapped_column(String(20))
+    tls_verified: Mapped[bool | None] = mapped_column(Boolean)
+    #: What a certificate was checked against: none, ca (later mta-sts, dane-ee, dane-ta).
+    tls_basis: Mapped[str | None] = mapped_column(String(16))
+    #: Which policy set the TLS mode (filled by the transport-security policy when it lands).
+    tls_policy: Mapped[str | None] = mapped_column(String(32))
+    tls_fallback: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    delay: Mapped[float | None] = mapped_column(Float)
+    stage: Mapped[str | None] = mapped_column(String(16))
 
 
 class ApiToken(Base):

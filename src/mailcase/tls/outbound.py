@@ -9,7 +9,10 @@ Modes (Salesforce Deliverability names):
 
 - ``off``: never STARTTLS (only for a relay on a trusted link).
 - ``preferred`` (default): STARTTLS when offered, certificate not checked; plaintext when not
-  offered.
+  offered, and when STARTTLS fails (a failed handshake, a refused command) the same MX is
+  tried again at once in plaintext, the fallback logged on the attempt (Postfix level
+  ``may``; RFC 7435 §1.2: opportunistic security must not be worse than no security).
+  `plaintext_fallback_allowed` is the one place that decides it.
 - ``required``: STARTTLS must succeed; certificate not checked.
 - ``preferred_verify``: when offered, the certificate must verify (chain and host name); a
   failed check ends the session before any content: there is no silent fallback to plaintext
@@ -37,13 +40,15 @@ __all__ = [
     "domain_matches",
     "mode_for_domain",
     "on_ehlo",
+    "plaintext_fallback_allowed",
     "verifies",
 ]
 
 
 #: starttls: issue STARTTLS; plaintext: go on without TLS; proceed: go on over the TLS session
-#: just made; refuse: end the session (QUIT) before MAIL FROM.
-TLSAction = Literal["starttls", "plaintext", "proceed", "refuse"]
+#: just made; refuse: end the session (QUIT) before MAIL FROM; fallback: STARTTLS failed,
+#: connect to the same server again and go on without TLS.
+TLSAction = Literal["starttls", "plaintext", "proceed", "refuse", "fallback"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +109,30 @@ def on_ehlo(mode: str, *, starttls_offered: bool) -> TLSDecision:
     return TLSDecision("plaintext", "STARTTLS not offered")
 
 
+def plaintext_fallback_allowed(mode: str) -> bool:
+    """After STARTTLS failed: may the same server be tried again in plaintext?
+
+    Only in ``preferred`` (Postfix ``may``): the sender asked for opportunistic TLS, which
+    must not deliver less than plaintext would (RFC 7435 §1.2). Never in ``required`` or the
+    verify modes, where the policy is the point. This is the one predicate: a policy that
+    forbids downgrades for a domain (MTA-STS, DANE, a remembered TLS peer) applies here.
+    """
+    return _mode(mode) == "preferred"
+
+
 def after_handshake(mode: str, *, verified: bool, error: str = "") -> TLSDecision:
-    """After a successful or failed handshake: go on over TLS, or refuse.
+    """After a successful or failed handshake: go on over TLS, refuse, or fall back.
 
     `verified` is whether the chain and host name checked out (only asked in verify modes;
     a failed check there is the handshake failing). `error` describes a failed handshake.
-    Once STARTTLS was attempted there is never a plaintext fallback on this connection.
+    Never plaintext on the connection where STARTTLS was attempted: a fallback is a new
+    connection (`plaintext_fallback_allowed`).
     """
     m = _mode(mode)
+    if error and plaintext_fallback_allowed(m):
+        return TLSDecision(
+            "fallback", f"TLS handshake failed ({m}): {error}; retried in plaintext"
+        )
     if error:
         what = "certificate verification failed" if verifies(m) else "TLS handshake failed"
         return TLSDecision("refuse", f"{what} ({m}): {error}")

@@ -187,7 +187,13 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
         format: Literal["json", "csv"] = "json",
     ) -> Response:
-        """Email log entries, newest first; `format=csv` for a CSV export."""
+        """Email log entries, newest first; `format=csv` for a CSV export. `outcome`: one of
+        accepted, rejected, deferred, processed, quarantined, discarded, delivered, bounced,
+        suppressed, failed (an unknown one is a 422 that lists them)."""
+        if outcome is not None and outcome not in emaillog.OUTCOMES:
+            raise HTTPException(
+                422, f"unknown outcome {outcome!r}: one of {', '.join(emaillog.OUTCOMES)}"
+            )
         rows = await db(
             emaillog.query,
             since=since,

@@ -69,15 +69,29 @@ def test_first_matching_filter_wins_by_priority(db_engine: Engine, settings: Set
     relays.add_filter(db_engine, relay="b", recipient="*", priority=50)
     relays.add_filter(db_engine, relay="a", sender="corp.example, *.corp.example",
                       recipient="*.partner.test", priority=10)
-    relays.add_filter(db_engine, relay="c", recipient="special.test", priority=50)
+    relays.add_filter(db_engine, relay="c", recipient="special.test", priority=60)
     relays.add_filter(db_engine, relay="a", recipient="*", priority=1, active=False)
     t = relays.load_table(db_engine, settings)
     assert t.select("corp.example", "x.partner.test").id == a["id"]  # type: ignore[union-attr]
     assert t.select("eu.corp.example", "x.partner.test").id == a["id"]  # type: ignore[union-attr]
     assert t.select("corp.example", "partner.test").id == b["id"]  # type: ignore[union-attr]
-    # same priority: the older filter first
+    # the lower priority first
     assert t.select("other.example", "special.test").id == b["id"]  # type: ignore[union-attr]
     assert [f["relay"] for f in relays.list_filters(db_engine)] == ["a", "a", "b", "c"]
+
+
+def test_a_taken_priority_is_refused(db_engine: Engine, settings: Settings) -> None:
+    """Issue 12.6: two filters at one priority (which wins undefined) are refused, as
+    Salesforce refuses them; an inactive filter holds its priority too."""
+    relays.add_relay(db_engine, settings, name="a", host="a.example.com")
+    relays.add_relay(db_engine, settings, name="b", host="b.example.com")
+    first = relays.add_filter(db_engine, relay="a", recipient="x.test", priority=10,
+                              active=False)
+    with pytest.raises(RelayError, match=rf"priority 10 is taken by filter {first['id']} \(relay a\)"):
+        relays.add_filter(db_engine, relay="b", recipient="y.test", priority=10)
+    # Without a priority: after every existing filter.
+    assert relays.add_filter(db_engine, relay="b", recipient="y.test")["priority"] == 20
+    assert [f["priority"] for f in relays.list_filters(db_engine)] == [10, 20]
 
 
 def test_no_filter_means_direct_delivery_and_removal_cascades(db_engine: Engine, settings: Settings) -> None:

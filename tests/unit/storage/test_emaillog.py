@@ -119,3 +119,21 @@ def test_log_entry_is_checked() -> None:
         LogEntry(time=T0, direction="sideways", outcome="accepted")
     with pytest.raises(ValueError):
         LogEntry(time=datetime(2026, 1, 1), outcome="accepted")
+
+
+def test_outcome_choices_come_from_the_model(db_engine: Engine) -> None:
+    """Issue 12.10: `log --outcome` offers every outcome the model has, and an unknown one is
+    an error that lists them (it printed "(no entries)")."""
+    from click.testing import CliRunner
+
+    from mailcase.cli import cli
+    from mailcase.storage.emaillog import OUTCOMES
+
+    help_text = CliRunner().invoke(cli, ["log", "--help"], terminal_width=400).output
+    listed = help_text.split("--outcome [", 1)[1].split("]", 1)[0].split("|")
+    assert listed == list(OUTCOMES)
+    with pytest.raises(ValueError, match="unknown outcome 'sent': one of accepted, rejected"):
+        emaillog.query(db_engine, outcome="sent")
+    for outcome in OUTCOMES:  # each one can be written and found
+        emaillog.append(db_engine, [LogEntry(time=datetime.now(UTC), outcome=outcome)])
+        assert [r["outcome"] for r in emaillog.query(db_engine, outcome=outcome)] == [outcome]

@@ -11,6 +11,7 @@ from mailcase.tls.outbound import (
     domain_matches,
     mode_for_domain,
     on_ehlo,
+    plaintext_fallback_allowed,
     verifies,
 )
 
@@ -68,10 +69,21 @@ def test_after_ehlo(mode: str, offered: bool, action: str) -> None:
         assert "does not offer STARTTLS" in d.reason
 
 
-@pytest.mark.parametrize("mode", [m for m in OUTBOUND_TLS_MODES if m != "off"])
+@pytest.mark.parametrize("mode", [m for m in OUTBOUND_TLS_MODES
+                                  if m not in ("off", "preferred")])
 def test_a_failed_handshake_never_falls_back_to_plaintext(mode: str) -> None:
     d = after_handshake(mode, verified=False, error="certificate has expired")
     assert d.action == "refuse" and "certificate has expired" in d.reason
+    assert not plaintext_fallback_allowed(mode)
+
+
+def test_opportunistic_tls_falls_back_to_plaintext_after_a_failed_handshake() -> None:
+    """Issue 12.4: `preferred` is Postfix's `may` (RFC 7435): a failed handshake is retried
+    in plaintext, not deferred until the queue time runs out."""
+    d = after_handshake("preferred", verified=False, error="unsupported protocol")
+    assert d.action == "fallback" and "unsupported protocol" in d.reason
+    assert "plaintext" in d.reason
+    assert plaintext_fallback_allowed("preferred")
 
 
 @pytest.mark.parametrize(

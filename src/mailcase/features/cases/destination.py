@@ -370,7 +370,7 @@ class CaseDestination:
             )
             return
         self._log(
-            conn, m, "rejected", f"discarded: {reason} (routing address {r.address})",
+            conn, m, "discarded", f"{reason} (routing address {r.address})",
             action="refused", case=None, routing=r.address,
         )
 

@@ -106,6 +106,15 @@ def _on_permanent_failure(
     content = bytes(content or b"")
     message_id = _get(message_row, "message_id")
     failures: list[DsnFailure] = []
+    # RFC 5321 §6.1 / RFC 3461 §6.2: a message with a null reverse-path (a DSN) gets no
+    # notification, and its failure says nothing about the address it went to (our own
+    # sender, whom a DSN informs): it never suppresses. The same for a report or notice of
+    # ours sent with a sender.
+    null_sender = mail_from in ("", "<>")
+    ours = mail_from.lower().startswith(VERP_PREFIX) or mail_from.lower().startswith(
+        "mailer-daemon@"
+    )
+    bounce_of_bounce = null_sender or ours or _is_dsn(content)
     archive = {a.lower() for a in compliance_recipients(settings)}
     for r in recipients:
         address = r if isinstance(r, str) else str(_get(r, "address", "") or "")
@@ -137,14 +146,12 @@ def _on_permanent_failure(
             # The remote refused it permanently: a hard bounce of that address.
             record_bounce(conn, source=f"delivery:{queue_id}", recipient=address,
                           status=status, outbound_queue_id=queue_id or None,
-                          message_id=message_id, diagnostic=diagnostic, mail_from=mail_from)
+                          message_id=message_id, diagnostic=diagnostic, mail_from=mail_from,
+                          keep="the failed message was itself a bounce" if bounce_of_bounce
+                          else None)
     if not failures:
         return
-    null_sender = mail_from in ("", "<>")
-    ours = mail_from.lower().startswith(VERP_PREFIX) or mail_from.lower().startswith(
-        "mailer-daemon@"
-    )
-    if null_sender or ours or _is_dsn(content):
+    if bounce_of_bounce:
         maillog.event("bounce", queue_id or None, dsn="not sent",
                       reason="null sender" if null_sender else "message is itself a bounce")
         return

@@ -2,7 +2,9 @@
 
 A permanent failure (status 5.x.x) puts the recipient on the suppression list, so later mail
 to it is stored as "suppressed" and never sent, until `mailcase bounces clear`. A temporary one
-(4.x.x, or a "delayed" report) is recorded only.
+(4.x.x, or a "delayed" report) is recorded only. Never suppressed, only recorded: the
+recipient of a bounce that itself bounced (a bounce of a bounce), and our own addresses
+(`is_own_address`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailcase import maillog
 from mailcase.outbound.bounces.models import bounce_events, bounced_addresses
+from mailcase.policy.recipients import VERP_PREFIX
 from mailcase.storage import messages
 from mailcase.storage.db import begin_write
-from mailcase.storage.models import utcnow
+from mailcase.storage.models import receiving_addresses, utcnow
 from mailcase.storage.spool import LogEntry
 from mailcase.storage.sql import insert_ignore, upsert
 
@@ -27,6 +30,7 @@ __all__ = [
     "BounceRecord",
     "clear",
     "count_suppressed",
+    "is_own_address",
     "is_suppressed",
     "list_bounces",
     "list_events",
@@ -68,6 +72,24 @@ class BounceInfo:
 
 def _norm(address: str) -> str:
     return address.strip().strip("<>").lower()
+
+
+#: Local parts that are ours on any domain we answer for: the bounce senders (RFC 5321 §4.5.1).
+_SYSTEM_LOCAL_PARTS = ("postmaster", "mailer-daemon")
+
+
+def is_own_address(conn: Connection, address: str) -> bool:
+    """Is `address` one of ours: a receiving (or routing) address, a VERP bounce address, or
+    postmaster / mailer-daemon? Ours are never suppressed: a remote refusing them says
+    something about that remote, and suppressing them would silence our own users."""
+    addr = _norm(address)
+    local = addr.rpartition("@")[0]
+    if addr.startswith(VERP_PREFIX) or local in _SYSTEM_LOCAL_PARTS:
+        return True
+    row = conn.execute(
+        select(receiving_addresses.c.id).where(receiving_addresses.c.address == addr)
+    ).first()
+    return row is not None
 
 
 def is_suppressed(conn: Connection, address: str) -> bool:
@@ -184,9 +206,11 @@ def record_bounce(
     remote_mta: str | None = None,
     diagnostic: str | None = None,
     mail_from: str | None = None,
+    keep: str | None = None,
 ) -> str | None:
-    """Record one bounce; suppress the address when it is hard. Returns the kind recorded
-    (None when the report was no failure or `source` already recorded it)."""
+    """Record one bounce; suppress the address when it is hard, unless `keep` says why not
+    (a bounce of a bounce, one of our own addresses), or the address is ours. Returns the kind
+    recorded (None when the report was no failure or `source` already recorded it)."""
     kind = _kind(status, action)
     if kind is None:
         return None
@@ -202,7 +226,9 @@ def record_bounce(
     ).first()
     if inserted is None:
         return None  # the same report again (e.g. a message processed after a crash)
-    if kind == "hard":
+    if kind == "hard" and keep is None and is_own_address(conn, addr):
+        keep = "one of our own addresses"
+    if kind == "hard" and keep is None:
         suppress(conn, addr, status=status, reason=diagnostic, queue_id=outbound_queue_id,
                  source=source.partition(":")[0])
     messages.insert_log(
@@ -225,7 +251,9 @@ def record_bounce(
             reply_text=(diagnostic or None) and diagnostic[:2000],
             reason=f"{source}: status {status or '-'}"
             + (f" from {remote_mta}" if remote_mta else "")
-            + ("; address suppressed" if kind == "hard" else "; soft bounce, recorded only"),
+            + (f"; not suppressed: {keep}" if kind == "hard" and keep is not None
+               else "; address suppressed" if kind == "hard"
+               else "; soft bounce, recorded only"),
         ),
     )
     maillog.bounce(

@@ -251,6 +251,10 @@ class RecipientResult:
     tls_cipher: str | None = None
     tls_verified: bool = False
     verified_by: str | None = None
+    #: Why the session went on in plaintext after STARTTLS failed (`preferred`), else None.
+    tls_fallback: str | None = None
+    #: The envelope sender sent in MAIL FROM (the VERP return path), when a session began.
+    envelope_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,28 +288,29 @@ _STATE = {"delivered": "delivered", "transient": "deferred", "permanent": "bounc
 _STATUS = {"delivered": "sent", "transient": "deferred", "permanent": "bounced"}
 
 
+def _tls_basis(res: RecipientResult) -> str | None:
+    """On what the certificate was checked: none, ca (MTA-STS and DANE add their own)."""
+    if not res.tls_version:
+        return None
+    return (res.verified_by or "ca").lower() if res.tls_verified else "none"
+
+
 def _log_entry(msg: ClaimedMessage, res: RecipientResult, outcome: str, now: datetime,
                delay: float) -> LogEntry:
-    reason = [f"attempt={msg.attempt}", f"delay={delay:.1f}s"]
-    if res.relay:
-        reason.append(f"relay={res.relay}")
-    if res.remote_host:
-        reason.append(f"host={res.remote_host}[{res.remote_ip}]:{res.remote_port}")
-    if res.tls_version:
-        how = f"verified({res.verified_by})" if res.tls_verified else "not-verified"
-        reason.append(f"tls={res.tls_version}:{res.tls_cipher} {how}")
-    elif res.remote_host and res.stage not in ("connect",):
-        reason.append("tls=plaintext")
-    if res.tls_mode:
-        reason.append(f"tls_mode={res.tls_mode}")
-    if outcome != "delivered" and res.stage:
-        reason.append(f"stage={res.stage}")
+    """The email-log row of one recipient's attempt: each fact in its own column."""
     return LogEntry(
-        time=now, direction="outbound", queue_id=msg.queue_id, client_ip=res.remote_ip,
-        helo=res.remote_host, mail_from=msg.mail_from, rcpt_to=(res.recipient.address,),
+        time=now, direction="outbound", queue_id=msg.queue_id,
+        # The envelope sender actually sent (VERP) when a session got that far.
+        mail_from=res.envelope_from if res.envelope_from is not None else msg.mail_from,
+        rcpt_to=(res.recipient.address,),
         tls_version=res.tls_version, tls_cipher=res.tls_cipher, size=msg.size,
         message_id=msg.message_id, outcome=outcome, reply_code=res.code,
-        reply_text=res.text or None, reason=" ".join(reason),
+        reply_text=res.text or None, reason=res.tls_fallback,
+        remote_host=res.remote_host, remote_ip=res.remote_ip, remote_port=res.remote_port,
+        relay=res.relay, tls_mode=res.tls_mode,
+        tls_verified=res.tls_verified if res.remote_host else None,
+        tls_basis=_tls_basis(res), tls_fallback=res.tls_fallback, attempt=msg.attempt,
+        delay=round(delay, 3), stage=res.stage if outcome != "delivered" else None,
     )
 
 
@@ -343,7 +348,7 @@ def record(
                 "tls_mode": res.tls_mode, "tls_version": res.tls_version,
                 "tls_cipher": res.tls_cipher, "tls_verified": res.tls_verified,
                 "verified_by": res.verified_by, "stage": res.stage, "reply_code": res.code,
-                "reply_text": res.text or None,
+                "reply_text": res.text or None, "tls_fallback": res.tls_fallback,
             })
             outcome = {"delivered": "delivered", "transient": "deferred",
                        "permanent": "bounced"}[res.outcome]

@@ -55,15 +55,25 @@ class FilterIn(BaseModel):
     relay: str = Field(description="Relay name or id.")
     sender_pattern: str = "*"
     recipient_pattern: str = "*"
-    priority: int = 100
+    priority: int | None = Field(
+        None, description="Lower is tried first; unique (a taken one is refused with 422). "
+        "Empty: after every existing filter (highest + 10; 100 for the first).")
     active: bool = True
 
 
 def _enqueue(engine: Engine, body: OutboundIn, hooks: Sequence[queue_enqueue.EnqueueHook]) -> str:
     if body.eml is not None:
-        content = body.eml.encode("utf-8")
+        from mailcase.outbound.minimum import complete_message
+
+        # The RFC 5322 minimum, as `mailcase send --eml`: a missing From/Date/Message-ID is
+        # added; what is no email raises MessageRefusedError (a ValueError: 422).
+        content = complete_message(queue_enqueue.normalize_content(body.eml.encode("utf-8")),
+                                   envelope_from=body.mail_from.strip()).content
     else:
         from mailcase.outbound.compose import OutgoingEmail, compose
+
+        if not body.subject.strip() and not body.text.strip():
+            raise ValueError("nothing to send: give a subject or a text (or a whole eml)")
 
         content = compose(OutgoingEmail(from_addr=body.mail_from, to=tuple(body.to),
                                         subject=body.subject, text=body.text))

@@ -148,7 +148,7 @@ async def test_accept_from_refuses_and_logs(db_engine: Engine, tmp_path: Path) -
     await deliver(db_engine, s, eml(from_="stranger@elsewhere.test"), mail_from="stranger@elsewhere.test")
     assert case_store.list_cases(db_engine) == []
     refused = [r for r in emaillog.query(db_engine) if "not in accept-from list" in (r["reason"] or "")]
-    assert refused and refused[0]["outcome"] in ("rejected", "bounced")
+    assert refused and refused[0]["outcome"] in ("discarded", "bounced")
     # The raw message is kept.
     (m,) = messages.list_messages(db_engine)
     assert m.state == "processed" and messages.get_message(db_engine, m.queue_id).content  # type: ignore[union-attr]
@@ -228,3 +228,27 @@ def test_routing_crud_links_receiving_address(db_engine: Engine) -> None:
     assert routing_store.delete_routing(db_engine, "support@ours.test")
     assert addresses.get(db_engine, "support@ours.test") is None
     assert routing_store.list_routing(db_engine) == []
+
+
+async def test_one_email_log_row_per_event(db_engine: Engine, tmp_path: Path) -> None:
+    """Issue 12.9: a message that made a case has one row saying so, not also a blank
+    "processed" row; a message to a plain receiving address keeps its one "processed" row;
+    a message discarded by the sender check is "discarded", not "rejected" (no SMTP refusal)."""
+    s = settings(tmp_path)
+    s.automation.unauthorized_action = "discard"
+    routing_store.add_routing(db_engine, "support@ours.test")
+    routing_store.add_routing(db_engine, "vip@ours.test", accept_from=["customer.test"])
+    for mid, rcpt, sender in (("<case@customer.test>", "support@ours.test", "ann@customer.test"),
+                              ("<plain@customer.test>", "other@ours.test", "ann@customer.test"),
+                              ("<odd@elsewhere.test>", "vip@ours.test", "x@elsewhere.test")):
+        await deliver(db_engine, s, eml(message_id=mid, from_=sender), rcpt_to=(rcpt,),
+                      mail_from=sender, message_id=mid)
+    rows = [r for r in emaillog.query(db_engine) if r["outcome"] != "accepted"]
+    by_mid: dict[str, list[tuple[str, str | None]]] = {}
+    for r in rows:
+        by_mid.setdefault(r["message_id"], []).append((r["outcome"], r["reason"]))
+    [(outcome, reason)] = by_mid["<case@customer.test>"]
+    assert outcome == "processed" and reason is not None and "case 00000001 created" in reason
+    assert by_mid["<plain@customer.test>"] == [("processed", None)]
+    [(outcome, reason)] = by_mid["<odd@elsewhere.test>"]
+    assert outcome == "discarded" and reason is not None and "accept-from" in reason

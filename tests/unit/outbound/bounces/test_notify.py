@@ -162,3 +162,72 @@ def test_a_failing_dsn_never_breaks_the_callers_transaction(
     # The bounce is still recorded; only the DSN was given up; the transaction committed.
     assert sorted(b.address for b in suppression.list_bounces(db_engine)) == [
         "after@example.test", "kunde@nirgendwo.example"]
+
+
+def test_a_bounce_of_our_own_bounce_never_suppresses(db_engine: Engine, settings: Settings) -> None:
+    """Issue 12.2: a DSN to agent@ (one of our users) that itself bounced must not put agent@
+    on the suppression list, and no DSN is sent about that DSN (RFC 5321 §6.1, RFC 3461 §6.2:
+    a message with a null reverse-path gets no notification)."""
+    with begin_write(db_engine) as conn:
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks,
+                      mail_from="agent@example.test", rcpt_to=["kunde@nirgendwo.example"],
+                      content=ORIGINAL)
+    rcpts = [{"address": "kunde@nirgendwo.example", "code": 550, "reply": "5.1.1 unknown"}]
+    with begin_write(db_engine) as conn:
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+                                           "5.1.1 unknown")
+    [dsn_qid] = _dsn_ids(db_engine)
+    # The DSN to agent@ is refused with a 5xx by agent@'s own mail server.
+    rcpts = [{"address": "agent@example.test", "code": 550, "reply": "5.7.1 relay denied"}]
+    with begin_write(db_engine) as conn:
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, dsn_qid),
+                                           rcpts, "5.7.1 relay denied")
+    assert [b.address for b in suppression.list_bounces(db_engine)] == ["kunde@nirgendwo.example"]
+    [event] = suppression.list_events(db_engine, recipient="agent@example.test")
+    assert event.status == "5.7.1"  # recorded, for the operator to see, not suppressed
+    assert len(_dsns(db_engine)) == 1  # no DSN about the DSN
+    with db_engine.connect() as conn:
+        assert not suppression.is_suppressed(conn, "agent@example.test")
+
+
+def test_a_report_sent_with_a_sender_also_never_suppresses(
+    db_engine: Engine, settings: Settings
+) -> None:
+    """A DSN or a bounce notice with a non-null sender (as some gateways send them) is a
+    bounce all the same: its failure suppresses nobody."""
+    report = build_dsn(reporting_mta="x.test", original_sender="agent@example.test",
+                       failures=[DsnFailure("c@d.test")], original=ORIGINAL)
+    with begin_write(db_engine) as conn:
+        rep = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks,
+                      mail_from="mailer-daemon@mx.mailcase.test", rcpt_to=["agent@example.test"],
+                      content=report)
+    with begin_write(db_engine) as conn:
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, rep), [
+            {"address": "agent@example.test", "code": 550, "reply": "5.1.1 unknown"}],
+            "5.1.1 unknown")
+    assert suppression.list_bounces(db_engine) == []
+    assert _dsns(db_engine) == []
+
+
+def test_our_own_receiving_addresses_are_never_suppressed(
+    db_engine: Engine, settings: Settings
+) -> None:
+    """Mail to one of our own receiving (or routing) addresses that a remote refused, e.g.
+    through a relay: recorded, never suppressed, or every case reply from it would stop."""
+    from mailcase.storage import addresses
+
+    addresses.add(db_engine, "support@example.test")
+    with begin_write(db_engine) as conn:
+        qid = enqueue(conn, hooks=build_outbound(settings).enqueue_hooks,
+                      mail_from="agent@else.test",
+                      rcpt_to=["Support@Example.test", "postmaster@mx.mailcase.test"],
+                      content=ORIGINAL)
+    rcpts = [{"address": a, "code": 550, "reply": "5.1.1 unknown"}
+             for a in ("Support@Example.test", "postmaster@mx.mailcase.test")]
+    with begin_write(db_engine) as conn:
+        bounce_notify.on_permanent_failure(conn, settings, _message_row(db_engine, qid), rcpts,
+                                           "5.1.1 unknown")
+    assert suppression.list_bounces(db_engine) == []
+    assert {e.recipient for e in suppression.list_events(db_engine)} == {
+        "support@example.test", "postmaster@mx.mailcase.test"}
+    assert len(_dsns(db_engine)) == 1  # the sender is still told

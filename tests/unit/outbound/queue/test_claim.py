@@ -87,9 +87,17 @@ def test_delivered_and_bounced_results(db_engine: Engine) -> None:
     assert a["b@example.net"]["tls_verified"] and a["b@example.net"]["verified_by"] == "CA"
     log = {r["rcpt_to"][0]: r for r in emaillog.query(db_engine, queue_id=qid)}
     assert log["b@example.net"]["outcome"] == "delivered"
-    assert "tls=TLSv1.3:TLS_AES_128_GCM_SHA256 verified(CA)" in log["b@example.net"]["reason"]
+    # Issue 12.8: each outbound fact in its own column; helo/client_ip stay inbound's.
+    ok = log["b@example.net"]
+    assert (ok["remote_host"], ok["remote_ip"], ok["remote_port"]) == (
+        "mx.example.net", "127.0.0.1", 25)
+    assert (ok["tls_version"], ok["tls_cipher"]) == ("TLSv1.3", "TLS_AES_128_GCM_SHA256")
+    assert (ok["tls_verified"], ok["tls_basis"], ok["attempt"]) == (True, "ca", 1)
+    assert ok["helo"] is None and ok["client_ip"] is None and ok["reason"] is None
+    assert ok["delay"] is not None and ok["delay"] >= 0 and ok["stage"] is None
     assert log["c@example.org"]["outcome"] == "bounced"
-    assert "stage=rcpt" in log["c@example.org"]["reason"]
+    assert log["c@example.org"]["stage"] == "rcpt"
+    assert log["c@example.org"]["tls_verified"] is None  # no session: nothing to say
 
 
 def test_transient_failure_is_rescheduled_then_bounces_when_time_is_up(

@@ -231,8 +231,8 @@ def remove(obj: Ctx, rule: str) -> None:
 @click.argument("value", required=False, type=click.Choice(["on", "off", "default"]))
 @click.pass_obj
 def notify(obj: Ctx, address: str | None, value: str | None) -> None:
-    """Notify the case owner on new email for ADDRESS: on, off or default (the global
-    `automation.notify_owner`). Without arguments, list the per-address switches."""
+    """Notify the case owner on new email for ADDRESS (a routing address): on, off or default
+    (the global `automation.notify_owner`). Without arguments, list the per-address switches."""
     from mailcase.features.cases.automation import service as automation
 
     if address is None:
@@ -249,7 +249,10 @@ def notify(obj: Ctx, address: str | None, value: str | None) -> None:
     if value is None:
         raise click.UsageError("give on, off or default after the address")
     setting = {"on": True, "off": False, "default": None}[value]
-    automation.set_notify_owner(obj.engine(), address, setting)
+    try:
+        automation.set_notify_owner(obj.engine(), address, setting)
+    except automation.RuleError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"{address.lower()}: notify owner = {value}")
 
 

@@ -174,7 +174,7 @@ def admit(
             f"<{routing}> within {cfg.loop_window:g}s (limit {cfg.loop_threshold}); "
             "no case created"
         )
-        _log_inbound(conn, now, event, "rejected", reason)
+        _log_inbound(conn, now, event, "discarded", reason)
         maillog.automation(event.queue_id, what="loop", sender=sender, to=routing, reason=reason)
         return Admission("discard", reason)
 
@@ -231,7 +231,7 @@ def _act(
         maillog.automation(event.queue_id, what=what, action="bounce", reason=text)
         return Admission("bounce", text)
     text = f"{reason}; discarded (raw message kept)"
-    _log_inbound(conn, now, event, "rejected", text)
+    _log_inbound(conn, now, event, "discarded", text)
     maillog.automation(event.queue_id, what=what, action="discard", reason=reason)
     return Admission("discard", text)
 
@@ -259,7 +259,7 @@ def _send_notice(
     why_not = suppression_reason(event.email, event.mail_from, own, domains)
     if why_not:
         _log_outbound(
-            conn, now, event, rcpt, "rejected", f"non-delivery notice suppressed: {why_not}"
+            conn, now, event, rcpt, "suppressed", f"non-delivery notice suppressed: {why_not}"
         )
         maillog.automation(event.queue_id, what="suppressed", kind="bounce", reason=why_not)
         return f"not sent ({why_not})"
@@ -267,7 +267,8 @@ def _send_notice(
     sent = count_recent_sent(conn, rcpt, "bounce", cfg.auto_response_period, now=now)
     if sent >= cfg.auto_response_limit:
         why = f"limit of {cfg.auto_response_limit} per {cfg.auto_response_period:g}s reached"
-        _log_outbound(conn, now, event, rcpt, "rejected", f"non-delivery notice suppressed: {why}")
+        _log_outbound(conn, now, event, rcpt, "suppressed",
+                      f"non-delivery notice suppressed: {why}")
         maillog.automation(event.queue_id, what="limit", kind="bounce", to=rcpt, reason=why)
         return f"not sent ({why})"
     try:
@@ -282,7 +283,7 @@ def _send_notice(
             hooks=hooks,
         )
     except ValueError as exc:  # an address the outbound side refuses: log, never quarantine
-        _log_outbound(conn, now, event, rcpt, "rejected", f"non-delivery notice not sent: {exc}")
+        _log_outbound(conn, now, event, rcpt, "failed", f"non-delivery notice not sent: {exc}")
         maillog.automation(event.queue_id, what="not-sent", kind="bounce", reason=str(exc))
         return f"not sent ({exc})"
     _record_sent(conn, now, "bounce", rcpt, None, None, queue_id, None)
@@ -370,7 +371,8 @@ def _auto_respond(
     own, domains = _own(conn, settings)
     why_not = suppression_reason(event.email, event.mail_from, own, domains)
     if why_not:
-        _log_outbound(conn, now, event, sender, "rejected", f"auto-response suppressed: {why_not}")
+        _log_outbound(conn, now, event, sender, "suppressed",
+                      f"auto-response suppressed: {why_not}")
         maillog.automation(
             event.queue_id,
             what="suppressed",
@@ -386,7 +388,7 @@ def _auto_respond(
             f"per-sender limit of {cfg.auto_response_limit} auto-responses per "
             f"{cfg.auto_response_period:g}s reached for <{sender}>"
         )
-        _log_outbound(conn, now, event, sender, "rejected", f"auto-response suppressed: {why}")
+        _log_outbound(conn, now, event, sender, "suppressed", f"auto-response suppressed: {why}")
         maillog.automation(event.queue_id, what="limit", kind="auto-reply", to=sender, reason=why)
         return
     token = event.thread_token or ""
@@ -403,7 +405,7 @@ def _auto_respond(
         out = render(rule.subject_template, rule.text_template, rule.html_template, variables)
     except TemplateError as exc:
         why = f"rule {rule.name!r}: {exc}"
-        _log_outbound(conn, now, event, sender, "rejected", f"auto-response not sent: {why}")
+        _log_outbound(conn, now, event, sender, "failed", f"auto-response not sent: {why}")
         maillog.automation(event.queue_id, what="template-error", rule=rule.name, reason=str(exc))
         return
     subject, text, html = out.subject, out.text, out.html
@@ -443,7 +445,7 @@ def _auto_respond(
             hooks=hooks,
         )
     except ValueError as exc:  # an address compose or the queue refuses: the case stays
-        _log_outbound(conn, now, event, sender, "rejected", f"auto-response not sent: {exc}")
+        _log_outbound(conn, now, event, sender, "failed", f"auto-response not sent: {exc}")
         maillog.automation(event.queue_id, what="not-sent", kind="auto-reply", reason=str(exc))
         return
     refs = [*references, event.email.message_id] if event.email.message_id else list(references)
@@ -840,9 +842,25 @@ def _read_switches(conn: Connection) -> dict[str, bool | None]:
 
 
 def set_notify_owner(engine: Engine, address: str, value: bool | None) -> None:
-    """Set (True/False) or clear (None: use the global setting) an address's switch."""
+    """Set (True/False) or clear (None: use the global setting) an address's switch.
+
+    Only a routing address has case owners to notify: setting the switch of any other address
+    raises `RuleError` (it would be stored and never used). Clearing works for any address,
+    so a switch left behind by a removed routing address can go."""
     addr = address.strip().casefold()
     with begin_write(engine) as conn:
+        if value is not None and conn.execute(
+            select(routing_addresses.c.id).where(func.lower(routing_addresses.c.address) == addr)
+        ).first() is None:
+            raise RuleError(
+                f"{addr} is not a routing address: only mail to a routing address makes cases "
+                "with owners to notify; see `mailcase routing list` (or `mailcase routing add "
+                f"{addr}`)"
+            )
+        if value is None:  # its only switch back to the global setting: no row needed
+            conn.execute(delete(automation_address_settings)
+                         .where(automation_address_settings.c.address == addr))
+            return
         n = conn.execute(
             update(automation_address_settings)
             .where(automation_address_settings.c.address == addr)

@@ -153,7 +153,7 @@ def test_loop_stops_case_creation_for_the_window(
     assert _admit(db_engine, settings, event, T0 + dt.timedelta(seconds=200)) == "create"
     loops = [e for e in _log(db_engine) if "mail loop" in e[2]]
     assert len(loops) == 3
-    assert all(d == "inbound" and o == "rejected" for d, o, _ in loops)
+    assert all(d == "inbound" and o == "discarded" for d, o, _ in loops)
 
 
 def test_loop_is_per_routing_address(db_engine: Engine, routing: Any, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_daily_case_limit(db_engine: Engine, routing: Any, tmp_path: Path, actio
     assert counts == {"2026-11-26": 2, "2026-11-27": 1}
     entries = [e for e in _log(db_engine) if "daily case limit" in e[2]]
     assert len(entries) == 1
-    expected = {"discard": "rejected", "requeue": "deferred", "bounce": "bounced"}[action]
+    expected = {"discard": "discarded", "requeue": "deferred", "bounce": "bounced"}[action]
     assert entries[0][1] == expected
     queued = _outbound(db_engine)
     if action == "bounce":
@@ -235,7 +235,7 @@ def test_bounce_never_to_empty_return_path_or_automatic_sender(
 
 
 def test_unauthorized_discard_and_requeue(db_engine: Engine, routing: Any, tmp_path: Path) -> None:
-    for action, outcome in (("discard", "rejected"), ("requeue", "deferred")):
+    for action, outcome in (("discard", "discarded"), ("requeue", "deferred")):
         settings = _settings(tmp_path, unauthorized_action=action)
         with begin_write(db_engine) as conn:
             result = automation.on_refused_sender(
@@ -343,7 +343,7 @@ def test_never_respond(
     )
     assert _outbound(db_engine) == []
     (entry,) = [e for e in _log(db_engine) if "auto-response suppressed" in e[2]]
-    assert entry[0] == "outbound" and entry[1] == "rejected"
+    assert entry[0] == "outbound" and entry[1] == "suppressed"
     assert why in entry[2]
 
 
@@ -396,6 +396,16 @@ def test_notify_owner_per_address_or_global(
     _respond(db_engine, _settings(tmp_path), event)
     assert len(_outbound(db_engine)) == 2
     assert automation.address_settings(db_engine) == [(ROUTING, True)]
+
+
+def test_notify_switch_only_for_a_routing_address(db_engine: Engine, routing: Any) -> None:
+    """Issue 12.7: a switch for an address that makes no cases is refused, not stored."""
+    for address in ("nobody@example.test", "bounce+x@example.test"):
+        with pytest.raises(automation.RuleError, match="is not a routing address"):
+            automation.set_notify_owner(db_engine, address, True)
+    automation.set_notify_owner(db_engine, ROUTING.upper(), False)  # case does not matter
+    automation.set_notify_owner(db_engine, "nobody@example.test", None)  # clearing: fine
+    assert automation.address_settings(db_engine) == [(ROUTING, False)]
 
 
 def test_notify_owner_never_to_our_own_address(db_engine: Engine, tmp_path: Path) -> None:
