@@ -32,7 +32,7 @@ pytestmark = needs(dovecot_unavailable())
 
 WAIT = 30.0  # bounded polling for what the server does in the background
 USERS = {u: f"pw-{u}" for u in ("cases", "idle", "move", "delete", "badcert", "badpw",
-                                "plain", "starttls", "probe", "crash", "oauth", "big")}
+                                "plain", "starttls", "probe", "crash", "oauth", "big", "trusted")}
 ROUTE = "support@example.test"
 
 
@@ -84,10 +84,15 @@ def _config(dc: Dovecot, dns: DNSServer, **sources: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def mc(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot) -> Iterator[Platform]:
-    with DNSServer({}) as dns, running_platform(
-        tmp_path_factory.mktemp("sources"), config=_config(dovecot, dns)
-    ) as p:
+def dns() -> Iterator[DNSServer]:
+    with DNSServer({}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mc(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot,
+       dns: DNSServer) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("sources"), config=_config(dovecot, dns)) as p:
         p.cli("routing", "add", ROUTE, "--name", "Support")
         yield p
 
@@ -398,3 +403,60 @@ def test_api_add_show_test_pause_remove(mc: Platform, dovecot: Dovecot) -> None:
         assert api.delete("/api/v1/sources/api").status_code == 204
         assert api.get("/api/v1/sources/api").status_code == 404
         assert "api" not in [s["name"] for s in api.get("/api/v1/sources").json()]
+
+
+VERIFIED = "verified@example.test"  # a routing address that requires an authenticated sender
+MAILBOX = "mx.mailbox.test"  # the authserv-id of the team's mailbox server
+
+
+def _raw(tag: str, sender: str, head: str = "") -> bytes:
+    return (f"{head}Return-Path: <{sender}>\r\nFrom: <{sender}>\r\nTo: {VERIFIED}\r\n"
+            f"Subject: {tag}\r\nMessage-ID: <{tag}@customer.test>\r\n"
+            f"Date: Fri, 04 Dec 2026 10:00:00 +0000\r\n\r\nAbout {tag}.\r\n").encode()
+
+
+def refused(p: Platform) -> set[str]:
+    engine = db(p)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT message_id FROM email_log WHERE reason LIKE "
+                                  "'%sender not authenticated%'")).all()
+    finally:
+        engine.dispose()
+    return {r[0] for r in rows}
+
+
+def test_verdicts_of_fetched_mail_come_from_the_trusted_servers_headers(
+    mc: Platform, dovecot: Dovecot, dns: DNSServer
+) -> None:
+    """A routing address requiring an authenticated sender sees the verdicts the trusted
+    mailbox server wrote; forged fields (another authserv-id, or the trusted one below the
+    server's topmost) and the SPF of the IMAP connection (Dovecot is at 127.0.0.1, which
+    this sender's SPF record allows) never make a message pass."""
+    mc.cli("routing", "add", VERIFIED, "--require-authenticated-sender")
+    dns.set("spf-ok.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    received = "Received: from mx.sender.test by mx.mailbox.test; Fri, 4 Dec 2026 10:00:01 +0000\r\n"
+    good = _raw("trusted-pass", "c@customer.test",
+                f"Authentication-Results: {MAILBOX}; spf=pass smtp.mailfrom=customer.test\r\n"
+                + received)
+    other_id = _raw("other-id", "c@customer.test",
+                    "Authentication-Results: mx.evil.test; spf=pass smtp.mailfrom=customer.test; "
+                    "dmarc=pass header.from=customer.test\r\n" + received)
+    below = _raw("below-topmost", "c@customer.test",
+                 f"Authentication-Results: {MAILBOX}; spf=fail smtp.mailfrom=customer.test\r\n"
+                 + received + f"Authentication-Results: {MAILBOX}; spf=pass "
+                 "smtp.mailfrom=customer.test; dmarc=pass header.from=customer.test\r\n")
+    connection_spf = _raw("connection-spf", "c@spf-ok.test")
+    with imap(dovecot, "trusted") as c:
+        for raw in (other_id, below, connection_spf, good):
+            c.append("INBOX", raw)
+    add_source(mc, dovecot, "trusted", "--trust-authserv-id", MAILBOX, "--address", VERIFIED)
+    mc.cli("source", "show", "trusted")  # the list is shown (and set)
+    row = json.loads(mc.cli("source", "show", "trusted", "--json").stdout)
+    assert row["trusted_authserv_ids"] == MAILBOX
+    forged = {"<other-id@customer.test>", "<below-topmost@customer.test>",
+              "<connection-spf@customer.test>"}
+    assert wait_for(lambda: forged <= refused(mc)), refused(mc)
+    ok = "<trusted-pass@customer.test>"
+    assert wait_for(lambda: case_counts(mc, [ok])[ok] == 1), "the trusted pass made no case"
+    assert case_counts(mc, sorted(forged)) == {m: 0 for m in forged}

@@ -66,7 +66,7 @@ _RETURN_PATH = re.compile(rb"(?im)^return-path[ \t]*:[ \t]*<([^>\r\n]*)>")
 _FROM = re.compile(rb"(?im)^from[ \t]*:[ \t]*((?:[^\r\n]|\r\n[ \t])*)")
 # What a change of these columns means: reconnect with the new settings.
 _CONNECTION_KEYS = ("host", "port", "security", "auth", "username", "secret", "folders",
-                    "address", "after", "move_to", "paused")
+                    "address", "after", "move_to", "paused", "trusted_authserv_ids", "skip_to")
 
 
 def source_reply_text(name: str, folder: str, uidvalidity: int, uid: int) -> str:
@@ -285,6 +285,7 @@ class Fetcher:
                 tls_version=tls.version if tls else None,
                 tls_cipher=tls.cipher if tls else None, tls_bits=tls.bits if tls else None,
                 size=len(content), message_id=message_id(content), content=content,
+                trusted_authserv_ids=tuple(row.get("trusted_authserv_ids") or ()),
             )
             reply = source_reply_text(row["name"], folder, uidvalidity, f.uid)
             waits.append((msg, asyncio.ensure_future(self.spool.store(msg, 250, reply))))

@@ -39,6 +39,12 @@ class SourceIn(BaseModel):
     after: Literal["seen", "move", "delete"] = "seen"
     move_to: str | None = None
     paused: bool = False
+    trusted_authserv_ids: list[str] = Field(
+        default_factory=list, max_length=20,
+        description="authserv-ids of the mailbox server whose Authentication-Results (and ARC "
+                    "sets sealed by its domain) count for this mail's sender authentication.")
+    skip_to: str | None = Field(
+        None, description="Folder for messages that cannot be taken; default: left in place.")
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +61,8 @@ def _add(engine: Engine, settings: Any, body: SourceIn) -> dict[str, Any]:
         engine, settings, name=body.name, host=body.host,
         port=body.port or (993 if body.security == "tls" else 143), security=body.security,
         username=body.username, secret=body.secret, auth=body.auth, folders=body.folders,
-        address=body.address, after=body.after, move_to=body.move_to, paused=body.paused)
+        address=body.address, after=body.after, move_to=body.move_to, paused=body.paused,
+        trusted_authserv_ids=body.trusted_authserv_ids, skip_to=body.skip_to)
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -79,10 +86,13 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @r.get("/api/v1/sources/{source}", dependencies=auth, tags=["sources"])
     async def show(source: str) -> dict[str, Any]:
+        """The source, with the messages it could not take (newest first)."""
         try:
-            return _shown(await ctx.db(store.get_source, source))
+            row = _shown(await ctx.db(store.get_source, source))
         except SourceError as e:
             raise _missing(e) from None
+        row["skipped"] = to_plain(await ctx.db(store.skipped, row["id"]))
+        return row
 
     @r.delete("/api/v1/sources/{source}", dependencies=auth, tags=["sources"], status_code=204)
     async def remove(source: str) -> Response:
