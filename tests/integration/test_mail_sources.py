@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import ssl
 import threading
 import time
@@ -32,7 +33,8 @@ pytestmark = needs(dovecot_unavailable())
 
 WAIT = 30.0  # bounded polling for what the server does in the background
 USERS = {u: f"pw-{u}" for u in ("cases", "idle", "move", "delete", "badcert", "badpw",
-                                "plain", "starttls", "probe", "crash", "oauth", "big", "trusted")}
+                                "plain", "starttls", "probe", "crash", "oauth", "big", "trusted",
+                                "folders", "skips")}
 ROUTE = "support@example.test"
 
 
@@ -346,7 +348,8 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
         p.cli("routing", "add", ROUTE)
         add_source(p, dovecot, "crash", "--after", "move", "--move-to", "Taken")
         # Beside it, a mailbox whose message is over this instance's size limit: it stays on
-        # the server, untouched, with the reason shown (as SMTP's 552 leaves it with the sender).
+        # the server, untouched, with the reason shown (as SMTP's 552 leaves it with the sender),
+        # and does not stop the source.
         with imap(dovecot, "big") as c:
             c.append("INBOX", b"From: a@customer.test\r\nMessage-ID: <big@customer.test>\r\n"
                               b"\r\n" + (b"y" * 78 + b"\r\n") * 80)
@@ -375,7 +378,7 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
             total_spooled = c.execute(text("SELECT count(*) FROM inbound_messages")).scalar()
         engine.dispose()
     big = source_row(p, "big")
-    assert big["state"] == "backoff" and "over inbound.max_message_size (4096)" in big["last_error"]
+    assert big["state"] == "idle" and big["last_error"] is None, big
     assert case_counts(p, ["<big@customer.test>"])["<big@customer.test>"] == 0
     assert len(flags(dovecot, "big")) == 1  # not deleted: it was never stored
     counts = case_counts(p, ids)
@@ -460,3 +463,69 @@ def test_verdicts_of_fetched_mail_come_from_the_trusted_servers_headers(
     ok = "<trusted-pass@customer.test>"
     assert wait_for(lambda: case_counts(mc, [ok])[ok] == 1), "the trusted pass made no case"
     assert case_counts(mc, sorted(forged)) == {m: 0 for m in forged}
+
+
+def test_idle_on_several_folders_brings_mail_of_the_second(mc: Platform, dovecot: Dovecot) -> None:
+    """One IDLE connection per folder: polling is every 600 s here, so only IDLE on the
+    second folder brings its new message within the bounded wait."""
+    with imap(dovecot, "folders") as c:
+        c.create_folder("Second")
+    add_source(mc, dovecot, "folders", "--folder", "INBOX", "--folder", "Second")
+    assert wait_for(lambda: source_row(mc, "folders")["state"] == "idle")
+    first = append(dovecot, "folders", 1, "first-folder")
+    second = append(dovecot, "folders", 1, "second-folder", folder="Second")
+    assert wait_for(lambda: case_counts(mc, second)[second[0]] == 1), "no IDLE on the 2nd folder"
+    assert wait_for(lambda: case_counts(mc, first)[first[0]] == 1)
+    out = mc.cli("source", "test", "folders").stdout
+    assert "IDLE (pushed by the server) on 2 connection(s)" in out
+
+
+def _refuse_in(db_file: Path, message_id: str) -> None:
+    """Make the spool's database refuse one message's row, as a constraint would."""
+    con = sqlite3.connect(db_file)
+    try:
+        con.execute(f"CREATE TRIGGER IF NOT EXISTS refuse_for_test BEFORE INSERT ON "
+                    f"inbound_messages WHEN NEW.message_id = '{message_id}' BEGIN "
+                    "SELECT RAISE(ABORT, 'refused for the test'); END")
+        con.commit()
+    finally:
+        con.close()
+
+
+def test_oversized_and_refused_messages_do_not_block_the_folder(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    """A message over the size limit, and one the spool refuses, are recorded (email log,
+    `source show`), moved to the source's skip folder, and the messages after them taken."""
+    with imap(dovecot, "skips") as c:
+        for i, body in enumerate([b"small", b"y" * 6000, b"small", b"refused", b"small"]):
+            mid = b"<refused@customer.test>" if body == b"refused" else b"<skips-%d@c.test>" % i
+            c.append("INBOX", b"From: a@customer.test\r\nSubject: skips\r\nMessage-ID: " + mid
+                     + b"\r\n\r\n" + body + b"\r\n")
+    small = ["<skips-0@c.test>", "<skips-2@c.test>", "<skips-4@c.test>"]
+    with DNSServer({}) as dns, running_platform(
+        tmp_path, config=_config(dovecot, dns).replace(
+            "[inbound]\n", "[inbound]\nmax_message_size = 4096\n"),
+    ) as p:
+        p.cli("routing", "add", ROUTE)
+        _refuse_in(p.data_dir / "mailcase.db", "<refused@customer.test>")
+        add_source(p, dovecot, "skips", "--skip-to", "NotTaken")
+        assert wait_for(lambda: all(n == 1 for n in case_counts(p, small).values())), \
+            case_counts(p, small)
+        assert wait_for(lambda: len(flags(dovecot, "skips", "NotTaken")) == 2)
+        row = source_row(p, "skips")
+        assert row["state"] == "idle" and row["last_error"] is None, row
+        shown = p.cli("source", "show", "skips").stdout
+        assert "uid 2 (moved to 'NotTaken'): 6" in shown and "over inbound.max_message_size" in shown
+        assert "uid 4 (moved to 'NotTaken'): refused by the spool" in shown
+        engine = db(p)
+        with engine.connect() as c:
+            logged = c.execute(text("SELECT reason FROM email_log WHERE outcome = 'rejected' "
+                                    "AND reason LIKE '%source skips%'")).scalars().all()
+        engine.dispose()
+        assert len(logged) == 2 and all("not taken" in r for r in logged), logged
+        assert metric(p, "mailcase_source_messages_skipped_total") == 2
+    # The three taken ones are seen in INBOX; the two others were moved, unseen.
+    inbox = flags(dovecot, "skips")
+    assert len(inbox) == 3 and all(b"\\Seen" in f for f in inbox.values())
+    assert all(b"\\Seen" not in f for f in flags(dovecot, "skips", "NotTaken").values())
