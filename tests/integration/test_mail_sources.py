@@ -357,8 +357,16 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
         engine = db(p)
 
         def stored() -> int:
+            """Messages in the spool: the database, or the agent's spool file not moved yet."""
             with engine.connect() as c:
-                return int(c.execute(text("SELECT count(*) FROM inbound_messages")).scalar() or 0)
+                c.execute(text("ATTACH DATABASE :f AS sp"),
+                          {"f": str(p.data_dir / "spool" / "fetcher.db")})
+                try:
+                    return int(c.execute(text(
+                        "SELECT count(*) FROM (SELECT queue_id FROM inbound_messages UNION "
+                        "SELECT queue_id FROM sp.inbound_messages)")).scalar() or 0)
+                finally:
+                    c.execute(text("DETACH DATABASE sp"))
 
         row = wait_for(lambda: (r := source_row(p, "crash"))["state"] == "backoff" and r, 60)
         assert row and "move on the server failed" in row["last_error"], source_row(p, "crash")
@@ -508,7 +516,8 @@ def test_oversized_and_refused_messages_do_not_block_the_folder(
             "[inbound]\n", "[inbound]\nmax_message_size = 4096\n"),
     ) as p:
         p.cli("routing", "add", ROUTE)
-        _refuse_in(p.data_dir / "mailcase.db", "<refused@customer.test>")
+        # The mailbox agent's own spool file (SQLite): where its commits go first.
+        _refuse_in(p.data_dir / "spool" / "fetcher.db", "<refused@customer.test>")
         add_source(p, dovecot, "skips", "--skip-to", "NotTaken")
         assert wait_for(lambda: all(n == 1 for n in case_counts(p, small).values())), \
             case_counts(p, small)

@@ -68,6 +68,7 @@ T = TypeVar("T")
 
 _RESCAN = 2.0  # seconds between looks at the sources table (added, paused, removed)
 _SIZES_AT_ONCE = 5000  # UIDs per RFC822.SIZE fetch
+_IDS_AT_ONCE = 500  # queue ids per "already stored?" query (SQLite's bound-parameter limit)
 _BATCH_BYTES = 32 * 1024 * 1024  # bodies held in memory per batch (a bigger message alone)
 _RETURN_PATH = re.compile(rb"(?im)^return-path[ \t]*:[ \t]*<([^>\r\n]*)>")
 _FROM = re.compile(rb"(?im)^from[ \t]*:[ \t]*((?:[^\r\n]|\r\n[ \t])*)")
@@ -112,8 +113,12 @@ class Fetcher:
     """Runs every active source; `run()` until cancelled."""
 
     def __init__(self, settings: Settings, engine: Engine, spool: Spool,
-                 on_stored: Callable[[], None], metrics: SourceMetrics | None = None) -> None:
+                 on_stored: Callable[[], None], metrics: SourceMetrics | None = None,
+                 spool_engine: Engine | None = None) -> None:
+        """`spool_engine`: the spool file `spool` writes to, when not the main database
+        (moved in by the smtp role's mover, `storage.spoolfiles`)."""
         self.metrics = metrics
+        self.spool_engine = spool_engine
         self.settings = settings
         self.engine = engine
         self.spool = spool
@@ -371,9 +376,19 @@ class Fetcher:
         return len(stored), refused
 
     def _stored(self, queue_ids: list[str]) -> set[str]:
+        """Those of `queue_ids` stored already. The spool file first, then the database: the
+        mover inserts into the database before it deletes from the file, so a message moved
+        between the two looks is found by one of them."""
         q = inbound_messages.c.queue_id
-        with self.engine.connect() as c:
-            return {r[0] for r in c.execute(select(q).where(q.in_(queue_ids)))}
+        found: set[str] = set()
+        for engine in (self.spool_engine, self.engine):
+            if engine is None:
+                continue
+            with engine.connect() as c:
+                for i in range(0, len(queue_ids), _IDS_AT_ONCE):
+                    chunk = queue_ids[i:i + _IDS_AT_ONCE]
+                    found.update(r[0] for r in c.execute(select(q).where(q.in_(chunk))))
+        return found
 
 
 class _Link:
