@@ -409,6 +409,13 @@ def test_api_add_show_test_pause_remove(mc: Platform, dovecot: Dovecot) -> None:
         assert shown["state"] == "paused" and shown["plaintext"] is False
         tested = api.post("/api/v1/sources/api/test").json()
         assert tested["ok"] and any("logged in as probe" in line for line in tested["lines"])
+        trusted = api.put("/api/v1/sources/api/trusted",
+                          json={"trusted_authserv_ids": ["MX.Mailbox.test", "mx2.mailbox.test"]})
+        assert trusted.json()["trusted_authserv_ids"] == ["mx.mailbox.test", "mx2.mailbox.test"]
+        bad = api.put("/api/v1/sources/api/trusted",
+                      json={"trusted_authserv_ids": ["mx.test; spf=pass"]})
+        assert bad.status_code == 400 and "authserv-id" in bad.text
+        assert api.get("/api/v1/sources/api").json()["skipped"] == []
         assert api.post("/api/v1/sources/api/resume").json()["paused"] is False
         assert api.post("/api/v1/sources/api/pause").json()["paused"] is True
         assert api.delete("/api/v1/sources/api").status_code == 204

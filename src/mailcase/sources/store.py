@@ -50,6 +50,7 @@ _HOST = re.compile(r"^[A-Za-z0-9.:_\[\]-]{1,255}$")
 # RFC 8601 §2.5: an authserv-id is usually a host name; a token, compared case-insensitively.
 _AUTHSERV_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _MAX_TRUSTED = 20
+_MAX_FOLDERS = 50  # each is looked into every round (and may hold an IDLE connection)
 #: Skipped messages shown by `source show` (the newest).
 SKIPPED_SHOWN = 50
 
@@ -105,6 +106,8 @@ def _check(name: str, host: str, port: int, security: str, auth: str, folders: l
         raise SourceError(f"auth {auth!r}: password or xoauth2")
     if not folders or any(not f or len(f) > 255 or not f.isprintable() for f in folders):
         raise SourceError("give at least one folder (e.g. INBOX), each 1-255 printable characters")
+    if len(folders) > _MAX_FOLDERS:
+        raise SourceError(f"at most {_MAX_FOLDERS} folders per source: add another source for more")
     if after not in AFTER_ACTIONS:
         raise SourceError(f"after {after!r}: one of {', '.join(AFTER_ACTIONS)}")
     if after == "move" and not move_to:

@@ -2,6 +2,7 @@
 
 - GET /api/v1/sources, POST /api/v1/sources
 - GET/DELETE /api/v1/sources/{source}, POST /api/v1/sources/{source}/pause|resume|test
+- PUT /api/v1/sources/{source}/trusted: whose Authentication-Results count (issue 19)
 
 Secrets are write-only: accepted on POST, never returned. Plaintext needs `allow_plaintext`.
 """
@@ -45,6 +46,12 @@ class SourceIn(BaseModel):
                     "sets sealed by its domain) count for this mail's sender authentication.")
     skip_to: str | None = Field(
         None, description="Folder for messages that cannot be taken; default: left in place.")
+
+
+class TrustIn(BaseModel):
+    """The authserv-ids of the mailbox server whose verdicts count (empty: none)."""
+
+    trusted_authserv_ids: list[str] = Field(max_length=20)
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +120,14 @@ def router(ctx: ApiContext) -> APIRouter:
     async def resume(source: str) -> dict[str, Any]:
         try:
             return _shown(await ctx.db(store.set_paused, source, False))
+        except SourceError as e:
+            raise _missing(e) from None
+
+    @r.put("/api/v1/sources/{source}/trusted", dependencies=auth, tags=["sources"])
+    async def trust(source: str, body: TrustIn) -> dict[str, Any]:
+        """Replace the authserv-ids whose verdicts count for this source's mail."""
+        try:
+            return _shown(await ctx.db(store.set_trusted, source, body.trusted_authserv_ids))
         except SourceError as e:
             raise _missing(e) from None
 
