@@ -495,8 +495,21 @@ def test_idle_on_several_folders_brings_mail_of_the_second(mc: Platform, dovecot
     assert "IDLE (pushed by the server) on 2 connection(s)" in out
 
 
+def _has_spool(db_file: Path) -> bool:
+    if not db_file.exists():
+        return False
+    con = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM sqlite_master WHERE name = "
+                           "'inbound_messages'").fetchone()[0] == 1
+    finally:
+        con.close()
+
+
 def _refuse_in(db_file: Path, message_id: str) -> None:
-    """Make the spool's database refuse one message's row, as a constraint would."""
+    """Make the spool's database refuse one message's row, as a constraint would (once the
+    agent has made it: the fetch role starts after the ports answer)."""
+    assert wait_for(lambda: _has_spool(db_file)), f"{db_file} was not made"
     con = sqlite3.connect(db_file)
     try:
         con.execute(f"CREATE TRIGGER IF NOT EXISTS refuse_for_test BEFORE INSERT ON "

@@ -6,7 +6,12 @@ Exactly once (issue 19): for each batch of a folder,
    DATA), each under the queue id `plan.queue_id_for` derives from the source, UIDVALIDITY and
    UID; those the spool already holds (a re-fetch after a crash) are not stored again;
 2. only then are they changed on the server (seen, moved or deleted);
-3. only then is the folder's last UID recorded.
+3. only then is the folder's last UID recorded (every few seconds and at the end of a round,
+   not after each batch: a lagging record costs only a re-fetch that step 1 finds).
+
+On SQLite with the smtp role in the same process the spool is a file of the agent's own
+(`storage.spoolfiles`, moved in like an acceptor's), so none of these steps waits for the
+pipeline's write lock on the database.
 
 A crash between any two steps makes the next round fetch the same UIDs again; step 1 finds
 their queue ids and skips them, and the cases' dedupe key covers a UIDVALIDITY change. So a
@@ -35,8 +40,10 @@ import functools
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select
@@ -68,6 +75,7 @@ T = TypeVar("T")
 
 _RESCAN = 2.0  # seconds between looks at the sources table (added, paused, removed)
 _SIZES_AT_ONCE = 5000  # UIDs per RFC822.SIZE fetch
+_RECORD_EVERY = 5.0  # seconds between records of a folder's last UID within one round
 _IDS_AT_ONCE = 500  # queue ids per "already stored?" query (SQLite's bound-parameter limit)
 _BATCH_BYTES = 32 * 1024 * 1024  # bodies held in memory per batch (a bigger message alone)
 _RETURN_PATH = re.compile(rb"(?im)^return-path[ \t]*:[ \t]*<([^>\r\n]*)>")
@@ -263,12 +271,14 @@ class Fetcher:
                                     FolderState(uidvalidity, last), 0)
         if not exists:
             return
+        progress = _Progress(row["id"], folder, uidvalidity, last)
         batch = self.settings.sources.batch_size
         limit = self.settings.inbound.max_message_size
         while True:  # one SEARCH, then batches of its UIDs; again until nothing is new
             found = await link.call(conn.search, search_criteria(row["after"], last))
             pending = uids_to_take(found, last, len(found))
             if not pending:
+                await self._record(progress, force=True)
                 return
             for i in range(0, len(pending), _SIZES_AT_ONCE):
                 sizes: dict[int, int] = await link.call(conn.sizes,
@@ -279,13 +289,26 @@ class Fetcher:
                                      f"{size} octets, over inbound.max_message_size ({limit})")
                 takeable = {uid: size for uid, size in sizes.items() if uid not in big}
                 for uids in batches(takeable, batch, _BATCH_BYTES):
-                    await self._batch(row, link, folder, uidvalidity, uids)
-                # Also past UIDs gone since the SEARCH (expunged by someone else).
+                    progress.taken += await self._batch(row, link, folder, uidvalidity, uids)
+                    progress.last_uid = max(progress.last_uid, *uids)
+                    await self._record(progress, force=False)
+                # Also past UIDs gone since the SEARCH (expunged by someone else), and past
+                # skipped ones (not tried again).
                 done = pending[min(i + _SIZES_AT_ONCE, len(pending)) - 1]
-                if big and done > last:  # a skipped message last: not tried again
-                    await asyncio.to_thread(store.save_folder_state, self.engine, row["id"],
-                                            folder, FolderState(uidvalidity, done), 0)
-                last = max(last, done)
+                last = progress.last_uid = max(progress.last_uid, done)
+
+    async def _record(self, p: _Progress, *, force: bool) -> None:
+        """Record the last UID taken in the database: at the end of a round, and every
+        `_RECORD_EVERY` seconds in between, not after every batch, where it waited for the
+        pipeline's write lock (SQLite) every time. A record that lags only makes a crash
+        re-fetch messages that are already in the spool: found there, not stored again."""
+        if p.last_uid == p.saved_uid and not p.taken:
+            return
+        if not force and time.monotonic() - p.saved_at < _RECORD_EVERY:
+            return
+        await asyncio.to_thread(store.save_folder_state, self.engine, p.source_id, p.folder,
+                                FolderState(p.uidvalidity, p.last_uid), p.taken)
+        p.saved_uid, p.taken, p.saved_at = p.last_uid, 0, time.monotonic()
 
     async def _skip(self, row: dict[str, Any], link: _Link, folder: str, uidvalidity: int,
                     uid: int, size: int | None, reason: str) -> None:
@@ -309,8 +332,9 @@ class Fetcher:
             self.metrics.skipped.inc()
 
     async def _batch(self, row: dict[str, Any], link: _Link, folder: str,
-                     uidvalidity: int, uids: list[int]) -> None:
-        """Spool, then change on the server, then record: the order that makes it exactly once."""
+                     uidvalidity: int, uids: list[int]) -> int:
+        """Spool, then change on the server (then the caller records): the order that makes
+        it exactly once. Returns how many messages were stored."""
         conn = link.connection
         fetched: list[Fetched] = await link.call(conn.fetch, uids)
         taken, refused = await self._store(row, conn, folder, uidvalidity, fetched)
@@ -318,8 +342,7 @@ class Fetcher:
             await self._skip(row, link, folder, uidvalidity, f.uid, len(f.content), why)
         stored = [f.uid for f in fetched if f.uid not in {r.uid for r, _ in refused}]
         await link.call(conn.after, row["after"], stored, row["move_to"])
-        await asyncio.to_thread(store.save_folder_state, self.engine, row["id"], folder,
-                                FolderState(uidvalidity, max(uids)), taken)
+        return taken
 
     async def _store(self, row: dict[str, Any], conn: Connection, folder: str,
                      uidvalidity: int, fetched: list[Fetched]
@@ -389,6 +412,22 @@ class Fetcher:
                     chunk = queue_ids[i:i + _IDS_AT_ONCE]
                     found.update(r[0] for r in c.execute(select(q).where(q.in_(chunk))))
         return found
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Where a round in one folder stands: the last UID taken, and what is recorded."""
+
+    source_id: int
+    folder: str
+    uidvalidity: int
+    last_uid: int
+    saved_uid: int = -1
+    taken: int = 0  # stored since the last record
+    saved_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.saved_uid = self.last_uid
 
 
 class _Link:
