@@ -240,10 +240,14 @@ class Fetcher:
                                                                         strict=False)]
         if poller is not None and polled:
             waits.append(self._poll(row, poller, polled))
-        # The first to fail ends them all (TaskGroup), and the source backs off.
-        async with asyncio.TaskGroup() as group:
-            for w in waits:
-                group.create_task(w)
+        # The first to fail ends them all (TaskGroup), and the source backs off with its
+        # reason (not the group's).
+        try:
+            async with asyncio.TaskGroup() as group:
+                for w in waits:
+                    group.create_task(w)
+        except ExceptionGroup as eg:
+            raise eg.exceptions[0] from None
 
     async def _idle(self, row: dict[str, Any], link: _Link, folder: str) -> None:
         s = self.settings.sources
@@ -288,10 +292,8 @@ class Fetcher:
                     await self._skip(row, link, folder, uidvalidity, uid, size,
                                      f"{size} octets, over inbound.max_message_size ({limit})")
                 takeable = {uid: size for uid, size in sizes.items() if uid not in big}
-                for uids in batches(takeable, batch, _BATCH_BYTES):
-                    progress.taken += await self._batch(row, link, folder, uidvalidity, uids)
-                    progress.last_uid = max(progress.last_uid, *uids)
-                    await self._record(progress, force=False)
+                await self._batches(row, link, progress,
+                                    batches(takeable, batch, _BATCH_BYTES))
                 # Also past UIDs gone since the SEARCH (expunged by someone else), and past
                 # skipped ones (not tried again).
                 done = pending[min(i + _SIZES_AT_ONCE, len(pending)) - 1]
@@ -331,12 +333,35 @@ class Fetcher:
         if self.metrics is not None:
             self.metrics.skipped.inc()
 
+    async def _batches(self, row: dict[str, Any], link: _Link, progress: _Progress,
+                       todo: list[list[int]]) -> None:
+        """Each batch in turn, the next one's bodies fetched while this one is committed (the
+        commit waits on the disk, the fetch on the network: overlapped, as SMTP sessions
+        overlap the spool's commits). At most two batches are held in memory; the IMAP
+        commands still go one after another on the connection's thread, so a batch is
+        changed on the server only after its own commit."""
+        conn = link.connection
+        ahead: asyncio.Future[list[Fetched]] | None = None
+        try:
+            for k, uids in enumerate(todo):
+                fetched = await (ahead if ahead is not None else link.call(conn.fetch, uids))
+                ahead = None
+                if k + 1 < len(todo):
+                    ahead = asyncio.ensure_future(link.call(conn.fetch, todo[k + 1]))
+                progress.taken += await self._batch(row, link, progress.folder,
+                                                    progress.uidvalidity, fetched)
+                progress.last_uid = max(progress.last_uid, *uids)
+                await self._record(progress, force=False)
+        finally:
+            if ahead is not None:  # a batch failed: the one fetched ahead is dropped
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
     async def _batch(self, row: dict[str, Any], link: _Link, folder: str,
-                     uidvalidity: int, uids: list[int]) -> int:
+                     uidvalidity: int, fetched: list[Fetched]) -> int:
         """Spool, then change on the server (then the caller records): the order that makes
         it exactly once. Returns how many messages were stored."""
         conn = link.connection
-        fetched: list[Fetched] = await link.call(conn.fetch, uids)
         taken, refused = await self._store(row, conn, folder, uidvalidity, fetched)
         for f, why in refused:
             await self._skip(row, link, folder, uidvalidity, f.uid, len(f.content), why)
