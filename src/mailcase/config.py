@@ -294,8 +294,9 @@ class DKIMSettings(_Section):
 
 
 class SourcesSettings(_Section):
-    poll_interval: float = Field(60.0, gt=0, description="Seconds between two looks into a mailbox folder when IDLE is not used (several folders, or a server without IDLE).")
-    idle: bool = Field(True, description="Wait with IMAP IDLE (RFC 2177) for new mail when the server offers it and the source has one folder; else poll.")
+    poll_interval: float = Field(60.0, gt=0, description="Seconds between two looks into a mailbox folder when IDLE is not used (a server without IDLE, or folders past idle_connections).")
+    idle: bool = Field(True, description="Wait with IMAP IDLE (RFC 2177) for new mail when the server offers it (one connection per folder); else poll.")
+    idle_connections: int = Field(5, ge=1, le=50, description="Most IMAP connections one source keeps open for IDLE, one per folder; folders past that are polled on one more of them (mail servers limit connections per user, Dovecot to 10).")
     idle_restart: float = Field(1500.0, ge=10, le=1740, description="Seconds after which an IDLE is ended and started again (RFC 2177 §3: servers may drop an IDLE after 29 minutes).")
     batch_size: int = Field(100, ge=1, le=10000, description="Messages fetched from a folder in one round trip.")
     timeout: float = Field(60.0, gt=0, description="Seconds a connect, TLS handshake or IMAP command may take before the source backs off.")

@@ -52,7 +52,15 @@ class StorageError(MailcaseError):
 
 
 class SpoolCommitError(StorageError):
-    """A message could not be committed durably; the sender must be told to retry (4xx)."""
+    """A message could not be committed durably; the sender must be told to retry (4xx).
+
+    `refused`: the database refused this message's own row (a value or constraint), so a
+    retry of the same message will fail again; False when the database could not commit at
+    all (locked, full, gone), which a later retry may overcome."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class ProtocolError(MailcaseError):

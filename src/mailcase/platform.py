@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -62,7 +62,12 @@ from mailcase.sources.store import count_by_state as sources_by_state
 from mailcase.storage import messages
 from mailcase.storage.db import make_engine, upgrade
 from mailcase.storage.spool import Spool
-from mailcase.storage.spoolfiles import SpoolMover, spool_dir
+from mailcase.storage.spoolfiles import (
+    SpoolMover,
+    fetcher_spool_file,
+    open_spool_file,
+    spool_dir,
+)
 from mailcase.tls import ServerTLS, ensure_certificate
 from mailcase.web.app import create_app
 
@@ -170,6 +175,8 @@ class Platform:
     delivery: DeliveryEngine | None = None
     web: _WebServer | None = None
     fetcher: Fetcher | None = None
+    #: SQLite with the smtp role here: wakes the mover of spool files (None otherwise).
+    wake_mover: Callable[[], None] | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def wake_pipeline(self) -> None:
@@ -297,6 +304,7 @@ async def build_smtp(p: Platform) -> None:
         p.stack.push_async_callback(final_move)
         await asyncio.to_thread(mover.move_all)
         p.start_task(_move_spooled(p, mover, moved), "spool-mover")
+        p.wake_mover = moved.set
     else:
         mover = None
     gateway = p.gateway = Gateway(
@@ -349,15 +357,26 @@ async def _move_spooled(p: Platform, mover: SpoolMover, moved: asyncio.Event) ->
 
 
 async def build_sources(p: Platform) -> None:
-    """The mailbox agent: IMAP sources' mail into the spool (this process's, or one of its
-    own when the SMTP role runs elsewhere), waking the pipeline like an SMTP message."""
+    """The mailbox agent: IMAP sources' mail into a spool. On SQLite with the smtp role here,
+    a spool file of its own (group commit, no wait for the pipeline's write lock), moved in by
+    the smtp role's mover like an acceptor's; otherwise this process's spool (or one of its
+    own), waking the pipeline like an SMTP message."""
     spool = p.spool
+    on_stored = p.wake_pipeline
+    file_engine: Engine | None = None
+    if p.wake_mover is not None:
+        file_engine = await asyncio.to_thread(
+            open_spool_file, fetcher_spool_file(p.settings.data_dir))
+        p.stack.callback(file_engine.dispose)
+        spool = None
+        on_stored = p.wake_mover
     if spool is None:
-        spool = Spool(p.engine, on_commit=p.metrics.on_commit)
+        spool = Spool(file_engine or p.engine, on_commit=p.metrics.on_commit)
         spool.start()
         p.stack.push_async_callback(asyncio.to_thread, spool.close)
     metrics = SourceMetrics(p.metrics.registry, lambda: sources_by_state(p.engine))
-    p.fetcher = Fetcher(p.settings, p.engine, spool, on_stored=p.wake_pipeline, metrics=metrics)
+    p.fetcher = Fetcher(p.settings, p.engine, spool, on_stored=on_stored, metrics=metrics,
+                        spool_engine=file_engine)
     p.start_task(p.fetcher.run(), "sources")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import ssl
 import threading
 import time
@@ -32,7 +33,8 @@ pytestmark = needs(dovecot_unavailable())
 
 WAIT = 30.0  # bounded polling for what the server does in the background
 USERS = {u: f"pw-{u}" for u in ("cases", "idle", "move", "delete", "badcert", "badpw",
-                                "plain", "starttls", "probe", "crash", "oauth", "big")}
+                                "plain", "starttls", "probe", "crash", "oauth", "big", "trusted",
+                                "folders", "skips")}
 ROUTE = "support@example.test"
 
 
@@ -84,10 +86,15 @@ def _config(dc: Dovecot, dns: DNSServer, **sources: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def mc(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot) -> Iterator[Platform]:
-    with DNSServer({}) as dns, running_platform(
-        tmp_path_factory.mktemp("sources"), config=_config(dovecot, dns)
-    ) as p:
+def dns() -> Iterator[DNSServer]:
+    with DNSServer({}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mc(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot,
+       dns: DNSServer) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("sources"), config=_config(dovecot, dns)) as p:
         p.cli("routing", "add", ROUTE, "--name", "Support")
         yield p
 
@@ -341,7 +348,8 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
         p.cli("routing", "add", ROUTE)
         add_source(p, dovecot, "crash", "--after", "move", "--move-to", "Taken")
         # Beside it, a mailbox whose message is over this instance's size limit: it stays on
-        # the server, untouched, with the reason shown (as SMTP's 552 leaves it with the sender).
+        # the server, untouched, with the reason shown (as SMTP's 552 leaves it with the sender),
+        # and does not stop the source.
         with imap(dovecot, "big") as c:
             c.append("INBOX", b"From: a@customer.test\r\nMessage-ID: <big@customer.test>\r\n"
                               b"\r\n" + (b"y" * 78 + b"\r\n") * 80)
@@ -349,8 +357,16 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
         engine = db(p)
 
         def stored() -> int:
+            """Messages in the spool: the database, or the agent's spool file not moved yet."""
             with engine.connect() as c:
-                return int(c.execute(text("SELECT count(*) FROM inbound_messages")).scalar() or 0)
+                c.execute(text("ATTACH DATABASE :f AS sp"),
+                          {"f": str(p.data_dir / "spool" / "fetcher.db")})
+                try:
+                    return int(c.execute(text(
+                        "SELECT count(*) FROM (SELECT queue_id FROM inbound_messages UNION "
+                        "SELECT queue_id FROM sp.inbound_messages)")).scalar() or 0)
+                finally:
+                    c.execute(text("DETACH DATABASE sp"))
 
         row = wait_for(lambda: (r := source_row(p, "crash"))["state"] == "backoff" and r, 60)
         assert row and "move on the server failed" in row["last_error"], source_row(p, "crash")
@@ -370,7 +386,7 @@ def test_sigkill_between_spool_and_server_every_message_in_exactly_one_case(
             total_spooled = c.execute(text("SELECT count(*) FROM inbound_messages")).scalar()
         engine.dispose()
     big = source_row(p, "big")
-    assert big["state"] == "backoff" and "over inbound.max_message_size (4096)" in big["last_error"]
+    assert big["state"] == "idle" and big["last_error"] is None, big
     assert case_counts(p, ["<big@customer.test>"])["<big@customer.test>"] == 0
     assert len(flags(dovecot, "big")) == 1  # not deleted: it was never stored
     counts = case_counts(p, ids)
@@ -393,8 +409,152 @@ def test_api_add_show_test_pause_remove(mc: Platform, dovecot: Dovecot) -> None:
         assert shown["state"] == "paused" and shown["plaintext"] is False
         tested = api.post("/api/v1/sources/api/test").json()
         assert tested["ok"] and any("logged in as probe" in line for line in tested["lines"])
+        trusted = api.put("/api/v1/sources/api/trusted",
+                          json={"trusted_authserv_ids": ["MX.Mailbox.test", "mx2.mailbox.test"]})
+        assert trusted.json()["trusted_authserv_ids"] == ["mx.mailbox.test", "mx2.mailbox.test"]
+        bad = api.put("/api/v1/sources/api/trusted",
+                      json={"trusted_authserv_ids": ["mx.test; spf=pass"]})
+        assert bad.status_code == 400 and "authserv-id" in bad.text
+        assert api.get("/api/v1/sources/api").json()["skipped"] == []
         assert api.post("/api/v1/sources/api/resume").json()["paused"] is False
         assert api.post("/api/v1/sources/api/pause").json()["paused"] is True
         assert api.delete("/api/v1/sources/api").status_code == 204
         assert api.get("/api/v1/sources/api").status_code == 404
         assert "api" not in [s["name"] for s in api.get("/api/v1/sources").json()]
+
+
+VERIFIED = "verified@example.test"  # a routing address that requires an authenticated sender
+MAILBOX = "mx.mailbox.test"  # the authserv-id of the team's mailbox server
+
+
+def _raw(tag: str, sender: str, head: str = "") -> bytes:
+    return (f"{head}Return-Path: <{sender}>\r\nFrom: <{sender}>\r\nTo: {VERIFIED}\r\n"
+            f"Subject: {tag}\r\nMessage-ID: <{tag}@customer.test>\r\n"
+            f"Date: Fri, 04 Dec 2026 10:00:00 +0000\r\n\r\nAbout {tag}.\r\n").encode()
+
+
+def refused(p: Platform) -> set[str]:
+    engine = db(p)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT message_id FROM email_log WHERE reason LIKE "
+                                  "'%sender not authenticated%'")).all()
+    finally:
+        engine.dispose()
+    return {r[0] for r in rows}
+
+
+def test_verdicts_of_fetched_mail_come_from_the_trusted_servers_headers(
+    mc: Platform, dovecot: Dovecot, dns: DNSServer
+) -> None:
+    """A routing address requiring an authenticated sender sees the verdicts the trusted
+    mailbox server wrote; forged fields (another authserv-id, or the trusted one below the
+    server's topmost) and the SPF of the IMAP connection (Dovecot is at 127.0.0.1, which
+    this sender's SPF record allows) never make a message pass."""
+    mc.cli("routing", "add", VERIFIED, "--require-authenticated-sender")
+    dns.set("spf-ok.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    received = "Received: from mx.sender.test by mx.mailbox.test; Fri, 4 Dec 2026 10:00:01 +0000\r\n"
+    good = _raw("trusted-pass", "c@customer.test",
+                f"Authentication-Results: {MAILBOX}; spf=pass smtp.mailfrom=customer.test\r\n"
+                + received)
+    other_id = _raw("other-id", "c@customer.test",
+                    "Authentication-Results: mx.evil.test; spf=pass smtp.mailfrom=customer.test; "
+                    "dmarc=pass header.from=customer.test\r\n" + received)
+    below = _raw("below-topmost", "c@customer.test",
+                 f"Authentication-Results: {MAILBOX}; spf=fail smtp.mailfrom=customer.test\r\n"
+                 + received + f"Authentication-Results: {MAILBOX}; spf=pass "
+                 "smtp.mailfrom=customer.test; dmarc=pass header.from=customer.test\r\n")
+    connection_spf = _raw("connection-spf", "c@spf-ok.test")
+    with imap(dovecot, "trusted") as c:
+        for raw in (other_id, below, connection_spf, good):
+            c.append("INBOX", raw)
+    add_source(mc, dovecot, "trusted", "--trust-authserv-id", MAILBOX, "--address", VERIFIED)
+    mc.cli("source", "show", "trusted")  # the list is shown (and set)
+    row = json.loads(mc.cli("source", "show", "trusted", "--json").stdout)
+    assert row["trusted_authserv_ids"] == MAILBOX
+    forged = {"<other-id@customer.test>", "<below-topmost@customer.test>",
+              "<connection-spf@customer.test>"}
+    assert wait_for(lambda: forged <= refused(mc)), refused(mc)
+    ok = "<trusted-pass@customer.test>"
+    assert wait_for(lambda: case_counts(mc, [ok])[ok] == 1), "the trusted pass made no case"
+    assert case_counts(mc, sorted(forged)) == {m: 0 for m in forged}
+
+
+def test_idle_on_several_folders_brings_mail_of_the_second(mc: Platform, dovecot: Dovecot) -> None:
+    """One IDLE connection per folder: polling is every 600 s here, so only IDLE on the
+    second folder brings its new message within the bounded wait."""
+    with imap(dovecot, "folders") as c:
+        c.create_folder("Second")
+    add_source(mc, dovecot, "folders", "--folder", "INBOX", "--folder", "Second")
+    assert wait_for(lambda: source_row(mc, "folders")["state"] == "idle")
+    first = append(dovecot, "folders", 1, "first-folder")
+    second = append(dovecot, "folders", 1, "second-folder", folder="Second")
+    assert wait_for(lambda: case_counts(mc, second)[second[0]] == 1), "no IDLE on the 2nd folder"
+    assert wait_for(lambda: case_counts(mc, first)[first[0]] == 1)
+    out = mc.cli("source", "test", "folders").stdout
+    assert "IDLE (pushed by the server) on 2 connection(s)" in out
+
+
+def _has_spool(db_file: Path) -> bool:
+    if not db_file.exists():
+        return False
+    con = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM sqlite_master WHERE name = "
+                           "'inbound_messages'").fetchone()[0] == 1
+    finally:
+        con.close()
+
+
+def _refuse_in(db_file: Path, message_id: str) -> None:
+    """Make the spool's database refuse one message's row, as a constraint would (once the
+    agent has made it: the fetch role starts after the ports answer)."""
+    assert wait_for(lambda: _has_spool(db_file)), f"{db_file} was not made"
+    con = sqlite3.connect(db_file)
+    try:
+        con.execute(f"CREATE TRIGGER IF NOT EXISTS refuse_for_test BEFORE INSERT ON "
+                    f"inbound_messages WHEN NEW.message_id = '{message_id}' BEGIN "
+                    "SELECT RAISE(ABORT, 'refused for the test'); END")
+        con.commit()
+    finally:
+        con.close()
+
+
+def test_oversized_and_refused_messages_do_not_block_the_folder(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    """A message over the size limit, and one the spool refuses, are recorded (email log,
+    `source show`), moved to the source's skip folder, and the messages after them taken."""
+    with imap(dovecot, "skips") as c:
+        for i, body in enumerate([b"small", b"y" * 6000, b"small", b"refused", b"small"]):
+            mid = b"<refused@customer.test>" if body == b"refused" else b"<skips-%d@c.test>" % i
+            c.append("INBOX", b"From: a@customer.test\r\nSubject: skips\r\nMessage-ID: " + mid
+                     + b"\r\n\r\n" + body + b"\r\n")
+    small = ["<skips-0@c.test>", "<skips-2@c.test>", "<skips-4@c.test>"]
+    with DNSServer({}) as dns, running_platform(
+        tmp_path, config=_config(dovecot, dns).replace(
+            "[inbound]\n", "[inbound]\nmax_message_size = 4096\n"),
+    ) as p:
+        p.cli("routing", "add", ROUTE)
+        # The mailbox agent's own spool file (SQLite): where its commits go first.
+        _refuse_in(p.data_dir / "spool" / "fetcher.db", "<refused@customer.test>")
+        add_source(p, dovecot, "skips", "--skip-to", "NotTaken")
+        assert wait_for(lambda: all(n == 1 for n in case_counts(p, small).values())), \
+            case_counts(p, small)
+        assert wait_for(lambda: len(flags(dovecot, "skips", "NotTaken")) == 2)
+        row = source_row(p, "skips")
+        assert row["state"] == "idle" and row["last_error"] is None, row
+        shown = p.cli("source", "show", "skips").stdout
+        assert "uid 2 (moved to 'NotTaken'): 6" in shown and "over inbound.max_message_size" in shown
+        assert "uid 4 (moved to 'NotTaken'): refused by the spool" in shown
+        engine = db(p)
+        with engine.connect() as c:
+            logged = c.execute(text("SELECT reason FROM email_log WHERE outcome = 'rejected' "
+                                    "AND reason LIKE '%source skips%'")).scalars().all()
+        engine.dispose()
+        assert len(logged) == 2 and all("not taken" in r for r in logged), logged
+        assert metric(p, "mailcase_source_messages_skipped_total") == 2
+    # The three taken ones are seen in INBOX; the two others were moved, unseen.
+    inbox = flags(dovecot, "skips")
+    assert len(inbox) == 3 and all(b"\\Seen" in f for f in inbox.values())
+    assert all(b"\\Seen" not in f for f in flags(dovecot, "skips", "NotTaken").values())

@@ -9,7 +9,9 @@ mailcase's one `Resolver` (`mailcase.dns`).
 
 Libraries: pyspf evaluates SPF (its DNS lookups redirected, see `spfcheck`); dkimpy verifies
 DKIM and ARC (keys fetched by our resolver, see `dkimcheck`); DMARC is evaluated here (see
-`dmarc` for why not authheaders'), with the Public Suffix List authheaders ships.
+`dmarc` for why not authheaders'), with the Public Suffix List authheaders ships. Mail
+fetched from a mailbox is judged by `authenticate_fetched` (`trusted`): the verdicts of the
+mailbox server the admin trusts, never the SPF of the IMAP connection.
 """
 
 from mailcase.authcheck.check import authenticate, authenticate_async, remove_own_results
@@ -27,6 +29,7 @@ from mailcase.authcheck.results import (
     SPFVerdict,
     is_authenticated,
 )
+from mailcase.authcheck.trusted import authenticate_fetched
 
 __all__ = [
     "ARCResult",
@@ -41,6 +44,7 @@ __all__ = [
     "SPFVerdict",
     "authenticate",
     "authenticate_async",
+    "authenticate_fetched",
     "is_authenticated",
     "org_domain",
     "remove_own_results",

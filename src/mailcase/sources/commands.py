@@ -27,6 +27,8 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         out["security"] = "PLAINTEXT (unencrypted)"
     if isinstance(out.get("folders"), list):
         out["folders"] = ",".join(out["folders"])
+    if isinstance(out.get("trusted_authserv_ids"), list):
+        out["trusted_authserv_ids"] = ",".join(out["trusted_authserv_ids"])
     if out.get("paused"):
         out["state"] = "paused"
     return out
@@ -66,11 +68,18 @@ def source() -> None:
               show_default=True, help="What to do on the server once a message is stored.")
 @click.option("--move-to", default=None, help="Folder for --after move.")
 @click.option("--paused", is_flag=True, help="Store it paused.")
+@click.option("--trust-authserv-id", "trusted", multiple=True,
+              help="The mailbox server's authserv-id (first word of the Authentication-Results "
+                   "it adds): its SPF/DKIM/DMARC verdicts (and ARC sets sealed by its domain) "
+                   "count for require-authenticated-sender. Repeat for several.")
+@click.option("--skip-to", default=None,
+              help="Folder for messages that cannot be taken (over the size limit, refused); "
+                   "default: left where they are. Either way they are listed by `source show`.")
 @click.pass_obj
 def source_add(obj: Ctx, name: str, host: str, port: int | None, security: str,
                allow_plaintext: bool, username: str, auth: str, secret_stdin: bool,
                folders: tuple[str, ...], address: str, after: str, move_to: str | None,
-               paused: bool) -> None:
+               paused: bool, trusted: tuple[str, ...], skip_to: str | None) -> None:
     """Add a mailbox source."""
     from mailcase.sources.imap import SourceError
     from mailcase.sources.store import add_source
@@ -84,7 +93,8 @@ def source_add(obj: Ctx, name: str, host: str, port: int | None, security: str,
         row = add_source(obj.engine(), obj.settings(), name=name, host=host,
                          port=port or (993 if security == "tls" else 143), security=security,
                          username=username, secret=secret, auth=auth, folders=list(folders),
-                         address=address, after=after, move_to=move_to, paused=paused)
+                         address=address, after=after, move_to=move_to, paused=paused,
+                         trusted_authserv_ids=list(trusted), skip_to=skip_to)
     except SourceError as e:
         raise click.ClickException(str(e)) from None
     warn = " (PLAINTEXT: unencrypted)" if security == "plaintext" else ""
@@ -112,22 +122,43 @@ def source_list(obj: Ctx, as_json: bool) -> None:
 def source_show(obj: Ctx, name: str, as_json: bool) -> None:
     """One source in full (never its password)."""
     from mailcase.sources.imap import SourceError
-    from mailcase.sources.store import folder_states, get_source
+    from mailcase.sources.store import folder_states, get_source, skipped
 
     try:
         row = _shown(get_source(obj.engine(), name))
     except SourceError as e:
         raise click.ClickException(str(e)) from None
     row["folder_state"] = folder_states(obj.engine(), row["id"])
+    row["skipped"] = skipped(obj.engine(), row["id"])
     if as_json:
         echo_json(row)
         return
     for key, value in rows([row])[0].items():
-        if key != "folder_state":
+        if key not in ("folder_state", "skipped"):
             click.echo(f"{key}: {'-' if value is None else value}")
     for f in row["folder_state"]:
         click.echo(f"folder {f['folder']!r}: uidvalidity {f['uidvalidity']}, "
                    f"last uid taken {f['last_uid']}")
+    for k in row["skipped"]:
+        where = f"moved to {k['moved_to']!r}" if k["moved_to"] else "left on the server"
+        click.echo(f"not taken: folder {k['folder']!r} uid {k['uid']} ({where}): {k['reason']}")
+
+
+@source.command("trust")
+@click.argument("name")
+@click.argument("authserv_ids", nargs=-1)
+@click.pass_obj
+def source_trust(obj: Ctx, name: str, authserv_ids: tuple[str, ...]) -> None:
+    """Set the authserv-ids whose verdicts count for NAME's mail (none given: trust none)."""
+    from mailcase.sources.imap import SourceError
+    from mailcase.sources.store import set_trusted
+
+    try:
+        row = set_trusted(obj.engine(), name, list(authserv_ids))
+    except SourceError as e:
+        raise click.ClickException(str(e)) from None
+    ids = ", ".join(row["trusted_authserv_ids"]) or "none"
+    click.echo(f"source {name}: trusted authserv-ids: {ids}")
 
 
 def _set_paused(obj: Ctx, name: str, paused: bool) -> None:

@@ -33,13 +33,17 @@ class _States(Collector):
 
 
 class SourceMetrics:
-    """Messages taken, failures by kind, sources by state."""
+    """Messages taken and skipped, failures by kind, sources by state."""
 
     def __init__(self, registry: CollectorRegistry,
                  states: Callable[[], dict[str, int]] | None = None) -> None:
         self.taken = Counter("mailcase_source_messages_taken",
                              "Messages taken from mailbox sources into the spool", ["tls"],
                              registry=registry)
+        self.skipped = Counter("mailcase_source_messages_skipped",
+                               "Messages not taken from mailbox sources (over the size limit, "
+                               "refused by the spool): left on the server or moved aside",
+                               registry=registry)
         self.failures = Counter("mailcase_source_failures",
                                 "Mailbox source failures (each starts a back-off)", ["kind"],
                                 registry=registry)

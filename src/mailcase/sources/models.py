@@ -11,8 +11,13 @@ Why this shape:
   §2.3.1.1). `last_uid` moves only after the message is in the spool and changed on the server.
 - `state`/`last_error`/`failures`/`next_attempt_at` make failures visible (`source list`) and
   the back-off survive a restart.
+- `trusted_authserv_ids`: whose Authentication-Results and ARC sets count for this mailbox's
+  mail (`authcheck.trusted`); `skip_to`: where a message that cannot be taken is moved.
+- One `mail_source_skipped` row per message that could not be taken (over the size limit,
+  refused by the spool): it is not tried again, and `source show` says why.
 
-The migration ``0009_mail_sources`` is the source of truth.
+The migrations ``0009_mail_sources`` and ``0014_mail_source_trust_and_skips`` are the source
+of truth.
 """
 
 from __future__ import annotations
@@ -20,13 +25,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Table, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailcase.storage.models import Base, utcnow
 from mailcase.storage.sql import BigId as _BigId
 
-__all__ = ["MailSource", "MailSourceFolder", "mail_source_folders", "mail_sources"]
+__all__ = [
+    "MailSource",
+    "MailSourceFolder",
+    "MailSourceSkipped",
+    "mail_source_folders",
+    "mail_source_skipped",
+    "mail_sources",
+]
 
 
 
@@ -57,6 +80,8 @@ class MailSource(Base):
     last_ok_at: Mapped[datetime | None] = mapped_column()
     taken: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    trusted_authserv_ids: Mapped[list[str]] = mapped_column(JSON, server_default=text("'[]'"))
+    skip_to: Mapped[str | None] = mapped_column(Text)
 
 
 class MailSourceFolder(Base):
@@ -73,5 +98,25 @@ class MailSourceFolder(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class MailSourceSkipped(Base):
+    """A message that could not be taken, and why (left on the server, or moved)."""
+
+    __tablename__ = "mail_source_skipped"
+    __table_args__ = (Index("ix_mail_source_skipped_source_id", "source_id", "id"),)
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    source_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("mail_sources.id", ondelete="CASCADE")
+    )
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    moved_to: Mapped[str | None] = mapped_column(Text)
+    skipped_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 mail_sources = cast(Table, MailSource.__table__)
+mail_source_skipped = cast(Table, MailSourceSkipped.__table__)
 mail_source_folders = cast(Table, MailSourceFolder.__table__)

@@ -26,9 +26,15 @@ def probe(engine: Engine, settings: Settings, name: str) -> list[str]:
                else "PLAINTEXT (unencrypted)")
         out.append(f"connected to {row['host']}:{row['port']} ({tls}), logged in as "
                    f"{row['username']}")
-        idle = s.idle and len(row["folders"]) == 1 and conn.has(b"IDLE")
-        out.append("new mail: " + ("IDLE (pushed by the server)" if idle else
-                                   f"polled every {s.poll_interval:g} s"))
+        folders = len(row["folders"])
+        if s.idle and conn.has(b"IDLE"):
+            watched = folders if folders <= s.idle_connections else s.idle_connections - 1
+            out.append(f"new mail: IDLE (pushed by the server) on {watched} connection(s), "
+                       "one per folder" + (f"; {folders - watched} folder(s) polled every "
+                                           f"{s.poll_interval:g} s" if watched < folders
+                                           else ""))
+        else:
+            out.append(f"new mail: polled every {s.poll_interval:g} s")
         for folder in row["folders"]:
             uidvalidity, exists = conn.select(folder)
             last = start_from(store.folder_state(engine, row["id"], folder), uidvalidity)

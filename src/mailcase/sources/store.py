@@ -17,7 +17,7 @@ from mailcase.config import Settings
 from mailcase.secrets import seal, unseal
 from mailcase.smtp.address import AddressError, parse_mailbox
 from mailcase.sources.imap import SourceError
-from mailcase.sources.models import mail_source_folders, mail_sources
+from mailcase.sources.models import mail_source_folders, mail_source_skipped, mail_sources
 from mailcase.sources.plan import AFTER_ACTIONS, SECURITIES, FolderState
 from mailcase.storage.db import begin_write
 from mailcase.storage.models import utcnow
@@ -33,10 +33,13 @@ __all__ = [
     "open_secret",
     "record_failure",
     "record_ok",
+    "record_skipped",
     "remove_source",
     "save_folder_state",
     "set_paused",
     "set_secret",
+    "set_trusted",
+    "skipped",
 ]
 
 #: HKDF label of the key that seals sources' passwords and tokens.
@@ -44,6 +47,12 @@ SECRET_INFO = b"mailcase mail source secret v1"
 _PREFIX = "aesgcm1:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:_\[\]-]{1,255}$")
+# RFC 8601 §2.5: an authserv-id is usually a host name; a token, compared case-insensitively.
+_AUTHSERV_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_MAX_TRUSTED = 20
+_MAX_FOLDERS = 50  # each is looked into every round (and may hold an IDLE connection)
+#: Skipped messages shown by `source show` (the newest).
+SKIPPED_SHOWN = 50
 
 #: Everything but the secret and the token.
 PUBLIC_COLUMNS = [c for c in mail_sources.columns if c.name not in ("secret", "token")]
@@ -69,8 +78,22 @@ def open_secret(settings: Settings, name: str, stored: str) -> str:
         ) from None
 
 
+def _check_trusted(trusted: list[str]) -> list[str]:
+    ids = []
+    for t in trusted:
+        t = t.strip().lower()
+        if not _AUTHSERV_ID.match(t):
+            raise SourceError(f"authserv-id {t!r}: give the host name the mailbox server writes "
+                              "first in its Authentication-Results (e.g. mx.example.com)")
+        if t not in ids:
+            ids.append(t)
+    if len(ids) > _MAX_TRUSTED:
+        raise SourceError(f"at most {_MAX_TRUSTED} trusted authserv-ids per source")
+    return ids
+
+
 def _check(name: str, host: str, port: int, security: str, auth: str, folders: list[str],
-           after: str, move_to: str | None) -> None:
+           after: str, move_to: str | None, skip_to: str | None = None) -> None:
     if not _NAME.match(name):
         raise SourceError("a source name is 1-64 letters, digits, '.', '_' or '-'")
     if not _HOST.match(host):
@@ -83,21 +106,30 @@ def _check(name: str, host: str, port: int, security: str, auth: str, folders: l
         raise SourceError(f"auth {auth!r}: password or xoauth2")
     if not folders or any(not f or len(f) > 255 or not f.isprintable() for f in folders):
         raise SourceError("give at least one folder (e.g. INBOX), each 1-255 printable characters")
+    if len(folders) > _MAX_FOLDERS:
+        raise SourceError(f"at most {_MAX_FOLDERS} folders per source: add another source for more")
     if after not in AFTER_ACTIONS:
         raise SourceError(f"after {after!r}: one of {', '.join(AFTER_ACTIONS)}")
     if after == "move" and not move_to:
         raise SourceError("--after move needs --move-to FOLDER")
     if move_to and move_to in folders:
         raise SourceError("--move-to must not be a folder the source reads")
+    if skip_to is not None and (not skip_to or len(skip_to) > 255 or not skip_to.isprintable()
+                                or skip_to in folders):
+        raise SourceError("--skip-to: a folder (1-255 printable characters) the source does not "
+                          "read")
 
 
 def add_source(engine: Engine, settings: Settings, *, name: str, host: str, port: int,
                security: str, username: str, secret: str, auth: str = "password",
                folders: list[str], address: str, after: str = "seen",
-               move_to: str | None = None, paused: bool = False) -> dict[str, Any]:
+               move_to: str | None = None, paused: bool = False,
+               trusted_authserv_ids: list[str] | None = None,
+               skip_to: str | None = None) -> dict[str, Any]:
     """Store a source (its secret sealed); returns its public row."""
     name, host = name.strip(), host.strip()
-    _check(name, host, port, security, auth, folders, after, move_to)
+    _check(name, host, port, security, auth, folders, after, move_to, skip_to)
+    trusted = _check_trusted(trusted_authserv_ids or [])
     if not username or not secret:
         raise SourceError("a source needs a username and a password (or an OAuth2 token)")
     try:
@@ -112,6 +144,7 @@ def add_source(engine: Engine, settings: Settings, *, name: str, host: str, port
                 secret=_seal(settings, name, secret), folders=list(folders), address=address,
                 after=after, move_to=move_to if after == "move" else None, paused=paused,
                 state="paused" if paused else "new", created_at=utcnow(),
+                trusted_authserv_ids=trusted, skip_to=skip_to,
             ))
     except IntegrityError:
         raise SourceError(f"a source named {name!r} exists already") from None
@@ -156,6 +189,8 @@ def count_by_state(engine: Engine) -> dict[str, int]:
 def remove_source(engine: Engine, source: int | str) -> None:
     row = get_source(engine, source)
     with begin_write(engine) as conn:
+        conn.execute(delete(mail_source_skipped)
+                     .where(mail_source_skipped.c.source_id == row["id"]))
         conn.execute(delete(mail_source_folders)
                      .where(mail_source_folders.c.source_id == row["id"]))
         conn.execute(delete(mail_sources).where(mail_sources.c.id == row["id"]))
@@ -233,3 +268,32 @@ def record_failure(engine: Engine, source_id: int, reason: str,
         n = conn.execute(select(mail_sources.c.failures)
                          .where(mail_sources.c.id == source_id)).scalar()
     return int(n or 0)
+
+
+def set_trusted(engine: Engine, source: int | str, trusted: list[str]) -> dict[str, Any]:
+    """Replace the authserv-ids whose verdicts count for this source's mail."""
+    row = get_source(engine, source)
+    ids = _check_trusted(trusted)
+    with begin_write(engine) as conn:
+        conn.execute(update(mail_sources).where(mail_sources.c.id == row["id"])
+                     .values(trusted_authserv_ids=ids))
+    return get_source(engine, row["id"])
+
+
+def record_skipped(engine: Engine, source_id: int, folder: str, uidvalidity: int, uid: int,
+                   size: int | None, reason: str, moved_to: str | None) -> None:
+    """A message that could not be taken: kept for `source show`, never tried again."""
+    with begin_write(engine) as conn:
+        conn.execute(insert(mail_source_skipped).values(
+            source_id=source_id, folder=folder, uidvalidity=uidvalidity, uid=uid, size=size,
+            reason=reason[:1000], moved_to=moved_to, skipped_at=utcnow()))
+
+
+def skipped(engine: Engine, source_id: int, limit: int = SKIPPED_SHOWN) -> list[dict[str, Any]]:
+    """The newest messages that could not be taken, newest first."""
+    k = mail_source_skipped.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(k.folder, k.uidvalidity, k.uid, k.size, k.reason, k.moved_to,
+                                   k.skipped_at).where(k.source_id == source_id)
+                            .order_by(k.id.desc()).limit(limit)).mappings()
+        return [dict(r) for r in rows]

@@ -61,6 +61,8 @@ class SpooledMessage:
     size: int
     message_id: str | None = None
     content: bytes | bytearray | memoryview
+    #: Fetched mail: whose Authentication-Results count (None: SMTP mail, checked ourselves).
+    trusted_authserv_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +151,8 @@ def message_row(m: SpooledMessage) -> dict[str, Any]:
         "message_id": message_id,
         "state": "received",
         "attempts": 0,
+        "trusted_authserv_ids": (None if m.trusted_authserv_ids is None
+                                 else _list(m.trusted_authserv_ids)),
     }
 
 

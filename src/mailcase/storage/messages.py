@@ -118,6 +118,7 @@ class MessageSummary:
     attempts: int
     error: str | None
     processed_at: datetime | None
+    trusted_authserv_ids: tuple[str, ...] | None  # fetched mail (issue 19); None: SMTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,18 +132,23 @@ _FULL_COLUMNS = (*_SUMMARY_COLUMNS, _c.c.content)
 
 
 _RCPT_INDEX = list(MessageSummary.__dataclass_fields__).index("rcpt_to")
+_TRUST_INDEX = list(MessageSummary.__dataclass_fields__).index("trusted_authserv_ids")
 
 
 def _summary(row: Row[*tuple[Any, ...]]) -> MessageSummary:
     # Positional: the columns are selected in field order (a dict per row cost more).
     values = list(row)
     values[_RCPT_INDEX] = tuple(values[_RCPT_INDEX])
+    if values[_TRUST_INDEX] is not None:
+        values[_TRUST_INDEX] = tuple(values[_TRUST_INDEX])
     return MessageSummary(*values)
 
 
 def _stored(row: Row[*tuple[Any, ...]]) -> StoredMessage:
     values = row._asdict()
     values["rcpt_to"] = tuple(values["rcpt_to"])
+    if values["trusted_authserv_ids"] is not None:
+        values["trusted_authserv_ids"] = tuple(values["trusted_authserv_ids"])
     values["content"] = bytes(values["content"])
     return StoredMessage(**values)
 

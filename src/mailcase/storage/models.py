@@ -165,6 +165,8 @@ class InboundMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None]
+    # Fetched mail (issue 19): the authserv-ids whose verdicts count; NULL for SMTP mail.
+    trusted_authserv_ids: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class InboundContent(Base):

@@ -103,7 +103,7 @@ def _settle(
         if error is None:
             future.set_result(None)
         else:
-            exc = SpoolCommitError(error)
+            exc = SpoolCommitError(error, refused=cause is not None and _is_row_error(cause))
             exc.__cause__ = cause
             future.set_exception(exc)
 

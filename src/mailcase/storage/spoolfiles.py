@@ -1,4 +1,5 @@
-"""Spool files: each SMTP acceptor process commits to a SQLite file of its own.
+"""Spool files: each SMTP acceptor process (and the mailbox agent) commits to a SQLite file of
+its own.
 
 Why: with several acceptor processes on one SQLite database, every group commit waited for
 the one write lock the others and the pipeline held, and the accept rate was bound by that
@@ -43,6 +44,7 @@ from mailcase.storage.sql import BLOB_STREAM_MIN, immediate, insert_copied, is_s
 __all__ = [
     "SpoolMover",
     "drop_secondary_indexes",
+    "fetcher_spool_file",
     "open_spool_file",
     "spool_dir",
     "spool_file",
@@ -67,6 +69,12 @@ def spool_dir(data_dir: Path) -> Path:
 def spool_file(data_dir: Path, index: int) -> Path:
     """The spool file of acceptor `index`."""
     return spool_dir(data_dir) / f"acceptor-{index}.db"
+
+
+def fetcher_spool_file(data_dir: Path) -> Path:
+    """The spool file of the mailbox agent (the `fetch` role, issue 19): its commits, like an
+    acceptor's, wait neither for the pipeline's write lock nor for the acceptors'."""
+    return spool_dir(data_dir) / "fetcher.db"
 
 
 def open_spool_file(path: Path) -> Engine:
@@ -126,8 +134,10 @@ class SpoolMover:
         self._log_cols = [c.name for c in email_log.columns if c.name != "id"]
 
     def files(self) -> list[Path]:
-        """The spool files present now (also those of acceptors that no longer run)."""
-        return sorted(self.directory.glob("acceptor-*.db"))
+        """The spool files present now (also those of acceptors that no longer run, and the
+        mailbox agent's)."""
+        return sorted([*self.directory.glob("acceptor-*.db"),
+                       *self.directory.glob("fetcher.db")])
 
     def move_all(self) -> int:
         """Move everything committed so far from every spool file; returns messages moved."""

@@ -73,3 +73,30 @@ def test_folder_state_backoff_pause_and_remove(db_engine: Engine, settings: Sett
     store.remove_source(db_engine, "helpdesk")
     with db_engine.connect() as c:
         assert c.execute(text("SELECT count(*) FROM mail_source_folders")).scalar() == 0
+
+
+def test_trusted_authserv_ids_are_checked_and_kept(db_engine: Engine, settings: Settings) -> None:
+    row = _add(db_engine, settings, trusted_authserv_ids=["MX.Example.com", "mx.example.com"])
+    assert row["trusted_authserv_ids"] == ["mx.example.com"]
+    assert _add(db_engine, settings, name="none")["trusted_authserv_ids"] == []
+    # A value that could smuggle results into a field, or a flood of them, is refused.
+    for bad in (["mx.example.com; spf=pass"], ["a b"], [""], [f"mx{i}.test" for i in range(21)]):
+        with pytest.raises(SourceError, match="authserv-id"):
+            store.set_trusted(db_engine, "helpdesk", bad)
+    assert store.set_trusted(db_engine, "helpdesk", [])["trusted_authserv_ids"] == []
+    with pytest.raises(SourceError, match="at most 50 folders"):
+        _add(db_engine, settings, name="many", folders=[f"F{i}" for i in range(51)])
+    with pytest.raises(SourceError, match="--skip-to"):
+        _add(db_engine, settings, name="skip", skip_to="INBOX")
+
+
+def test_skipped_messages_are_listed_newest_first(db_engine: Engine, settings: Settings) -> None:
+    sid = _add(db_engine, settings, skip_to="Not taken")["id"]
+    store.record_skipped(db_engine, sid, "INBOX", 7, 3, 50_000_000, "too big", "Not taken")
+    store.record_skipped(db_engine, sid, "INBOX", 7, 9, None, "refused " * 500, None)
+    rows = store.skipped(db_engine, sid)
+    assert [r["uid"] for r in rows] == [9, 3]
+    assert rows[1]["moved_to"] == "Not taken" and rows[1]["size"] == 50_000_000
+    assert len(rows[0]["reason"]) == 1000  # bounded
+    store.remove_source(db_engine, sid)
+    assert store.skipped(db_engine, sid) == []

@@ -8,7 +8,8 @@ through the first of them):
    `pipeline.parse_time_limit`, else the safe path: see `mailcase.watchdog`; messages over
    1 MiB one at a time, as each takes several times its size in memory), authenticate
    (SPF/DKIM/DMARC/ARC through mailcase's resolver, our own Authentication-Results fields
-   removed first, RFC 8601 §5).
+   removed first, RFC 8601 §5; mail fetched from a mailbox takes its SPF and DMARC from the
+   trusted mailbox server's headers instead, `authcheck.trusted`).
 2. In the pipeline's write transaction: skip it if already stored (exactly-once) or if the
    same message was already stored through another alias or an earlier delivery (dedupe key:
    Message-ID + content hash); refuse senders the routing address does not accept ("accept
@@ -36,7 +37,13 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine
 
 from mailcase import maillog
-from mailcase.authcheck import AuthResults, authenticate, is_authenticated, remove_own_results
+from mailcase.authcheck import (
+    AuthResults,
+    authenticate,
+    authenticate_fetched,
+    is_authenticated,
+    remove_own_results,
+)
 from mailcase.config import Settings
 from mailcase.dns import NoSuchRecord, Resolver
 from mailcase.errors import DeferMessage
@@ -265,14 +272,24 @@ class CaseDestination:
         error: str | None = None
         if self.settings.cases.authenticate:
             try:
-                auth = authenticate(
-                    raw,
-                    client_ip=m.client_ip,
-                    helo=m.helo,
-                    mail_from=m.mail_from,
-                    resolver=self.resolver,
-                    authserv_id=authserv,
-                )
+                if m.trusted_authserv_ids is not None:
+                    # Fetched from a mailbox (issue 19): the verdicts come from the trusted
+                    # mailbox server's headers; the IMAP connection's SPF means nothing.
+                    auth = authenticate_fetched(
+                        raw,
+                        trusted=m.trusted_authserv_ids,
+                        resolver=self.resolver,
+                        authserv_id=authserv,
+                    )
+                else:
+                    auth = authenticate(
+                        raw,
+                        client_ip=m.client_ip,
+                        helo=m.helo,
+                        mail_from=m.mail_from,
+                        resolver=self.resolver,
+                        authserv_id=authserv,
+                    )
             except Exception as e:  # noqa: BLE001 - verdicts are values; a crash is a verdict too
                 log.warning("authentication of %s failed: %s", m.queue_id, e)
                 error = f"{type(e).__name__}: {e}"

@@ -2,6 +2,7 @@
 
 - GET /api/v1/sources, POST /api/v1/sources
 - GET/DELETE /api/v1/sources/{source}, POST /api/v1/sources/{source}/pause|resume|test
+- PUT /api/v1/sources/{source}/trusted: whose Authentication-Results count (issue 19)
 
 Secrets are write-only: accepted on POST, never returned. Plaintext needs `allow_plaintext`.
 """
@@ -39,6 +40,18 @@ class SourceIn(BaseModel):
     after: Literal["seen", "move", "delete"] = "seen"
     move_to: str | None = None
     paused: bool = False
+    trusted_authserv_ids: list[str] = Field(
+        default_factory=list, max_length=20,
+        description="authserv-ids of the mailbox server whose Authentication-Results (and ARC "
+                    "sets sealed by its domain) count for this mail's sender authentication.")
+    skip_to: str | None = Field(
+        None, description="Folder for messages that cannot be taken; default: left in place.")
+
+
+class TrustIn(BaseModel):
+    """The authserv-ids of the mailbox server whose verdicts count (empty: none)."""
+
+    trusted_authserv_ids: list[str] = Field(max_length=20)
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +68,8 @@ def _add(engine: Engine, settings: Any, body: SourceIn) -> dict[str, Any]:
         engine, settings, name=body.name, host=body.host,
         port=body.port or (993 if body.security == "tls" else 143), security=body.security,
         username=body.username, secret=body.secret, auth=body.auth, folders=body.folders,
-        address=body.address, after=body.after, move_to=body.move_to, paused=body.paused)
+        address=body.address, after=body.after, move_to=body.move_to, paused=body.paused,
+        trusted_authserv_ids=body.trusted_authserv_ids, skip_to=body.skip_to)
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -79,10 +93,13 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @r.get("/api/v1/sources/{source}", dependencies=auth, tags=["sources"])
     async def show(source: str) -> dict[str, Any]:
+        """The source, with the messages it could not take (newest first)."""
         try:
-            return _shown(await ctx.db(store.get_source, source))
+            row = _shown(await ctx.db(store.get_source, source))
         except SourceError as e:
             raise _missing(e) from None
+        row["skipped"] = to_plain(await ctx.db(store.skipped, row["id"]))
+        return row
 
     @r.delete("/api/v1/sources/{source}", dependencies=auth, tags=["sources"], status_code=204)
     async def remove(source: str) -> Response:
@@ -103,6 +120,14 @@ def router(ctx: ApiContext) -> APIRouter:
     async def resume(source: str) -> dict[str, Any]:
         try:
             return _shown(await ctx.db(store.set_paused, source, False))
+        except SourceError as e:
+            raise _missing(e) from None
+
+    @r.put("/api/v1/sources/{source}/trusted", dependencies=auth, tags=["sources"])
+    async def trust(source: str, body: TrustIn) -> dict[str, Any]:
+        """Replace the authserv-ids whose verdicts count for this source's mail."""
+        try:
+            return _shown(await ctx.db(store.set_trusted, source, body.trusted_authserv_ids))
         except SourceError as e:
             raise _missing(e) from None
 
