@@ -12,7 +12,7 @@ work adds ``mta-sts``, ``dane-ee``, ``dane-ta``), `tls_policy` which policy set 
 failed in ``preferred`` mode.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-04
 
 Written out in full rather than imported from the models: a migration must keep describing
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Mailbox sources (issue 19, what was left): trusted authserv-ids, skipped messages.
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-04
 
 - `mail_sources.trusted_authserv_ids`: the authserv-ids whose Authentication-Results (and ARC
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0009"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
