@@ -23,7 +23,7 @@ def test_a_key_activated_by_the_cli_signs_the_next_message_here(tmp_path: Path) 
     with DNSServer({}) as dns, running_platform(tmp_path, config="", start=False) as p:
         assert p.config_path is not None
         p.config_path.write_text(f'[dns]\nnameservers = ["{dns.address}"]\ntimeout = 2.0\n')
-        p.cli("migrate")
+        p.cli("init")
         settings = load_settings(p.config_path, overrides={"data_dir": str(p.data_dir)})
         engine = make_engine(settings.database_url)
         try:

@@ -22,7 +22,7 @@ from tests.support.platform import Platform, running_platform
 @pytest.fixture(scope="module")
 def mc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     with running_platform(tmp_path_factory.mktemp("send"), start=False) as p:
-        p.cli("migrate")
+        p.cli("init")
         yield p
 
 
