@@ -78,6 +78,7 @@ API_TO_CLI = {
     "POST /api/v1/sources/{source}/pause": "source pause",
     "POST /api/v1/sources/{source}/resume": "source resume",
     "POST /api/v1/sources/{source}/test": "source test",
+    "PUT /api/v1/sources/{source}/trusted": "source trust",
 }
 
 #: Operations with no CLI counterpart, each with the reason.
